@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from justpipe.types import EventType, PipelineTerminalStatus
@@ -81,3 +82,40 @@ class StorageBackend(Protocol):
     def delete_run(self, run_id: str) -> bool:
         """Delete the run and its events; return whether the run existed."""
         ...
+
+
+# Helpers shared by the backends (not part of the public surface).
+
+_EVENT_TYPES = {member.value: member for member in EventType}
+_RUN_ID_PREFIX = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def is_run_id_prefix(text: str) -> bool:
+    """Whether `text` can start a run id (ASCII letters, digits, ``_``, ``-``; non-empty)."""
+    return _RUN_ID_PREFIX.fullmatch(text) is not None
+
+
+def validate_paging(limit: int, offset: int) -> None:
+    """Reject negative paging arguments instead of guessing what they mean."""
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
+
+
+def parse_event_type(value: object) -> EventType | None:
+    """Return the EventType named by a stored ``type`` value, or None if it names none."""
+    return _EVENT_TYPES.get(value) if isinstance(value, str) else None
+
+
+def utc_from_epoch(value: object) -> datetime:
+    """Read a stored epoch (seconds) as an aware UTC datetime; non-numbers read as 0."""
+    seconds = value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def epoch_of(moment: datetime) -> float:
+    """Return epoch seconds of `moment`, reading a naive datetime as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()

@@ -1,0 +1,524 @@
+"""The embedded default run store: one SQLite file per pipeline (spec §15.3).
+
+The schema is upstream's (same tables, columns, generated columns and index names) plus
+one change: ``idx_events_run_seq`` is UNIQUE, so an event stored twice (a retried
+flush) is kept once. Where we depart from upstream, and why:
+
+* One connection per backend instance, reused for every operation and guarded by a
+  lock, because persistence writes arrive from ``asyncio.to_thread`` workers
+  (``check_same_thread=False``). A process forked while holding an instance opens its
+  own connection and never touches the inherited one.
+* Writes run in ``BEGIN IMMEDIATE`` transactions and wait up to ``timeout`` seconds
+  for another writer (``busy_timeout``), so several processes can share a store.
+  ``synchronous=NORMAL`` in WAL mode keeps every committed write across a process
+  crash; only an OS crash can lose the last commits.
+* A run row that never got its end record (status ``running``, written by
+  ``append_events``) reads back as FAILED with an explanatory ``error_message``
+  instead of raising; unknown or NULL statuses read as FAILED too.
+* Events keep the ``seq`` from their JSON; only events without one are numbered,
+  after the run's highest stored ``seq``. Rows whose ``type`` is unknown are skipped
+  on read, like the in-memory store does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Self
+
+from justpipe.storage.interface import (
+    RunRecord,
+    StoredEvent,
+    epoch_of,
+    is_run_id_prefix,
+    parse_event_type,
+    utc_from_epoch,
+    validate_paging,
+)
+from justpipe.storage.serialize import parse_event_object
+from justpipe.types import EventType, PipelineTerminalStatus
+
+__all__ = ["SQLiteBackend"]
+
+_log = logging.getLogger("justpipe.storage")
+
+RUNNING_STATUS = "running"
+"""Status of a run row created by ``append_events`` and not yet completed by ``save_run``."""
+
+UNFINISHED_RUN_MESSAGE = (
+    "Run did not finish: no end record was stored "
+    "(it is still running, or its process ended before recording the outcome)"
+)
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    start_time REAL NOT NULL,
+    end_time REAL,
+    duration_s REAL,
+    status TEXT,
+    error_message TEXT,
+    error_step TEXT,
+    run_meta TEXT,
+    created_at REAL DEFAULT (unixepoch())
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    timestamp REAL NOT NULL,
+    data TEXT NOT NULL,
+    event_type TEXT GENERATED ALWAYS AS (json_extract(data, '$.type')) STORED,
+    step_name TEXT GENERATED ALWAYS AS (json_extract(data, '$.stage')) STORED,
+    node_kind TEXT GENERATED ALWAYS AS (json_extract(data, '$.node_kind')) STORED,
+    attempt INTEGER GENERATED ALWAYS AS (json_extract(data, '$.attempt')) STORED
+);
+"""
+
+_PLAIN_INDEXES = {
+    "idx_runs_time": "CREATE INDEX idx_runs_time ON runs(start_time DESC)",
+    "idx_runs_status": "CREATE INDEX idx_runs_status ON runs(status, start_time DESC)",
+    "idx_events_type": "CREATE INDEX idx_events_type ON events(run_id, event_type)",
+    "idx_events_step": "CREATE INDEX idx_events_step ON events(run_id, step_name, event_type)",
+}
+_SEQ_INDEX = "idx_events_run_seq"
+_CREATE_SEQ_INDEX = f"CREATE UNIQUE INDEX {_SEQ_INDEX} ON events(run_id, seq)"
+
+# Takes seq and timestamp from the event JSON inside SQLite, so storing an event needs
+# no decode in Python. Parameters: run_id, fallback seq, event JSON.
+_INSERT_EVENT = """
+INSERT OR IGNORE INTO events (run_id, seq, timestamp, data)
+SELECT ?1,
+       CASE WHEN json_type(?3, '$.seq') = 'integer' THEN json_extract(?3, '$.seq') ELSE ?2 END,
+       CASE WHEN json_type(?3, '$.timestamp') IN ('integer', 'real')
+            THEN json_extract(?3, '$.timestamp') ELSE 0 END,
+       ?3
+"""
+
+_RUN_COLUMNS = "run_id, start_time, end_time, duration_s, status, error_message, error_step, run_meta"
+_EVENT_COLUMNS = "seq, timestamp, event_type, step_name, data"
+_STATUSES = {member.value: member for member in PipelineTerminalStatus}
+
+# Connections inherited through fork(): kept referenced so the child never closes them
+# (closing would drop POSIX locks that the child's own connection holds on the file).
+_INHERITED_CONNECTIONS: list[sqlite3.Connection] = []
+
+
+class SQLiteBackend:
+    """Run store backed by one SQLite file; instances and processes may share the file.
+
+    Construction creates parent directories and the schema (migrating older files).
+    A file that is not a SQLite database raises ``sqlite3.DatabaseError`` and is left
+    untouched. ``timeout`` is how long a write waits for another writer.
+    """
+
+    def __init__(self, db_path: str | Path, *, timeout: float = 5.0) -> None:
+        self._db_path = Path(db_path)
+        self._timeout = timeout
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._finalizer: weakref.finalize[..., SQLiteBackend] | None = None
+        self._ensure_parent_dir()
+        with self._failure_context("open"):
+            self._init_schema(self._connection())
+
+    @property
+    def db_path(self) -> Path:
+        """Path of the SQLite file."""
+        return self._db_path
+
+    def close(self) -> None:
+        """Release the connection; using the backend again reconnects."""
+        with self._lock:
+            if self._finalizer is not None:
+                self._finalizer()
+            self._conn = None
+            self._finalizer = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({str(self._db_path)!r})"
+
+    # -- writes ---------------------------------------------------------------------
+
+    def save_run(self, run: RunRecord, events: list[str]) -> None:
+        """Store the run and its events in one transaction.
+
+        A ``running`` placeholder row (from ``append_events``) is completed; any other
+        existing row with the same id raises ``sqlite3.IntegrityError``. Invalid event
+        JSON raises ``json.JSONDecodeError`` and nothing of the call is stored.
+        """
+        with self._write("save run " + repr(run.run_id), run.run_id, events) as conn:
+            row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+            values = _run_values(run)
+            if row is None:
+                conn.execute(
+                    f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values
+                )
+            elif row[0] == RUNNING_STATUS:
+                conn.execute(
+                    "UPDATE runs SET start_time = ?, end_time = ?, duration_s = ?, status = ?,"
+                    " error_message = ?, error_step = ?, run_meta = ? WHERE run_id = ?",
+                    (*values[1:], run.run_id),
+                )
+            else:
+                raise RunAlreadyStored(f"run {run.run_id!r} is already stored in {self._db_path}")
+            self._insert_events(conn, run.run_id, events)
+
+    def append_events(self, run_id: str, events: list[str]) -> None:
+        """Store events of an unfinished run, creating its ``running`` row if needed.
+
+        Events already stored under the same ``seq`` are ignored, so a retried flush
+        does not duplicate anything.
+        """
+        with self._write("append events to run " + repr(run_id), run_id, events) as conn:
+            start = "json_extract(?2, '$.timestamp')" if events else "NULL"
+            conn.execute(
+                "INSERT OR IGNORE INTO runs (run_id, start_time, status)"
+                f" VALUES (?1, COALESCE({start}, ?3), ?4)",
+                (run_id, events[0] if events else None, time.time(), RUNNING_STATUS),
+            )
+            self._insert_events(conn, run_id, events)
+
+    def delete_run(self, run_id: str) -> bool:
+        """Delete the run and its events; return whether the run existed."""
+        with self._write("delete run " + repr(run_id), run_id, []) as conn:
+            conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
+            return conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
+
+    # -- reads ----------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        rows = self._query(
+            "read run " + repr(run_id),
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?",
+            (run_id,),
+        )
+        return _row_to_run(rows[0]) if rows else None
+
+    def list_runs(
+        self,
+        status: PipelineTerminalStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        validate_paging(limit, offset)
+        where, params = _status_filter(status)
+        rows = self._query(
+            "list runs",
+            f"SELECT {_RUN_COLUMNS} FROM runs {where}"
+            " ORDER BY start_time DESC, rowid DESC LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        return [_row_to_run(row) for row in rows]
+
+    def get_events(self, run_id: str, event_type: EventType | None = None) -> list[StoredEvent]:
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE run_id = ?"
+        params: tuple[object, ...] = (run_id,)
+        if event_type is not None:
+            sql += " AND event_type = ?"
+            params += (event_type.value,)
+        rows = self._query("read events of run " + repr(run_id), sql + " ORDER BY seq, id", params)
+        return [event for event in map(_row_to_event, rows) if event is not None]
+
+    def find_runs_by_prefix(self, run_id_prefix: str, limit: int = 10) -> list[RunRecord]:
+        """Runs whose id starts with the prefix (ASCII case-insensitive), newest first.
+
+        Prefixes with characters outside ``[A-Za-z0-9_-]`` match nothing.
+        """
+        validate_paging(limit, 0)
+        if not is_run_id_prefix(run_id_prefix):
+            return []
+        pattern = _escape_like(run_id_prefix) + "%"
+        rows = self._query(
+            "find runs by prefix " + repr(run_id_prefix),
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id LIKE ? ESCAPE '\\'"
+            " ORDER BY start_time DESC, rowid DESC LIMIT ?",
+            (pattern, limit),
+        )
+        return [_row_to_run(row) for row in rows]
+
+    # -- connection and transactions ------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        """Return this process's connection, opening it on first use (call under the lock)."""
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        if self._conn is not None:
+            _INHERITED_CONNECTIONS.append(self._conn)
+            if self._finalizer is not None:
+                self._finalizer.detach()
+        conn = sqlite3.connect(
+            self._db_path, timeout=self._timeout, check_same_thread=False, isolation_level=None
+        )
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error:
+            conn.close()
+            raise
+        self._conn, self._pid = conn, os.getpid()
+        self._finalizer = weakref.finalize(self, conn.close)
+        return conn
+
+    @contextmanager
+    def _write(
+        self, action: str, run_id: str, events: Sequence[str]
+    ) -> Iterator[sqlite3.Connection]:
+        """Run the body in an IMMEDIATE transaction; roll back on any error."""
+        with self._lock, self._failure_context(action, run_id, events):
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                _rollback(conn)
+                raise
+            conn.execute("COMMIT")
+
+    def _query(
+        self, action: str, sql: str, params: Sequence[object]
+    ) -> list[sqlite3.Row]:
+        with self._lock, self._failure_context(action):
+            return self._connection().execute(sql, params).fetchall()
+
+    @contextmanager
+    def _failure_context(
+        self, action: str, run_id: str = "", events: Sequence[str] = ()
+    ) -> Iterator[None]:
+        """Re-raise SQLite errors with the file, the action and a hint, same class.
+
+        Malformed event JSON is reported as ``json.JSONDecodeError`` naming the event.
+        """
+        try:
+            yield
+        except RunAlreadyStored:
+            raise
+        except sqlite3.Error as exc:
+            bad_event = _first_bad_event(run_id, events) if "JSON" in str(exc) else None
+            if bad_event is not None:
+                raise bad_event from None
+            raise _explained(exc, action, self._db_path, self._timeout) from exc
+
+    def _insert_events(self, conn: sqlite3.Connection, run_id: str, events: list[str]) -> None:
+        if not events:
+            return
+        for index, data in enumerate(events):
+            if not isinstance(data, str) or not data.lstrip().startswith("{"):
+                parse_event_object(run_id, index, data)
+        top = conn.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?", (run_id,)
+        ).fetchone()[0]
+        conn.executemany(
+            _INSERT_EVENT,
+            ((run_id, top + position, data) for position, data in enumerate(events, start=1)),
+        )
+
+    def _ensure_parent_dir(self) -> None:
+        if str(self._db_path) == ":memory:":
+            return
+        parent = self._db_path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise type(exc)(
+                exc.errno, f"cannot create the run store directory {parent}: {exc.strerror}"
+            ) from exc
+
+    def _init_schema(self, conn: sqlite3.Connection) -> None:
+        """Create or migrate the schema; a store that is already current is only read."""
+        with self._lock:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            if _schema_is_current(conn):
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _TABLES.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                _migrate_runs_columns(conn)
+                existing = _index_names(conn)
+                for name, ddl in _PLAIN_INDEXES.items():
+                    if name not in existing:
+                        conn.execute(ddl)
+                self._make_seq_index_unique(conn)
+            except BaseException:
+                _rollback(conn)
+                raise
+            conn.execute("COMMIT")
+
+    def _make_seq_index_unique(self, conn: sqlite3.Connection) -> None:
+        """Create the unique (run_id, seq) index, or upgrade the old plain one.
+
+        Files written by upstream can hold duplicate (run_id, seq) pairs; those keep
+        the plain index (nothing is deleted) and a warning says why.
+        """
+        unique = _index_is_unique(conn, _SEQ_INDEX)
+        if unique:
+            return
+        conn.execute("SAVEPOINT seq_index")
+        try:
+            if unique is not None:
+                conn.execute(f"DROP INDEX {_SEQ_INDEX}")
+            conn.execute(_CREATE_SEQ_INDEX)
+        except sqlite3.IntegrityError:
+            conn.execute("ROLLBACK TO seq_index")
+            _log.warning(
+                "%s holds events with duplicate (run_id, seq); keeping the non-unique "
+                "index %s, so repeated appends are not de-duplicated in this file",
+                self._db_path,
+                _SEQ_INDEX,
+            )
+        conn.execute("RELEASE seq_index")
+
+
+def _schema_is_current(conn: sqlite3.Connection) -> bool:
+    columns = _column_names(conn, "runs")
+    if not columns or "run_meta" not in columns or "error_step" not in columns:
+        return False
+    if not _column_names(conn, "events"):
+        return False
+    return _index_names(conn).issuperset(_PLAIN_INDEXES) and _index_is_unique(
+        conn, _SEQ_INDEX
+    ) is not None
+
+
+def _migrate_runs_columns(conn: sqlite3.Connection) -> None:
+    """Bring an older ``runs`` table up to date (rename user_meta, add new columns)."""
+    columns = _column_names(conn, "runs")
+    if "user_meta" in columns and "run_meta" not in columns:
+        conn.execute("ALTER TABLE runs RENAME COLUMN user_meta TO run_meta")
+        columns = _column_names(conn, "runs")
+    for column in ("run_meta", "error_step"):
+        if column not in columns:
+            conn.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
+
+
+def _column_names(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _index_names(conn: sqlite3.Connection) -> set[str]:
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+    return {row[0] for row in rows}
+
+
+def _index_is_unique(conn: sqlite3.Connection, name: str) -> bool | None:
+    """True/False for an existing index's uniqueness, None when it does not exist."""
+    for row in conn.execute("PRAGMA index_list(events)"):
+        if row[1] == name:
+            return bool(row[2])
+    return None
+
+
+class RunAlreadyStored(sqlite3.IntegrityError):
+    """``save_run`` for an id whose run is already complete."""
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back unless SQLite already did (it does on some I/O and full-disk errors)."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _first_bad_event(run_id: str, events: Sequence[str]) -> Exception | None:
+    for index, data in enumerate(events):
+        try:
+            parse_event_object(run_id, index, data)
+        except (TypeError, ValueError) as exc:
+            return exc
+    return None
+
+
+def _explained(exc: sqlite3.Error, action: str, path: Path, timeout: float) -> sqlite3.Error:
+    text = str(exc)
+    hint = ""
+    if "locked" in text or "busy" in text:
+        hint = f"; another process held a write lock for more than {timeout:g}s"
+    elif "not a database" in text or "malformed" in text:
+        hint = "; the file is not an intact SQLite database and was left untouched"
+    elif "readonly" in text:
+        hint = "; the file or its directory is not writable"
+    elif "unable to open" in text:
+        hint = "; check that the path is a writable file location, not a directory"
+    explained = type(exc)(f"run store {path}: cannot {action}: {text}{hint}")
+    explained.sqlite_errorcode = exc.sqlite_errorcode
+    explained.sqlite_errorname = exc.sqlite_errorname
+    return explained
+
+
+def _run_values(run: RunRecord) -> tuple[object, ...]:
+    return (
+        run.run_id,
+        epoch_of(run.start_time),
+        None if run.end_time is None else epoch_of(run.end_time),
+        None if run.duration is None else run.duration.total_seconds(),
+        run.status.value,
+        run.error_message,
+        run.error_step,
+        run.run_meta,
+    )
+
+
+def _status_filter(status: PipelineTerminalStatus | None) -> tuple[str, tuple[object, ...]]:
+    """WHERE clause for a status; FAILED also covers rows that read back as FAILED."""
+    if status is None:
+        return "", ()
+    if status is not PipelineTerminalStatus.FAILED:
+        return "WHERE status = ?", (status.value,)
+    others = tuple(value for value in _STATUSES if value != status.value)
+    marks = ", ".join("?" * len(others))
+    return f"WHERE status IS NULL OR status NOT IN ({marks})", others
+
+
+def _row_to_run(row: sqlite3.Row) -> RunRecord:
+    raw_status = row["status"]
+    status = _STATUSES.get(raw_status, PipelineTerminalStatus.FAILED)
+    error_message = row["error_message"]
+    if raw_status == RUNNING_STATUS and error_message is None:
+        error_message = UNFINISHED_RUN_MESSAGE
+    end_time, duration = row["end_time"], row["duration_s"]
+    return RunRecord(
+        run_id=row["run_id"],
+        start_time=utc_from_epoch(row["start_time"]),
+        end_time=None if end_time is None else utc_from_epoch(end_time),
+        duration=timedelta(seconds=duration) if isinstance(duration, (int, float)) else None,
+        status=status,
+        error_message=error_message,
+        error_step=row["error_step"],
+        run_meta=row["run_meta"],
+    )
+
+
+def _row_to_event(row: sqlite3.Row) -> StoredEvent | None:
+    event_type = parse_event_type(row["event_type"])
+    if event_type is None:
+        return None
+    step_name = row["step_name"]
+    return StoredEvent(
+        seq=row["seq"],
+        timestamp=utc_from_epoch(row["timestamp"]),
+        event_type=event_type,
+        step_name="" if step_name is None else str(step_name),
+        data=row["data"],
+    )
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
