@@ -1,0 +1,266 @@
+"""Automatic persistence of runs (`Pipe(persist=True)` / `JUSTPIPE_PERSIST`, spec §15.4).
+
+The kernel calls :func:`create_persistence_observer` once per persisted run and attaches
+the returned observer. Everything here is best effort: a persistence problem is logged
+as a warning on the ``justpipe.persistence`` logger and never changes the run.
+
+Layout: ``<storage root>/<pipeline_hash>/runs.db`` (an :class:`SQLiteBackend`) next to
+``pipeline.json`` (the pipe's ``describe()`` snapshot, read by the CLI and dashboard).
+
+Beyond upstream, a run is registered (status ``running``) as soon as it starts, so a
+run whose process dies is still listed afterwards, and a flush that fails keeps its
+events buffered for the next write instead of dropping them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from justpipe.observability.observer import Observer, ObserverMeta
+from justpipe.storage.interface import RunRecord, StorageBackend
+from justpipe.storage.serialize import dumps_jsonable, event_to_json
+from justpipe.storage.sqlite import SQLiteBackend
+from justpipe.types import Event, EventType, PipelineEndData, PipelineTerminalStatus
+
+__all__ = [
+    "PersistenceObserver",
+    "PipelineStore",
+    "create_persistence_observer",
+    "resolve_storage_path",
+]
+
+_log = logging.getLogger("justpipe.persistence")
+
+STORAGE_PATH_ENV = "JUSTPIPE_STORAGE_PATH"
+DEFAULT_STORAGE_DIR = "~/.justpipe"
+RUNS_DB = "runs.db"
+PIPELINE_JSON = "pipeline.json"
+_CACHE_ATTRIBUTE = "_persistence_cache"
+
+
+class PersistablePipe(Protocol):
+    """What persistence needs from a Pipe."""
+
+    flush_interval: int | None
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def resolve_storage_path() -> Path:
+    """The storage root: ``$JUSTPIPE_STORAGE_PATH`` (``~`` expanded) or ``~/.justpipe``."""
+    configured = os.environ.get(STORAGE_PATH_ENV) or DEFAULT_STORAGE_DIR
+    return Path(configured).expanduser()
+
+
+@dataclass
+class PipelineStore:
+    """One pipeline's storage directory; opens its backend once, on first use.
+
+    Cached on the Pipe, so every persisted run of that Pipe shares one backend (and so
+    one SQLite connection). :meth:`open_backend` blocks; call it from a worker thread.
+    """
+
+    directory: Path
+    pipeline_hash: str
+    description: dict[str, Any]
+    _backend: SQLiteBackend | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def open_backend(self) -> SQLiteBackend:
+        """Return the shared backend, creating the directory and database if needed.
+
+        Also (re)writes ``pipeline.json`` when it is missing. A failure is raised and
+        the next call tries again.
+        """
+        with self._lock:
+            if self._backend is None:
+                self._backend = SQLiteBackend(self.directory / RUNS_DB)
+        self._ensure_description()
+        return self._backend
+
+    def _ensure_description(self) -> None:
+        target = self.directory / PIPELINE_JSON
+        if target.exists():
+            return
+        text = dumps_jsonable(self.description, indent=2)
+        # Write-then-rename, so a concurrent reader or writer never sees half a file.
+        fd, temporary = tempfile.mkstemp(prefix=".pipeline-", suffix=".json", dir=self.directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as stream:
+                stream.write(text)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+
+class PersistenceObserver(Observer):
+    """Buffers one run's events as JSON and writes the run when it ends.
+
+    `open_backend` is called (in a worker thread) when the run starts. With
+    `flush_interval` N, every N buffered events are written with ``append_events``;
+    otherwise everything is written by ``save_run`` at the end.
+    """
+
+    def __init__(
+        self,
+        open_backend: Callable[[], StorageBackend],
+        *,
+        flush_interval: int | None = None,
+    ) -> None:
+        self._open_backend = open_backend
+        self._flush_interval = flush_interval if flush_interval and flush_interval > 0 else None
+        self._backend: StorageBackend | None = None
+        self._run_id: str | None = None
+        self._started_at = 0.0
+        self._buffer: list[str] = []
+        self._next_flush_at = 0
+        self._finish: Event | None = None
+
+    async def on_pipeline_start(self, state: Any, context: Any, meta: ObserverMeta) -> None:
+        self._reset()
+        self._run_id = meta.run_id
+        self._started_at = meta.started_at if meta.started_at is not None else time.time()
+        if self._run_id is None:
+            _log.warning("Not persisting a run without a run id (pipe %r)", meta.pipe_name)
+            return
+        try:
+            backend = await asyncio.to_thread(self._open_backend)
+            # Registers the run as 'running' so it is listed even if this process dies.
+            await asyncio.to_thread(backend.append_events, self._run_id, [])
+        except Exception as exc:  # noqa: BLE001 - persistence must never affect the run
+            _log.warning("Not persisting run %s: cannot open the run store: %s", self._run_id, exc)
+            return
+        self._backend = backend
+
+    async def on_event(self, state: Any, context: Any, meta: ObserverMeta, event: Event) -> None:
+        if self._backend is None:
+            return
+        try:
+            self._buffer.append(event_to_json(event))
+        except Exception as exc:  # noqa: BLE001 - a malformed event must not stop the run
+            _log.warning("Failed to serialize %s event of run %s: %s", event.type, self._run_id, exc)
+        if event.type is EventType.FINISH and event.parent_run_id is None:
+            self._finish = event
+        if self._flush_interval is not None and len(self._buffer) >= self._next_flush_at:
+            await self._flush()
+
+    async def on_pipeline_end(
+        self, state: Any, context: Any, meta: ObserverMeta, duration_s: float
+    ) -> None:
+        await self._save(error=None, duration_s=duration_s)
+
+    async def on_pipeline_error(
+        self, state: Any, context: Any, meta: ObserverMeta, error: Exception
+    ) -> None:
+        await self._save(error=error, duration_s=None)
+
+    def _reset(self) -> None:
+        self._backend = None
+        self._run_id = None
+        self._buffer = []
+        self._next_flush_at = self._flush_interval or 0
+        self._finish = None
+
+    async def _flush(self) -> None:
+        backend, run_id, batch = self._backend, self._run_id, self._buffer
+        if backend is None or run_id is None or not batch:
+            return
+        self._buffer = []
+        try:
+            await asyncio.to_thread(backend.append_events, run_id, batch)
+        except Exception as exc:  # noqa: BLE001 - persistence must never affect the run
+            self._buffer = batch + self._buffer
+            _log.warning(
+                "Failed to flush %d events of run %s (kept for the next write): %s",
+                len(batch),
+                run_id,
+                exc,
+            )
+        # After a failure, wait for another interval's worth of events before retrying.
+        self._next_flush_at = len(self._buffer) + (self._flush_interval or 0)
+
+    async def _save(self, *, error: Exception | None, duration_s: float | None) -> None:
+        backend, run_id, events = self._backend, self._run_id, self._buffer
+        finish = self._finish
+        self._reset()
+        if backend is None or run_id is None:
+            return
+        record = _run_record(run_id, self._started_at, finish, error, duration_s)
+        try:
+            await asyncio.to_thread(backend.save_run, record, events)
+        except Exception as exc:  # noqa: BLE001 - persistence must never affect the run
+            _log.warning("Failed to persist run %s (%d events lost): %s", run_id, len(events), exc)
+
+
+def create_persistence_observer(pipe: PersistablePipe) -> Observer:
+    """Return a fresh persistence observer for one run of `pipe`.
+
+    The pipeline's storage (directory, hash, ``describe()`` snapshot, backend) is worked
+    out on the first call and cached on the pipe. If that fails, a warning is logged and
+    an observer that records nothing is returned.
+    """
+    store = _pipeline_store(pipe)
+    if store is None:
+        return Observer()
+    return PersistenceObserver(store.open_backend, flush_interval=pipe.flush_interval)
+
+
+def _pipeline_store(pipe: PersistablePipe) -> PipelineStore | None:
+    cached = getattr(pipe, _CACHE_ATTRIBUTE, None)
+    if isinstance(cached, PipelineStore):
+        return cached
+    try:
+        description = pipe.describe()
+        pipeline_hash = str(description["pipeline_hash"])
+    except Exception as exc:  # noqa: BLE001 - persistence must never affect the run
+        _log.warning("Not persisting runs of %r: cannot describe the pipeline: %s", pipe, exc)
+        return None
+    store = PipelineStore(resolve_storage_path() / pipeline_hash, pipeline_hash, description)
+    setattr(pipe, _CACHE_ATTRIBUTE, store)
+    return store
+
+
+def _run_record(
+    run_id: str,
+    started_at: float,
+    finish: Event | None,
+    error: Exception | None,
+    duration_s: float | None,
+) -> RunRecord:
+    """Build the stored record from the run's FINISH payload (and the error callback)."""
+    end = datetime.now(UTC)
+    status = PipelineTerminalStatus.SUCCESS
+    error_message: str | None = None
+    error_step: str | None = None
+    run_meta: str | None = None
+    if finish is not None and isinstance(finish.payload, PipelineEndData):
+        outcome = finish.payload
+        status, duration_s = outcome.status, outcome.duration_s
+        error_message, error_step = outcome.error, outcome.failed_step
+    if finish is not None and finish.meta:
+        run_meta = dumps_jsonable(finish.meta)
+    if error is not None and status is PipelineTerminalStatus.SUCCESS:
+        status, error_message = PipelineTerminalStatus.FAILED, str(error)
+    if duration_s is None:
+        duration_s = max(0.0, end.timestamp() - started_at)
+    return RunRecord(
+        run_id=run_id,
+        start_time=datetime.fromtimestamp(started_at, tz=UTC),
+        end_time=end,
+        duration=timedelta(seconds=duration_s),
+        status=status,
+        error_message=error_message,
+        error_step=error_step,
+        run_meta=run_meta,
+    )
