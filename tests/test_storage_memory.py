@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,9 @@ from justpipe.types import EventType, PipelineTerminalStatus
 BASE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
-def event_json(event_type: str, stage: str = "a", *, seq: int | None = None, ts: float = 1.0) -> str:
+def event_json(
+    event_type: str, stage: str = "a", *, seq: int | None = None, ts: float = 1.0
+) -> str:
     data: dict[str, object] = {"type": event_type, "stage": stage, "timestamp": ts}
     if seq is not None:
         data["seq"] = seq
@@ -94,7 +97,7 @@ def test_list_runs_filters_by_status(backend: StorageBackend) -> None:
 
 @pytest.mark.parametrize("kwargs", [{"limit": -1}, {"offset": -1}])
 def test_negative_paging_arguments_are_rejected(
-    backend: StorageBackend, kwargs: dict[str, int]
+    backend: StorageBackend, kwargs: dict[str, Any]
 ) -> None:
     with pytest.raises(ValueError, match="must be >= 0"):
         backend.list_runs(**kwargs)
@@ -267,9 +270,10 @@ def test_memory_append_without_save_leaves_the_run_unlisted() -> None:
 
 def test_memory_sorts_naive_start_times_as_utc() -> None:
     store = InMemoryBackend()
-    naive = RunRecord("naive", datetime(2024, 5, 1, 13, 0), None, None, PipelineTerminalStatus.SUCCESS)
+    naive = RunRecord(
+        "naive", datetime(2024, 5, 1, 13, 0), None, None, PipelineTerminalStatus.SUCCESS
+    )
     store.save_run(naive, [])
     store.save_run(make_run("aware"), [])  # 12:00 UTC
 
     assert [r.run_id for r in store.list_runs()] == ["naive", "aware"]
-

@@ -26,7 +26,9 @@ def event_json(event_type: str, *, seq: int | None = None, ts: float = 1.0) -> s
     return json.dumps(data)
 
 
-def make_run(run_id: str, status: PipelineTerminalStatus = PipelineTerminalStatus.SUCCESS) -> RunRecord:
+def make_run(
+    run_id: str, status: PipelineTerminalStatus = PipelineTerminalStatus.SUCCESS
+) -> RunRecord:
     return RunRecord(run_id, BASE, BASE + timedelta(seconds=1), timedelta(seconds=1), status)
 
 
@@ -96,12 +98,21 @@ def test_generated_columns_are_filled_from_the_event_json(
     store: SQLiteBackend, db_path: Path
 ) -> None:
     data = json.dumps(
-        {"type": "step_end", "stage": "s", "timestamp": 5.0, "seq": 1, "node_kind": "map", "attempt": 3}
+        {
+            "type": "step_end",
+            "stage": "s",
+            "timestamp": 5.0,
+            "seq": 1,
+            "node_kind": "map",
+            "attempt": 3,
+        }
     )
     store.save_run(make_run("r1"), [data])
 
     conn = raw(db_path)
-    row = conn.execute("SELECT event_type, step_name, node_kind, attempt, timestamp FROM events").fetchone()
+    row = conn.execute(
+        "SELECT event_type, step_name, node_kind, attempt, timestamp FROM events"
+    ).fetchone()
     conn.close()
     assert row == ("step_end", "s", "map", 3, 5.0)
 
@@ -116,7 +127,9 @@ def test_times_are_stored_as_epoch_seconds(store: SQLiteBackend, db_path: Path) 
 
 
 def test_naive_datetimes_are_stored_and_read_as_utc(store: SQLiteBackend) -> None:
-    naive = RunRecord("r1", datetime(2024, 5, 1, 12, 0), None, None, PipelineTerminalStatus.SUCCESS)
+    naive = RunRecord(
+        "r1", datetime(2024, 5, 1, 12, 0), None, None, PipelineTerminalStatus.SUCCESS
+    )
     store.save_run(naive, [])
 
     run = store.get_run("r1")
@@ -214,7 +227,9 @@ def test_saving_over_a_finished_run_raises_and_keeps_the_original(store: SQLiteB
     store.save_run(make_run("r1"), [event_json("start", seq=1)])
 
     with pytest.raises(sqlite3.IntegrityError, match="'r1' is already stored"):
-        store.save_run(make_run("r1", PipelineTerminalStatus.FAILED), [event_json("finish", seq=2)])
+        store.save_run(
+            make_run("r1", PipelineTerminalStatus.FAILED), [event_json("finish", seq=2)]
+        )
 
     run = store.get_run("r1")
     assert run is not None and run.status is PipelineTerminalStatus.SUCCESS
@@ -311,7 +326,9 @@ def test_locked_store_reports_the_lock_and_loses_nothing(db_path: Path) -> None:
         holder = raw(db_path)
         holder.execute("BEGIN EXCLUSIVE")
         try:
-            with pytest.raises(sqlite3.OperationalError, match="another process held a write lock"):
+            with pytest.raises(
+                sqlite3.OperationalError, match="another process held a write lock"
+            ):
                 store.save_run(make_run("during"), [event_json("start", seq=1)])
         finally:
             holder.execute("ROLLBACK")

@@ -149,7 +149,9 @@ class PersistenceObserver(Observer):
         try:
             self._buffer.append(event_to_json(event))
         except Exception as exc:  # noqa: BLE001 - a malformed event must not stop the run
-            _log.warning("Failed to serialize %s event of run %s: %s", event.type, self._run_id, exc)
+            _log.warning(
+                "Failed to serialize %s event of run %s: %s", event.type, self._run_id, exc
+            )
         if event.type is EventType.FINISH and event.parent_run_id is None:
             self._finish = event
         if self._flush_interval is not None and len(self._buffer) >= self._next_flush_at:

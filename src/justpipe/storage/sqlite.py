@@ -103,7 +103,9 @@ SELECT ?1,
        ?3
 """
 
-_RUN_COLUMNS = "run_id, start_time, end_time, duration_s, status, error_message, error_step, run_meta"
+_RUN_COLUMNS = (
+    "run_id, start_time, end_time, duration_s, status, error_message, error_step, run_meta"
+)
 _EVENT_COLUMNS = "seq, timestamp, event_type, step_name, data"
 _STATUSES = {member.value: member for member in PipelineTerminalStatus}
 
@@ -163,7 +165,9 @@ class SQLiteBackend:
         JSON raises ``json.JSONDecodeError`` and nothing of the call is stored.
         """
         with self._write("save run " + repr(run.run_id), run.run_id, events) as conn:
-            row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+            row = conn.execute(
+                "SELECT status FROM runs WHERE run_id = ?", (run.run_id,)
+            ).fetchone()
             values = _run_values(run)
             if row is None:
                 conn.execute(
@@ -291,9 +295,7 @@ class SQLiteBackend:
                 raise
             conn.execute("COMMIT")
 
-    def _query(
-        self, action: str, sql: str, params: Sequence[object]
-    ) -> list[sqlite3.Row]:
+    def _query(self, action: str, sql: str, params: Sequence[object]) -> list[sqlite3.Row]:
         with self._lock, self._failure_context(action):
             return self._connection().execute(sql, params).fetchall()
 
@@ -394,9 +396,10 @@ def _schema_is_current(conn: sqlite3.Connection) -> bool:
         return False
     if not _column_names(conn, "events"):
         return False
-    return _index_names(conn).issuperset(_PLAIN_INDEXES) and _index_is_unique(
-        conn, _SEQ_INDEX
-    ) is not None
+    return (
+        _index_names(conn).issuperset(_PLAIN_INDEXES)
+        and _index_is_unique(conn, _SEQ_INDEX) is not None
+    )
 
 
 def _migrate_runs_columns(conn: sqlite3.Connection) -> None:
