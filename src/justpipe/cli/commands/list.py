@@ -1,0 +1,91 @@
+"""``justpipe list``: recent runs across pipelines, as a table."""
+
+from __future__ import annotations
+
+from justpipe.cli import formatting
+from justpipe.cli.formatting import (
+    EXIT_OK,
+    format_duration,
+    format_status,
+    format_timestamp,
+    short_id,
+)
+from justpipe.cli.registry import AnnotatedRun, PipelineRegistry
+from justpipe.types import PipelineTerminalStatus
+
+__all__ = ["list_command"]
+
+FULL_ID_WIDTH = 34
+SHORT_ID_WIDTH = 15
+
+
+def list_command(
+    registry: PipelineRegistry,
+    pipeline: str | None,
+    status: PipelineTerminalStatus | None,
+    limit: int,
+    full: bool,
+) -> int:
+    """Print up to `limit` runs, newest first, optionally filtered by pipeline and status."""
+    runs = registry.list_all_runs(pipeline_name=pipeline, status=status, limit=limit)
+    if not runs:
+        print("No runs found")
+        return EXIT_OK
+    if formatting.HAS_RICH:
+        _print_rich_table(runs, full)
+    else:
+        _print_plain_table(runs, full)
+    print(f"\nShowing {len(runs)} run(s)")
+    if len(runs) >= limit:
+        print(f"(Limited to {limit}, use --limit to show more)")
+    if not full:
+        print("\nTip: Use run ID prefix (min 4 chars) in other commands")
+        print(f"   Example: justpipe show {runs[0].run.run_id[:8]}")
+    return EXIT_OK
+
+
+def _display_id(run_id: str, full: bool) -> str:
+    return run_id if full else short_id(run_id) + "..."
+
+
+def _duration_seconds(item: AnnotatedRun) -> float | None:
+    duration = item.run.duration
+    return None if duration is None else duration.total_seconds()
+
+
+def _print_rich_table(runs: list[AnnotatedRun], full: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold magenta")
+    table.add_column("Run ID", style="cyan", no_wrap=full)
+    table.add_column("Pipeline", style="green")
+    table.add_column("Status")
+    table.add_column("Started", style="dim")
+    table.add_column("Duration", justify="right")
+    for item in runs:
+        table.add_row(
+            _display_id(item.run.run_id, full),
+            item.pipeline_name,
+            format_status(item.run.status),
+            format_timestamp(item.run.start_time),
+            format_duration(_duration_seconds(item)),
+        )
+    Console().print(table)
+
+
+def _print_plain_table(runs: list[AnnotatedRun], full: bool) -> None:
+    id_width = FULL_ID_WIDTH if full else SHORT_ID_WIDTH
+    header = (
+        f"{'Run ID':<{id_width}} {'Pipeline':<20} {'Status':<14} {'Started':<20} {'Duration':>10}"
+    )
+    print(header)
+    print("-" * (len(header) + 6))
+    for item in runs:
+        print(
+            f"{_display_id(item.run.run_id, full):<{id_width}} "
+            f"{item.pipeline_name[:20]:<20} "
+            f"{item.run.status.value:<14} "
+            f"{format_timestamp(item.run.start_time):<20} "
+            f"{format_duration(_duration_seconds(item)):>10}"
+        )

@@ -1,0 +1,82 @@
+"""``justpipe pipelines``: every pipeline with stored runs, and how it has been doing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from justpipe.cli import formatting
+from justpipe.cli.formatting import EXIT_OK, format_timestamp
+from justpipe.cli.registry import PipelineInfo, PipelineRegistry, StoreError
+from justpipe.types import PipelineTerminalStatus
+
+__all__ = ["pipelines_command"]
+
+
+@dataclass(frozen=True)
+class _PipelineRow:
+    name: str
+    hash: str
+    runs: int
+    last_run: str
+    success_rate: str
+
+
+def pipelines_command(registry: PipelineRegistry) -> int:
+    """Print one row per pipeline: name, hash, run count, last run, success rate."""
+    rows = [
+        row for info in registry.list_pipelines() if (row := _summarise(registry, info)) is not None
+    ]
+    if not rows:
+        print("No pipelines found")
+        return EXIT_OK
+    if formatting.HAS_RICH:
+        _print_rich_table(rows)
+    else:
+        _print_plain_table(rows)
+    print(f"\n{len(rows)} pipeline(s) found")
+    return EXIT_OK
+
+
+def _summarise(registry: PipelineRegistry, info: PipelineInfo) -> _PipelineRow | None:
+    """The row for one pipeline, or None (recorded as a problem) if its store is unreadable."""
+    try:
+        runs = registry.all_runs_of(registry.get_backend(info.hash))
+    except StoreError as exc:
+        registry.note_problem(info, exc)
+        return None
+    if not runs:
+        return _PipelineRow(info.name, info.hash, 0, "-", "-")
+    successes = sum(run.status is PipelineTerminalStatus.SUCCESS for run in runs)
+    return _PipelineRow(
+        name=info.name,
+        hash=info.hash[:16],
+        runs=len(runs),
+        last_run=format_timestamp(max(run.start_time for run in runs)),
+        success_rate=f"{successes / len(runs) * 100:.1f}%",
+    )
+
+
+def _print_rich_table(rows: list[_PipelineRow]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold magenta")
+    table.add_column("Pipeline", style="green")
+    table.add_column("Hash", style="cyan")
+    table.add_column("Runs", justify="right")
+    table.add_column("Last Run", style="dim")
+    table.add_column("Success Rate", justify="right")
+    for row in rows:
+        table.add_row(row.name, row.hash, str(row.runs), row.last_run, row.success_rate)
+    Console().print(table)
+
+
+def _print_plain_table(rows: list[_PipelineRow]) -> None:
+    header = f"{'Pipeline':<30} {'Hash':<18} {'Runs':>5}  {'Last Run':<20} {'Success Rate':>12}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(
+            f"{row.name:<30} {row.hash:<18} {row.runs:>5}  "
+            f"{row.last_run:<20} {row.success_rate:>12}"
+        )

@@ -1,0 +1,239 @@
+"""The ``justpipe`` console script: a click group with one sub-command per module.
+
+Each handler imports its ``justpipe.cli.commands.<name>`` module only when run, opens
+the registry through :func:`get_registry` and calls ``<name>_command(registry, ...)``
+with positional arguments. The command's return value becomes the exit status.
+Failures of the store itself (unusable storage directory, corrupt or locked database)
+end as one ``Error: ...`` line on stderr with exit status 1, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import sys
+from importlib import metadata
+from typing import Any
+
+from justpipe.cli import CLI_INSTALL_HINT, report_uncaught_cleanly
+
+try:
+    import click
+except ImportError as _missing_click:
+    _install_error = ImportError(CLI_INSTALL_HINT)
+    report_uncaught_cleanly(_install_error)
+    raise _install_error from _missing_click
+
+from justpipe.cli.formatting import EXIT_FAILURE
+from justpipe.cli.registry import PipelineRegistry, StoreError
+from justpipe.storage.persistence import STORAGE_PATH_ENV, resolve_storage_path
+from justpipe.types import PipelineTerminalStatus
+
+__all__ = ["cli", "get_registry", "main", "resolve_storage_path"]
+
+_STATUS = click.Choice([status.value for status in PipelineTerminalStatus], case_sensitive=False)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("justpipe")
+    except metadata.PackageNotFoundError:
+        from justpipe import __version__
+
+        return __version__
+
+
+def get_registry() -> PipelineRegistry:
+    """The registry over the storage root, creating the root directory if needed."""
+    root = resolve_storage_path()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise click.ClickException(
+            f"cannot use the storage directory {root}: {reason} "
+            f"(set {STORAGE_PATH_ENV} to a directory you can write)"
+        ) from exc
+    return PipelineRegistry(root)
+
+
+def _run_command(name: str, *args: Any, **options: Any) -> None:
+    """Import ``commands.<name>``, call ``<name>_command(registry, *args)``, exit with its status."""
+    module = importlib.import_module(f"justpipe.cli.commands.{name}")
+    command = getattr(module, f"{name}_command")
+    registry = get_registry()
+    try:
+        status = command(registry, *args, **options)
+    except BrokenPipeError:
+        raise
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        problems = _report_problems(registry)
+        close = getattr(registry, "close", None)
+        if callable(close):
+            close()
+    if not status and problems:
+        status = EXIT_FAILURE
+    if status:
+        raise click.exceptions.Exit(int(status))
+
+
+def _report_problems(registry: object) -> bool:
+    """Print the stores the command had to skip; return whether there were any."""
+    problems = getattr(registry, "problems", None) or []
+    for problem in problems:
+        click.echo(f"Warning: {problem}", err=True)
+    return bool(problems)
+
+
+def _status(value: str | None) -> PipelineTerminalStatus | None:
+    return None if value is None else PipelineTerminalStatus(value.lower())
+
+
+@click.group()
+@click.version_option(version=_version(), prog_name="justpipe")
+def cli() -> None:
+    """justpipe - look into the runs your pipelines persisted.
+
+    Runs are read from $JUSTPIPE_STORAGE_PATH (default ~/.justpipe). Commands that take
+    a RUN_ID accept any unique prefix of it.
+    """
+
+
+@cli.command("list")
+@click.option("--pipeline", "-p", help="Only runs of the pipeline with this name.")
+@click.option("--status", "-s", type=_STATUS, help="Only runs that ended with this status.")
+@click.option(
+    "--limit",
+    "-n",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Show at most this many runs.",
+)
+@click.option("--full", is_flag=True, help="Show full run IDs (32 characters).")
+def list_cli(pipeline: str | None, status: str | None, limit: int, full: bool) -> None:
+    """List stored pipeline runs, newest first."""
+    _run_command("list", pipeline, _status(status), limit, full)
+
+
+@cli.command("show")
+@click.argument("run_id")
+def show_cli(run_id: str) -> None:
+    """Show the details of one run."""
+    _run_command("show", run_id)
+
+
+@cli.command("timeline")
+@click.argument("run_id")
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(["ascii", "html", "mermaid"]),
+    default="ascii",
+    show_default=True,
+    help="ascii prints; html and mermaid write timeline_<id>.<ext>.",
+)
+def timeline_cli(run_id: str, fmt: str) -> None:
+    """Show when each step of a run ran."""
+    _run_command("timeline", run_id, fmt)
+
+
+@cli.command("compare")
+@click.argument("run1_id")
+@click.argument("run2_id")
+def compare_cli(run1_id: str, run2_id: str) -> None:
+    """Compare two runs: duration, status and per-step timing."""
+    _run_command("compare", run1_id, run2_id)
+
+
+@cli.command("export")
+@click.argument("run_id")
+@click.option("--output", "-o", help="File to write (default: run_<id>.json).")
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(["json"]),
+    default="json",
+    show_default=True,
+    help="Export format.",
+)
+def export_cli(run_id: str, output: str | None, fmt: str) -> None:
+    """Export a run and its events to a file."""
+    _run_command("export", run_id, output, fmt)
+
+
+@cli.command("cleanup")
+@click.option(
+    "--older-than",
+    type=click.IntRange(min=0),
+    metavar="DAYS",
+    help="Only delete runs that started more than DAYS days ago.",
+)
+@click.option("--status", type=_STATUS, help="Only delete runs with this status.")
+@click.option(
+    "--keep",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Never delete the N most recent runs.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted, delete nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Delete without asking for confirmation.")
+def cleanup_cli(
+    older_than: int | None, status: str | None, keep: int, dry_run: bool, yes: bool
+) -> None:
+    """Delete old pipeline runs (asks before deleting)."""
+    options = {"assume_yes": True} if yes else {}
+    _run_command("cleanup", older_than, _status(status), keep, dry_run, **options)
+
+
+@cli.command("stats")
+@click.option("--pipeline", "-p", help="Only runs of the pipeline with this name.")
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=7,
+    show_default=True,
+    help="How many days back to look.",
+)
+def stats_cli(pipeline: str | None, days: int) -> None:
+    """Show run statistics: outcomes, durations, daily activity, recent errors."""
+    _run_command("stats", pipeline, days)
+
+
+@cli.command("pipelines")
+def pipelines_cli() -> None:
+    """List every pipeline that has stored runs."""
+    _run_command("pipelines")
+
+
+@cli.command("dashboard")
+@click.option(
+    "--port",
+    "-p",
+    type=click.IntRange(1, 65535),
+    default=8741,
+    show_default=True,
+    help="Port to serve on.",
+)
+@click.option("--no-open", is_flag=True, help="Do not open a browser.")
+def dashboard_cli(port: int, no_open: bool) -> None:
+    """Open the web dashboard (needs the dashboard extra)."""
+    _run_command("dashboard", port, no_open)
+
+
+def _tolerate_unencodable_output() -> None:
+    """Let a terminal that cannot show a character get '?' instead of a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="replace")
+
+
+def main() -> None:
+    """Entry point of the ``justpipe`` console script."""
+    _tolerate_unencodable_output()
+    cli()
