@@ -1,0 +1,133 @@
+"""_RunContext: the mutable state of one run, and the invocation records it creates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from justpipe._kernel.meta import _MetaImpl
+from justpipe._kernel.plan import ExecutionPlan, Injection, NodePlan
+from justpipe.types import CancellationToken, InjectionSource, NodeKind
+
+__all__ = ["_Invocation", "_MapRun", "_RunContext"]
+
+
+class _RunContext:
+    __slots__ = (
+        "run_id",
+        "pipe_name",
+        "plan",
+        "state",
+        "context",
+        "token",
+        "meta",
+        "max_retries",
+        "stopping",
+        "_kwargs",
+    )
+
+    def __init__(
+        self,
+        run_id: str,
+        pipe_name: str,
+        plan: ExecutionPlan,
+        state: Any,
+        context: Any,
+        token: CancellationToken,
+        max_retries: int,
+    ) -> None:
+        self.run_id = run_id
+        self.pipe_name = pipe_name
+        self.plan = plan
+        self.state = state
+        self.context = context
+        self.token = token
+        self.meta: _MetaImpl | None = None
+        self.max_retries = max_retries
+        self.stopping = False
+        self._kwargs: list[dict[str, Any] | None] = [None] * len(plan.nodes)
+
+    def base_kwargs(self, node: NodePlan) -> dict[str, Any]:
+        """The step's injected keyword arguments for this run, built once per node."""
+        kw = self._kwargs[node.index]
+        if kw is None:
+            kw = self._kwargs[node.index] = self.inject(node.injection)
+        return kw
+
+    def inject(
+        self,
+        injection: Injection,
+        *,
+        error: BaseException | None = None,
+        step_name: str | None = None,
+        token: CancellationToken | None | bool = True,
+    ) -> dict[str, Any]:
+        values = {
+            InjectionSource.STATE: self.state,
+            InjectionSource.CONTEXT: self.context,
+            InjectionSource.CANCEL: self.token if token is True else token,
+            InjectionSource.ERROR: error,
+            InjectionSource.STEP_NAME: step_name,
+        }
+        return {param: values.get(source) for param, source in injection}
+
+
+class _MapRun:
+    """Bookkeeping of one map fan-out: workers started/finished, feeding done."""
+
+    __slots__ = (
+        "inv", "worker", "total", "started", "finished", "fed", "skipped", "errored", "closed",
+    )
+
+    def __init__(self, inv: _Invocation, worker: NodePlan | None, total: int | None) -> None:
+        self.inv = inv
+        self.worker = worker
+        self.total = total
+        self.started = 0
+        self.finished = 0
+        self.fed = False
+        self.skipped = False
+        self.errored = False
+        self.closed = False
+
+
+class _Invocation:
+    """One execution of one node (ids, lineage, the map item it works on)."""
+
+    __slots__ = (
+        "node",
+        "name",
+        "kind",
+        "inv_id",
+        "parent_id",
+        "owner_id",
+        "attempt",
+        "scope",
+        "has_item",
+        "item",
+        "map_run",
+    )
+
+    def __init__(
+        self,
+        node: NodePlan | None,
+        name: str,
+        inv_id: str,
+        parent_id: str | None,
+        owner_id: str,
+        attempt: int,
+        scope: tuple[str, ...],
+        has_item: bool = False,
+        item: Any = None,
+        map_run: _MapRun | None = None,
+    ) -> None:
+        self.node = node
+        self.name = name
+        self.kind = node.kind if node is not None else NodeKind.STEP
+        self.inv_id = inv_id
+        self.parent_id = parent_id
+        self.owner_id = owner_id
+        self.attempt = attempt
+        self.scope = scope
+        self.has_item = has_item
+        self.item = item
+        self.map_run = map_run

@@ -1,0 +1,168 @@
+"""_FailureJournal: records every failure of a run and resolves its terminal outcome (§10)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from justpipe.types import (
+    FailureClassificationConfig,
+    FailureClassificationContext,
+    FailureKind,
+    FailureReason,
+    FailureRecord,
+    FailureSource,
+    PipelineEndData,
+    PipelineTerminalStatus,
+    RuntimeMetrics,
+)
+
+__all__ = ["BUILTIN_EXTERNAL_PREFIXES", "_FailureJournal"]
+
+BUILTIN_EXTERNAL_PREFIXES = (
+    "httpx",
+    "requests",
+    "aiohttp",
+    "openai",
+    "anthropic",
+    "google",
+    "botocore",
+    "boto3",
+    "redis",
+    "sqlalchemy",
+    "psycopg",
+    "asyncpg",
+)
+
+_PRIORITY = {
+    FailureKind.VALIDATION: 0,
+    FailureKind.STARTUP: 1,
+    FailureKind.STEP: 2,
+    FailureKind.SHUTDOWN: 3,
+    FailureKind.INFRA: 4,
+}
+
+_DEFAULT_SOURCE = {
+    FailureKind.VALIDATION: FailureSource.FRAMEWORK,
+    FailureKind.STARTUP: FailureSource.USER_CODE,
+    FailureKind.STEP: FailureSource.USER_CODE,
+    FailureKind.SHUTDOWN: FailureSource.USER_CODE,
+    FailureKind.INFRA: FailureSource.FRAMEWORK,
+}
+
+
+@dataclass(slots=True)
+class _Failure:
+    record: FailureRecord
+    order: int
+
+
+class _FailureJournal:
+    __slots__ = ("_config", "_failures", "_diagnostics", "terminal")
+
+    def __init__(self, config: FailureClassificationConfig) -> None:
+        self._config = config
+        self._failures: list[_Failure] = []
+        self._diagnostics: list[FailureRecord] = []
+        self.terminal: FailureReason | None = None  # TIMEOUT / CANCELLED / CLIENT_CLOSED
+
+    @property
+    def has_failures(self) -> bool:
+        return bool(self._failures)
+
+    def record(
+        self,
+        kind: FailureKind,
+        reason: FailureReason,
+        message: str,
+        *,
+        step: str | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        source = self._classify(kind, reason, step, error)
+        record = FailureRecord(kind=kind, source=source, reason=reason, error=message, step=step)
+        self._failures.append(_Failure(record, len(self._failures)))
+
+    def _classify(
+        self,
+        kind: FailureKind,
+        reason: FailureReason,
+        step: str | None,
+        error: BaseException | None,
+    ) -> FailureSource:
+        default = _DEFAULT_SOURCE[kind]
+        if error is not None:
+            module = type(error).__module__ or ""
+            prefixes = BUILTIN_EXTERNAL_PREFIXES + tuple(self._config.external_dependency_prefixes)
+            if any(module.startswith(p) for p in prefixes):
+                default = FailureSource.EXTERNAL_DEP
+        classifier = self._config.source_classifier
+        if classifier is None:
+            return default
+        ctx = FailureClassificationContext(
+            error=error if isinstance(error, Exception) else None,
+            kind=kind,
+            reason=reason,
+            step=step,
+            default_source=default,
+        )
+        try:
+            result = classifier(ctx)
+        except Exception as exc:
+            self._diagnose(step, f"Failure classifier raised {type(exc).__name__}: {exc}")
+            return default
+        if result is None:
+            return default
+        if not isinstance(result, FailureSource):
+            self._diagnose(
+                step,
+                f"Failure classifier returned {type(result).__name__} ({result!r}); "
+                "expected a FailureSource or None",
+            )
+            return default
+        return result
+
+    def _diagnose(self, step: str | None, message: str) -> None:
+        self._diagnostics.append(
+            FailureRecord(
+                kind=FailureKind.INFRA,
+                source=FailureSource.FRAMEWORK,
+                reason=FailureReason.CLASSIFIER_ERROR,
+                error=message,
+                step=step,
+            )
+        )
+
+    def end_data(self, duration_s: float, metrics: RuntimeMetrics | None) -> PipelineEndData:
+        errors = [f.record for f in self._failures] + self._diagnostics
+        if self.terminal is not None:
+            status = {
+                FailureReason.TIMEOUT: PipelineTerminalStatus.TIMEOUT,
+                FailureReason.CANCELLED: PipelineTerminalStatus.CANCELLED,
+                FailureReason.CLIENT_CLOSED: PipelineTerminalStatus.CLIENT_CLOSED,
+            }[self.terminal]
+            return PipelineEndData(
+                status=status,
+                duration_s=duration_s,
+                reason=self.terminal,
+                errors=errors,
+                metrics=metrics,
+            )
+        if not self._failures:
+            return PipelineEndData(
+                status=PipelineTerminalStatus.SUCCESS,
+                duration_s=duration_s,
+                errors=errors,
+                metrics=metrics,
+            )
+        primary = min(self._failures, key=lambda f: (_PRIORITY[f.record.kind], f.order)).record
+        return PipelineEndData(
+            status=PipelineTerminalStatus.FAILED,
+            duration_s=duration_s,
+            error=primary.error,
+            reason=primary.reason,
+            failure_kind=primary.kind,
+            failure_source=primary.source,
+            failed_step=primary.step if primary.kind is FailureKind.STEP else None,
+            errors=errors,
+            metrics=metrics,
+        )

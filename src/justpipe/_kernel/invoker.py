@@ -1,0 +1,77 @@
+"""_LocalInvoker: calls a step's function in this event loop.
+
+This is the seam for running workers elsewhere (a Dask or Ray cluster): an invoker
+receives the node and its keyword arguments and returns the function's result,
+reporting streamed items through `on_token`. Everything around it (events,
+lineage, error handling, scheduling) stays in the orchestrator, so a remote
+invoker produces the same event stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from justpipe._kernel.plan import CALL_ASYNC, CALL_STREAM, NodePlan
+from justpipe.types import Suspend, _Next
+
+__all__ = ["_LocalInvoker", "StepTimeout", "timeout_error"]
+
+TokenSink = Callable[[Any], Awaitable[None]]
+_CONTROL = (Suspend, _Next)
+
+
+class StepTimeout(TimeoutError):
+    """A step exceeded its `timeout=`."""
+
+
+def timeout_error(name: str, seconds: float) -> StepTimeout:
+    return StepTimeout(
+        f"Step '{name}' timed out after {seconds}s. It did not finish within its timeout=; "
+        "raise the timeout or make the step faster."
+    )
+
+
+class _LocalInvoker:
+    __slots__ = ()
+
+    async def call(self, node: NodePlan, kwargs: dict[str, Any], on_token: TokenSink) -> Any:
+        if node.timeout is None:
+            return await self._call(node, kwargs, on_token)
+        try:
+            async with asyncio.timeout(node.timeout) as cm:
+                return await self._call(node, kwargs, on_token)
+        except TimeoutError:
+            if cm.expired():
+                raise timeout_error(node.name, node.timeout) from None
+            raise
+
+    async def _call(self, node: NodePlan, kwargs: dict[str, Any], on_token: TokenSink) -> Any:
+        mode = node.call_mode
+        if mode == CALL_ASYNC:
+            result = await node.func(**kwargs)
+        elif mode == CALL_STREAM:
+            return await stream(node.func(**kwargs), on_token)
+        else:
+            result = node.func(**kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+        if inspect.isasyncgen(result):
+            return await stream(result, on_token)
+        return result
+
+
+async def stream(agen: Any, on_token: TokenSink) -> Any:
+    """Drain an async generator: items become tokens, control objects the result."""
+    control: Any = None
+    try:
+        async for item in agen:
+            if isinstance(item, _CONTROL):
+                control = item
+            else:
+                await on_token(item)
+    finally:
+        await agen.aclose()
+    return control

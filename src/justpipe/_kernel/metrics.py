@@ -1,0 +1,144 @@
+"""Runtime metrics (spec §11), recorded from every published event before observers run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from justpipe.types import (
+    BarrierMetrics,
+    Event,
+    EventType,
+    MapMetrics,
+    QueueMetrics,
+    RuntimeMetrics,
+    StepTiming,
+    TaskMetrics,
+)
+
+__all__ = ["_MetricsRecorder"]
+
+_START = EventType.STEP_START
+_END = EventType.STEP_END
+_ERROR = EventType.STEP_ERROR
+_TOKEN = EventType.TOKEN
+
+
+class _MetricsRecorder:
+    __slots__ = (
+        "counts",
+        "_open",
+        "_timings",
+        "_barriers",
+        "_barrier_open",
+        "maps_started",
+        "maps_completed",
+        "workers_started",
+        "active_workers",
+        "peak_workers",
+    )
+
+    def __init__(self) -> None:
+        self.counts: dict[EventType, int] = {}
+        self._open: dict[Any, float] = {}
+        self._timings: dict[str, list[float]] = {}  # stage -> [count, total, min, max]
+        self._barriers: dict[str, list[float]] = {}  # stage -> [waits, releases, timeouts, total, max]
+        self._barrier_open: dict[str, float] = {}
+        self.maps_started = 0
+        self.maps_completed = 0
+        self.workers_started = 0
+        self.active_workers = 0
+        self.peak_workers = 0
+
+    def record(self, event: Event) -> None:
+        etype = event.type
+        counts = self.counts
+        counts[etype] = counts.get(etype, 0) + 1
+        if etype is _TOKEN:
+            return
+        if etype is _START:
+            self._open[event.invocation_id or event.stage] = event.timestamp
+        elif etype is _END:
+            self._close_step(event)
+        elif etype is _ERROR:
+            self._open.pop(event.invocation_id or event.stage, None)
+            if event.stage in self._barrier_open:
+                self._barrier(event.stage)[2] += 1
+                del self._barrier_open[event.stage]
+        elif etype is EventType.BARRIER_WAIT:
+            self._barrier(event.stage)[0] += 1
+            self._barrier_open[event.stage] = event.timestamp
+        elif etype is EventType.BARRIER_RELEASE:
+            self._release(event)
+        elif etype is EventType.MAP_START:
+            self.maps_started += 1
+        elif etype is EventType.MAP_COMPLETE:
+            self.maps_completed += 1
+
+    def _close_step(self, event: Event) -> None:
+        started = self._open.pop(event.invocation_id or event.stage, None)
+        if started is None:
+            return
+        framework = (event.meta or {}).get("framework") if event.meta else None
+        duration = framework.get("duration_s") if isinstance(framework, dict) else None
+        if not isinstance(duration, (int, float)):
+            duration = max(0.0, event.timestamp - started)
+        t = self._timings.get(event.stage)
+        if t is None:
+            self._timings[event.stage] = [1, duration, duration, duration]
+        else:
+            t[0] += 1
+            t[1] += duration
+            if duration < t[2]:
+                t[2] = duration
+            if duration > t[3]:
+                t[3] = duration
+
+    def _barrier(self, stage: str) -> list[float]:
+        b = self._barriers.get(stage)
+        if b is None:
+            b = self._barriers[stage] = [0, 0, 0, 0.0, 0.0]
+        return b
+
+    def _release(self, event: Event) -> None:
+        b = self._barrier(event.stage)
+        b[1] += 1
+        opened = self._barrier_open.pop(event.stage, None)
+        if opened is not None:
+            waited = max(0.0, event.timestamp - opened)
+            b[3] += waited
+            b[4] = max(b[4], waited)
+
+    def worker_entered(self) -> None:
+        self.workers_started += 1
+        self.active_workers += 1
+        if self.active_workers > self.peak_workers:
+            self.peak_workers = self.active_workers
+
+    def worker_left(self) -> None:
+        self.active_workers -= 1
+
+    def snapshot(self, max_depth: int, started: int, completed: int, peak: int) -> RuntimeMetrics:
+        counts = self.counts
+        return RuntimeMetrics(
+            queue=QueueMetrics(max_depth=max_depth),
+            tasks=TaskMetrics(started=started, completed=completed, peak_active=peak),
+            step_latency={
+                stage: StepTiming(count=int(c), total_s=tot, min_s=mn, max_s=mx)
+                for stage, (c, tot, mn, mx) in self._timings.items()
+            },
+            barriers={
+                stage: BarrierMetrics(
+                    waits=int(w), releases=int(r), timeouts=int(t), total_wait_s=tot, max_wait_s=mx
+                )
+                for stage, (w, r, t, tot, mx) in self._barriers.items()
+            },
+            maps=MapMetrics(
+                maps_started=self.maps_started,
+                maps_completed=self.maps_completed,
+                workers_started=self.workers_started,
+                peak_workers=self.peak_workers,
+            ),
+            events={etype.value: n for etype, n in counts.items()},
+            tokens=counts.get(_TOKEN, 0),
+            suspends=counts.get(EventType.SUSPEND, 0),
+        )

@@ -1,0 +1,390 @@
+"""_PipelineRunner: one run's lifecycle (startup, main loop, shutdown) as an event stream.
+
+The main loop is the only consumer of the control channel: it publishes event
+records (building each Event once) and yields them, and hands completion records
+to the orchestrator. Every exit path (normal end, run timeout, client close,
+consumer cancellation, internal error) goes through the same shutdown: tasks
+cancelled and awaited, shutdown hooks run, observers told how the run ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from justpipe._kernel.channel import _ControlChannel
+from justpipe._kernel.context import _RunContext
+from justpipe._kernel.failures import _FailureJournal
+from justpipe._kernel.kernel import _Kernel
+from justpipe._kernel.meta import attach_meta
+from justpipe._kernel.metrics import _MetricsRecorder
+from justpipe._kernel.orchestrator import DONE, EV, FW, _maybe_await, _Orchestrator
+from justpipe._kernel.plan import ExecutionPlan
+from justpipe._kernel.publisher import _EventPublisher, _log_observer_error
+from justpipe.observability.observer import ObserverMeta, ObserverProtocol
+from justpipe.types import (
+    Event,
+    EventType,
+    FailureKind,
+    FailureReason,
+    HookSpec,
+    NodeKind,
+    PipelineEndData,
+)
+
+if TYPE_CHECKING:
+    from justpipe._kernel.registry import _PipelineRegistry
+
+__all__ = ["RunPhase", "_PipelineRunner", "_RunStateMachine"]
+
+_START_ROOTS = 3  # record tag: schedule the roots (queued right after START)
+
+
+class RunPhase(Enum):
+    INIT = "init"
+    STARTUP = "startup"
+    EXECUTING = "executing"
+    SHUTDOWN = "shutdown"
+    TERMINAL = "terminal"
+
+
+_LEGAL = {
+    RunPhase.INIT: {RunPhase.STARTUP, RunPhase.SHUTDOWN},
+    RunPhase.STARTUP: {RunPhase.EXECUTING, RunPhase.SHUTDOWN},
+    RunPhase.EXECUTING: {RunPhase.SHUTDOWN},
+    RunPhase.SHUTDOWN: {RunPhase.TERMINAL},
+    RunPhase.TERMINAL: set(),
+}
+
+
+class _RunStateMachine:
+    """Guards the run's phases: INIT -> STARTUP -> EXECUTING -> SHUTDOWN -> TERMINAL."""
+
+    __slots__ = ("phase",)
+
+    def __init__(self) -> None:
+        self.phase = RunPhase.INIT
+
+    def to(self, phase: RunPhase) -> None:
+        if phase not in _LEGAL[self.phase]:
+            raise RuntimeError(
+                f"justpipe internal error: illegal run transition {self.phase.value} -> "
+                f"{phase.value}"
+            )
+        self.phase = phase
+
+
+class _InternalError(Exception):
+    """Wraps an unexpected runtime exception so the runner can finish the run first."""
+
+
+class _PipelineRunner:
+    def __init__(
+        self,
+        pipe: Any,
+        state: Any,
+        context: Any,
+        start: Any,
+        queue_size: int | None,
+        timeout: float | None,
+    ) -> None:
+        self.pipe = pipe
+        self.state = state
+        self.context = context
+        self.start = start
+        self.queue_size = pipe.queue_size if queue_size is None else queue_size
+        self.timeout = timeout
+        self.run_id = uuid.uuid4().hex
+        self.machine = _RunStateMachine()
+        self.metrics = _MetricsRecorder()
+        self._timed_out = False
+        self._finish_sent = False
+        self._started = 0.0
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def _prepare(self) -> None:
+        """Validate/freeze the definition and bind this run to its plan (first __anext__)."""
+        setup = self.pipe._prepare_run(self.start)
+        self.registry: _PipelineRegistry = setup.registry
+        self.plan: ExecutionPlan = setup.plan
+        self.observers: list[ObserverProtocol] = setup.observers
+        self.pipeline_metadata = setup.metadata
+        self.ctx = _RunContext(
+            self.run_id, setup.pipe_name, self.plan, self.state, self.context, setup.token,
+            setup.max_retries,
+        )
+        self.journal = _FailureJournal(setup.failure_config)
+        self.observer_meta = ObserverMeta(pipe_name=setup.pipe_name, run_id=self.run_id)
+
+    # ------------------------------------------------------------------ the stream
+
+    async def stream(self) -> AsyncGenerator[Event, None]:
+        self._prepare()
+        self._started = time.perf_counter()
+        self.ctx.meta = attach_meta(self.context, self.pipeline_metadata)
+        self.observer_meta = ObserverMeta(
+            pipe_name=self.observer_meta.pipe_name, run_id=self.run_id, started_at=time.time()
+        )
+        channel = _ControlChannel(self.queue_size)
+        kernel = _Kernel(channel.kick)
+        publisher = _EventPublisher(
+            self.run_id, list(self.registry.event_hooks), self.observers, self.metrics,
+            self.journal, self.state, self.context, self.observer_meta,
+        )
+        orch = _Orchestrator(
+            self.ctx, self.plan, channel, kernel, publisher, self.metrics, self.registry.error_hook
+        )
+        self.channel, self.kernel, self.publisher, self.orch = channel, kernel, publisher, orch
+        await self._observers_start()
+        self.machine.to(RunPhase.STARTUP)
+        if await self._run_startup_hooks():
+            if not self.plan.nodes:
+                self._no_steps()
+            else:
+                self.machine.to(RunPhase.EXECUTING)
+                orch.emit(EventType.START, "system", self.state)
+                channel.put_nowait((_START_ROOTS,))
+                self._arm_timeout()
+        closing: BaseException | None = None
+        try:
+            try:
+                while True:
+                    if self._timed_out:
+                        await self._expire()
+                    item = channel.pop()
+                    if item is None:
+                        if kernel.error is not None:
+                            raise _InternalError() from kernel.error
+                        if kernel.active:
+                            await channel.wait()
+                            continue
+                        if not await self._on_idle():
+                            break
+                        continue
+                    tag = item[0]
+                    if tag == EV:
+                        event = publisher.build(item)
+                    elif tag == FW:
+                        event = publisher.forward(item)
+                    elif tag == DONE:
+                        orch.complete_step(item)
+                        continue
+                    else:
+                        orch.start()
+                        continue
+                    if publisher.observers:
+                        await publisher.notify(event)
+                    if event.type is EventType.FINISH and event.stage == "system":
+                        await self._observers_end(event)
+                    yield event
+            except (_InternalError, Exception) as exc:
+                error = exc.__cause__ if isinstance(exc, _InternalError) else exc
+                assert error is not None
+                phase = self.machine.phase
+                async for event in self._crash(error):
+                    yield event
+                raise _wrap(error, phase) from None
+        except (GeneratorExit, asyncio.CancelledError) as exc:
+            closing = exc
+            raise
+        finally:
+            await self._cleanup(closing)
+
+    # ------------------------------------------------------------------ phases
+
+    async def _on_idle(self) -> bool:
+        """Nothing queued and no task alive: move on to shutdown, then end."""
+        phase = self.machine.phase
+        if phase is RunPhase.SHUTDOWN:
+            self.machine.to(RunPhase.TERMINAL)
+            return False
+        self._disarm_timeout()
+        self.orch.barriers.cancel_all()
+        self.machine.to(RunPhase.SHUTDOWN)
+        await self._run_shutdown_hooks(report=True)
+        self._emit_finish()
+        return True
+
+    def _emit_finish(self) -> None:
+        run_meta = self.ctx.meta.run.snapshot() if self.ctx.meta is not None else None
+        self.channel.put_nowait(
+            (EV, EventType.FINISH, "system", self._end_data(), time.time(), NodeKind.SYSTEM,
+             None, None, None, 1, (), run_meta or None)
+        )
+        self._finish_sent = True
+
+    async def _run_startup_hooks(self) -> bool:
+        for hook in self.registry.startup_hooks:
+            try:
+                await _call_hook(hook, self.ctx)
+            except Exception as exc:
+                self.orch.emit(EventType.STEP_ERROR, "startup", str(exc))
+                self.journal.record(
+                    FailureKind.STARTUP, FailureReason.STARTUP_HOOK_ERROR,
+                    f"Startup hook failed: {exc}", error=RuntimeError(str(exc)),
+                )
+                return False
+        return True
+
+    def _no_steps(self) -> None:
+        self.orch.emit(EventType.STEP_ERROR, "system", "No steps registered")
+        self.journal.record(FailureKind.VALIDATION, FailureReason.NO_STEPS, "No steps registered")
+
+    async def _run_shutdown_hooks(self, report: bool) -> None:
+        for hook in self.registry.shutdown_hooks:
+            try:
+                await _call_hook(hook, self.ctx)
+            except Exception as exc:
+                if report:
+                    self.orch.emit(EventType.STEP_ERROR, "shutdown", str(exc))
+                    self.journal.record(
+                        FailureKind.SHUTDOWN, FailureReason.SHUTDOWN_HOOK_ERROR,
+                        f"Shutdown hook failed: {exc}", error=RuntimeError(str(exc)),
+                    )
+
+    def _end_data(self) -> PipelineEndData:
+        if self.publisher.cancelled_seen and self.journal.terminal is None:
+            self.journal.terminal = FailureReason.CANCELLED
+        kernel = self.kernel
+        metrics = self.metrics.snapshot(
+            self.channel.max_depth, kernel.started, self.orch.completed, kernel.peak_active
+        )
+        return self.journal.end_data(time.perf_counter() - self._started, metrics)
+
+    # ------------------------------------------------------------------ run timeout
+
+    def _arm_timeout(self) -> None:
+        if self.timeout is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(self.timeout, self._deadline_passed)
+
+    def _deadline_passed(self) -> None:
+        self._timed_out = True
+        self.channel.kick()
+
+    def _disarm_timeout(self) -> None:
+        handle = self._deadline
+        if handle is not None:
+            handle.cancel()
+            self._deadline = None
+
+    async def _expire(self) -> None:
+        """Run timeout: cancel every task, keep the events already queued, emit TIMEOUT."""
+        self._timed_out = False
+        self.ctx.stopping = True
+        self.orch.barriers.cancel_all()
+        await self.kernel.shutdown()
+        for record in self.channel.clear():
+            if record[0] == EV or record[0] == FW:
+                self.channel.put_nowait(record)
+        self.journal.terminal = FailureReason.TIMEOUT
+        self.orch.emit(EventType.TIMEOUT, "system", f"Pipeline exceeded timeout of {self.timeout}s")
+
+    # ------------------------------------------------------------------ abnormal exits
+
+    async def _crash(self, error: BaseException) -> AsyncGenerator[Event, None]:
+        """An internal error: record it, stop everything, still deliver shutdown + FINISH."""
+        self.journal.record(
+            FailureKind.INFRA, FailureReason.INTERNAL_ERROR, str(error), error=error
+        )
+        self.ctx.stopping = True
+        self._disarm_timeout()
+        await self.kernel.shutdown()
+        self.channel.clear()
+        self.publisher._hooks = []
+        if self.machine.phase is not RunPhase.SHUTDOWN:
+            self.machine.to(RunPhase.SHUTDOWN)
+            await self._run_shutdown_hooks(report=True)
+        if not self._finish_sent:
+            self._emit_finish()
+        while (record := self.channel.pop()) is not None:
+            if record[0] != EV:
+                continue
+            event = self.publisher.build(record)
+            await self.publisher.notify(event)
+            if event.type is EventType.FINISH:
+                await self._observers_end(event)
+            yield event
+        self.machine.phase = RunPhase.TERMINAL
+
+    async def _cleanup(self, closing: BaseException | None) -> None:
+        """Always runs: no task outlives the run; a closed/cancelled run still shuts down."""
+        self._disarm_timeout()
+        if self.machine.phase is RunPhase.TERMINAL and closing is None:
+            return
+        self.ctx.stopping = True
+        if hasattr(self, "orch"):
+            self.orch.barriers.cancel_all()
+        if hasattr(self, "kernel"):
+            await _shielded(self.kernel.shutdown())
+        if closing is None or self._finish_sent:
+            return
+        if self.machine.phase is not RunPhase.SHUTDOWN:
+            if self.machine.phase is not RunPhase.TERMINAL:
+                self.machine.to(RunPhase.SHUTDOWN)
+            await _shielded(self._run_shutdown_hooks(report=False))
+        self.journal.terminal = (
+            FailureReason.CLIENT_CLOSED
+            if isinstance(closing, GeneratorExit)
+            else FailureReason.CANCELLED
+        )
+        self.channel.clear()
+        self.publisher._hooks = []
+        finish = self.publisher.build(
+            (EV, EventType.FINISH, "system", self._end_data(), time.time(), NodeKind.SYSTEM,
+             None, None, None, 1, (), None)
+        )
+        self._finish_sent = True
+        await _shielded(self.publisher.notify(finish))
+        await _shielded(self._observers_end(finish))
+
+    # ------------------------------------------------------------------ observers
+
+    async def _observers_start(self) -> None:
+        for observer in self.observers:
+            try:
+                await observer.on_pipeline_start(self.state, self.context, self.observer_meta)
+            except Exception as exc:
+                _log_observer_error(observer, "on_pipeline_start", exc)
+
+    async def _observers_end(self, finish: Event) -> None:
+        data = finish.payload
+        error = data.error if isinstance(data, PipelineEndData) else None
+        for observer in self.observers:
+            try:
+                if error is not None:
+                    await observer.on_pipeline_error(
+                        self.state, self.context, self.observer_meta, Exception(error)
+                    )
+                else:
+                    await observer.on_pipeline_end(
+                        self.state, self.context, self.observer_meta, data.duration_s
+                    )
+            except Exception as exc:
+                method = "on_pipeline_error" if error is not None else "on_pipeline_end"
+                _log_observer_error(observer, method, exc)
+
+
+async def _call_hook(hook: HookSpec, ctx: _RunContext) -> None:
+    kwargs = ctx.inject(tuple(hook.injection_metadata.items()))
+    await _maybe_await(hook.func(**kwargs))
+
+
+async def _shielded(awaitable: Any) -> None:
+    """Await cleanup work even if the surrounding task is being cancelled again."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+
+
+def _wrap(error: BaseException, phase: RunPhase) -> BaseException:
+    if phase is RunPhase.EXECUTING and isinstance(error, Exception):
+        return ExceptionGroup("unhandled errors in a TaskGroup", [error])
+    return error

@@ -1,0 +1,383 @@
+"""`Pipe`: decorate async functions to build the graph, then stream a run with `pipe.run()`."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import AsyncGenerator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from justpipe._kernel.injection import resolve_name
+from justpipe._kernel.plan import ExecutionPlan, compile_plan
+from justpipe._kernel.registry import Middleware, _PipelineRegistry
+from justpipe._kernel.runner import _PipelineRunner
+from justpipe._kernel.validation import validate
+from justpipe.middleware import tenacity_retry_middleware
+from justpipe.observability.observer import ObserverProtocol
+from justpipe.types import (
+    BarrierType,
+    CancellationToken,
+    DefinitionError,
+    Event,
+    FailureClassificationConfig,
+    NodeKind,
+    PipelineValidationWarning,
+    StepInfo,
+)
+
+__all__ = ["Pipe"]
+
+StateT = TypeVar("StateT")
+ContextT = TypeVar("ContextT")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_TRUTHY = {"1", "true", "yes", "on"}
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUTHY
+
+
+@dataclass(frozen=True, slots=True)
+class _RunSetup:
+    registry: _PipelineRegistry
+    plan: ExecutionPlan
+    observers: list[ObserverProtocol]
+    pipe_name: str
+    token: CancellationToken
+    max_retries: int
+    failure_config: FailureClassificationConfig
+    metadata: dict[str, Any]
+
+
+class Pipe(Generic[StateT, ContextT]):
+    """A pipeline: steps registered with decorators, run as a stream of events."""
+
+    def __init__(
+        self,
+        state_type: Any = None,
+        context_type: Any = None,
+        *,
+        name: str = "Pipe",
+        strict: bool = True,
+        allow_multi_root: bool = False,
+        middleware: list[Middleware] | None = None,
+        queue_size: int = 1000,
+        max_map_items: int | None = None,
+        debug: bool | None = None,
+        cancellation_token: CancellationToken | None = None,
+        failure_classification: FailureClassificationConfig | None = None,
+        metadata: dict[str, Any] | None = None,
+        persist: bool | None = None,
+        flush_interval: int | None = None,
+        max_retries: int = 100,
+    ) -> None:
+        _check_options(name, queue_size, max_map_items, flush_interval, max_retries,
+                       cancellation_token, failure_classification, metadata)
+        self.name = name
+        self.strict = strict
+        self.allow_multi_root = allow_multi_root
+        self.queue_size = queue_size
+        self.state_type: type = type(None) if state_type is None else state_type
+        self.context_type: type = type(None) if context_type is None else context_type
+        self.max_map_items = max_map_items
+        self.max_retries = max_retries
+        self.flush_interval = flush_interval
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.cancellation_token = cancellation_token or CancellationToken()
+        self.failure_classification = failure_classification or FailureClassificationConfig()
+        self.persist = _env_flag("JUSTPIPE_PERSIST") if persist is None else bool(persist)
+        self.registry = _PipelineRegistry(name, self.state_type, self.context_type)
+        self.registry.middleware.extend(
+            [tenacity_retry_middleware] if middleware is None else list(middleware)
+        )
+        self._validated: dict[tuple[int, str | None, bool, bool], list[str]] = {}
+        self._plans: dict[tuple[int, str | None], ExecutionPlan] = {}
+        if _env_flag("JUSTPIPE_DEBUG") if debug is None else debug:
+            from justpipe.observability.logger import EventLogger
+
+            self.add_observer(
+                EventLogger(level="INFO", sink=EventLogger.stderr_sink(), use_colors=True)
+            )
+
+    # ------------------------------------------------------------------ registration
+
+    @property
+    def middleware(self) -> list[Middleware]:
+        return self.registry.middleware
+
+    def _register(self, kind: NodeKind, func: Any, name: Any, **kw: Any) -> Any:
+        step = self.registry.build_step(kind, func, name, **kw)
+        injection = self.registry.analyze_step(func, step.name)
+        if step.on_error is not None:
+            self.registry.error_injection[step.name] = self.registry.analyze_handler(
+                step.on_error, ""
+            )
+        self.registry.add_step(step, injection)
+        return func
+
+    def step(
+        self,
+        name: str | Callable[..., Any] | None = None,
+        to: Any = None,
+        barrier_timeout: float | None = None,
+        barrier_type: BarrierType | None = None,
+        on_error: Callable[..., Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Register a step: `@pipe.step`, `@pipe.step("name", to=...)` or `pipe.step(func)`."""
+        if callable(name) and to is None and not kwargs and barrier_timeout is None \
+                and barrier_type is None and on_error is None:
+            return self._register(NodeKind.STEP, name, None)
+
+        def decorator(func: F) -> F:
+            self._register(
+                NodeKind.STEP, func, name, to=to, barrier_timeout=barrier_timeout,
+                barrier_type=barrier_type, on_error=on_error, options=kwargs,
+            )
+            return func
+
+        return decorator
+
+    def map(
+        self,
+        name: str | Callable[..., Any] | None = None,
+        each: Any = None,
+        to: Any = None,
+        barrier_timeout: float | None = None,
+        barrier_type: BarrierType | None = None,
+        on_error: Callable[..., Any] | None = None,
+        max_concurrency: int | None = None,
+        **kwargs: Any,
+    ) -> Callable[[F], F]:
+        """Register a map: the function returns items; `each` runs once per item."""
+        self._assert_factory_name("map", name)
+
+        def decorator(func: F) -> F:
+            self._register(
+                NodeKind.MAP, func, name, to=to, barrier_timeout=barrier_timeout,
+                barrier_type=barrier_type, on_error=on_error, options=kwargs, each=each,
+                max_concurrency=max_concurrency, max_map_items=self.max_map_items,
+            )
+            return func
+
+        return decorator
+
+    def switch(
+        self,
+        name: str | Callable[..., Any] | None = None,
+        to: Any = None,
+        default: Any = None,
+        barrier_timeout: float | None = None,
+        barrier_type: BarrierType | None = None,
+        on_error: Callable[..., Any] | None = None,
+        **kwargs: Any,
+    ) -> Callable[[F], F]:
+        """Register a switch: its return value picks the next step via `to` (dict or router)."""
+        self._assert_factory_name("switch", name)
+
+        def decorator(func: F) -> F:
+            self._register(
+                NodeKind.SWITCH, func, name, routes=to, default=default,
+                barrier_timeout=barrier_timeout, barrier_type=barrier_type, on_error=on_error,
+                options=kwargs,
+            )
+            return func
+
+        return decorator
+
+    def sub(
+        self,
+        name: str | Callable[..., Any] | None = None,
+        pipeline: Pipe[Any, Any] | None = None,
+        to: Any = None,
+        barrier_timeout: float | None = None,
+        barrier_type: BarrierType | None = None,
+        on_error: Callable[..., Any] | None = None,
+        **kwargs: Any,
+    ) -> Callable[[F], F]:
+        """Register a sub-pipeline step: the function returns the child run's state."""
+        self._assert_factory_name("sub", name)
+
+        def decorator(func: F) -> F:
+            self._register(
+                NodeKind.SUB, func, name, to=to, barrier_timeout=barrier_timeout,
+                barrier_type=barrier_type, on_error=on_error, options=kwargs, pipeline=pipeline,
+            )
+            return func
+
+        return decorator
+
+    @staticmethod
+    def _assert_factory_name(what: str, name: Any) -> None:
+        if callable(name) and not isinstance(name, str):
+            raise DefinitionError(
+                f"@pipe.{what} needs arguments: write @pipe.{what}(...) with parentheses "
+                f"(e.g. @pipe.{what}(each='worker') for a map).",
+                step_name=resolve_name(name),
+            )
+
+    def on_startup(self, func: F) -> F:
+        self.registry.on_startup(func)
+        return func
+
+    def on_shutdown(self, func: F) -> F:
+        self.registry.on_shutdown(func)
+        return func
+
+    def on_error(self, func: F) -> F:
+        self.registry.on_error(func)
+        return func
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        self.registry.add_middleware(middleware)
+
+    def add_event_hook(self, hook: Callable[[Event], Event]) -> None:
+        self.registry.add_event_hook(hook)
+
+    def add_observer(self, observer: ObserverProtocol) -> None:
+        self.registry.add_observer(observer)
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def topology(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in self.registry.topology.items()}
+
+    def steps(self) -> Iterator[StepInfo]:
+        from justpipe._kernel.introspection import step_infos
+
+        return step_infos(self)
+
+    def describe(self) -> dict[str, Any]:
+        from justpipe._kernel.introspection import describe
+
+        return describe(self)
+
+    def graph(self, renderer: Any = None) -> str:
+        from justpipe._kernel.introspection import render_graph
+
+        return render_graph(self, renderer)
+
+    # ------------------------------------------------------------------ validation and runs
+
+    def validate(
+        self,
+        start: str | Callable[..., Any] | None = None,
+        strict: bool | None = None,
+        allow_multi_root: bool | None = None,
+    ) -> None:
+        """Check the graph (spec §6): DefinitionError for problems, warnings for doubts."""
+        start_name = resolve_name(start) if start is not None else None
+        strict = self.strict if strict is None else strict
+        multi = self.allow_multi_root if allow_multi_root is None else allow_multi_root
+        key = (self.registry.version, start_name, strict, multi)
+        found = self._validated.get(key)
+        if found is None:
+            found = validate(self.registry, start_name, strict, multi)
+            self._validated = {key: found}
+        for message in found:
+            warnings.warn(message, PipelineValidationWarning, stacklevel=3)
+
+    def run(
+        self,
+        state: StateT,
+        context: ContextT | None = None,
+        start: str | Callable[..., Any] | None = None,
+        queue_size: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncGenerator[Event, None]:
+        """Run the pipeline; iterate the returned async generator for its events.
+
+        Nothing happens until the first ``__anext__()``: validation errors surface there.
+        """
+        _check_run_args(queue_size, timeout)
+        return _PipelineRunner(self, state, context, start, queue_size, timeout).stream()
+
+    def _prepare_run(self, start: Any) -> _RunSetup:
+        start_name = resolve_name(start) if start is not None else None
+        self.validate(start=start_name)
+        reg = self.registry
+        reg.finalize()
+        reg.freeze()
+        key = (reg.version, start_name)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = compile_plan(reg, start_name) if reg.steps else _EMPTY_PLAN
+            if len(self._plans) > 32:
+                self._plans.clear()
+            self._plans[key] = plan
+        observers: list[ObserverProtocol] = list(reg.observers)
+        if self.persist:
+            from justpipe.storage.persistence import create_persistence_observer
+
+            observers.append(create_persistence_observer(self))
+        return _RunSetup(
+            registry=reg,
+            plan=plan,
+            observers=observers,
+            pipe_name=self.name,
+            token=self.cancellation_token,
+            max_retries=self.max_retries,
+            failure_config=self.failure_classification,
+            metadata=self.metadata,
+        )
+
+    def __repr__(self) -> str:
+        return f"Pipe(name={self.name!r}, steps={len(self.registry.steps)})"
+
+
+_EMPTY_PLAN = ExecutionPlan(
+    nodes=(), index={}, roots=(), successor_slots=(), slot_counts=(), any_flags=(), step_names=""
+)
+
+
+def _check_options(
+    name: Any,
+    queue_size: Any,
+    max_map_items: Any,
+    flush_interval: Any,
+    max_retries: Any,
+    token: Any,
+    failure_classification: Any,
+    metadata: Any,
+) -> None:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"Pipe(name=...) must be a non-empty string, got {name!r}")
+    _check_int("queue_size", queue_size, minimum=0, allow_none=False)
+    _check_int("max_map_items", max_map_items, minimum=1, allow_none=True)
+    _check_int("flush_interval", flush_interval, minimum=1, allow_none=True)
+    _check_int("max_retries", max_retries, minimum=1, allow_none=False)
+    if token is not None and not isinstance(token, CancellationToken):
+        raise TypeError(
+            f"Pipe(cancellation_token=...) must be a CancellationToken, got {type(token).__name__}"
+        )
+    if failure_classification is not None and not isinstance(
+        failure_classification, FailureClassificationConfig
+    ):
+        raise TypeError(
+            "Pipe(failure_classification=...) must be a FailureClassificationConfig, got "
+            f"{type(failure_classification).__name__}"
+        )
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError(f"Pipe(metadata=...) must be a dict, got {type(metadata).__name__}")
+
+
+def _check_int(option: str, value: Any, *, minimum: int, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{option} must be an int, got {type(value).__name__}: {value!r}")
+    if value < minimum:
+        raise ValueError(f"{option} must be >= {minimum}, got {value}")
+
+
+def _check_run_args(queue_size: Any, timeout: Any) -> None:
+    if queue_size is not None:
+        _check_int("run(queue_size=...)", queue_size, minimum=0, allow_none=False)
+    if timeout is not None:
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
+            raise TypeError(f"run(timeout=...) must be a number of seconds, got {timeout!r}")
+        if timeout <= 0:
+            raise ValueError(f"run(timeout=...) must be > 0 seconds, got {timeout}")
