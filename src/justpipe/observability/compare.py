@@ -1,0 +1,147 @@
+"""compare_runs: what changed between two stored runs, step by step (spec §13.2)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from justpipe.storage.interface import RunRecord, StoredEvent
+from justpipe.types import EventType
+
+__all__ = ["RunComparison", "compare_runs", "format_comparison"]
+
+_RULE = "=" * 60
+_SHOWN_ID_LENGTH = 16
+_STEP_COLUMN = 30
+_SIGNIFICANT_S = 0.001  # step timing changes below one millisecond are not listed
+
+
+@dataclass
+class RunComparison:
+    """Differences of run 2 against run 1 (the baseline); times in seconds."""
+
+    run1_id: str
+    run2_id: str
+    pipeline1_name: str
+    pipeline2_name: str
+    duration_diff: float
+    status_same: bool
+    pipeline_same: bool
+    step_timing_diff: dict[str, float]
+    new_steps: list[str]
+    removed_steps: list[str]
+    event_count_diff: int
+
+
+def compare_runs(
+    run1: RunRecord,
+    events1: Sequence[StoredEvent],
+    run2: RunRecord,
+    events2: Sequence[StoredEvent],
+    pipeline1_name: str = "",
+    pipeline2_name: str = "",
+) -> RunComparison:
+    """Compare run 2 with run 1: duration, status, per-step time and event count.
+
+    A step missing from one run counts as taking 0 s there.
+    """
+    times1 = _build_step_times(events1)
+    times2 = _build_step_times(events2)
+    steps = [*times1, *(step for step in times2 if step not in times1)]
+    return RunComparison(
+        run1_id=run1.run_id,
+        run2_id=run2.run_id,
+        pipeline1_name=pipeline1_name,
+        pipeline2_name=pipeline2_name,
+        duration_diff=_seconds(run2.duration) - _seconds(run1.duration),
+        status_same=run1.status == run2.status,
+        pipeline_same=pipeline1_name == pipeline2_name,
+        step_timing_diff={step: times2.get(step, 0.0) - times1.get(step, 0.0) for step in steps},
+        new_steps=[step for step in times2 if step not in times1],
+        removed_steps=[step for step in times1 if step not in times2],
+        event_count_diff=len(events2) - len(events1),
+    )
+
+
+def format_comparison(comparison: RunComparison) -> str:
+    """A plain-text report of `comparison` (the CLI's ``compare`` output)."""
+    c = comparison
+    pipeline = c.pipeline1_name
+    if not c.pipeline_same:
+        pipeline = f"{c.pipeline1_name} \u2192 {c.pipeline2_name}"
+    lines = [
+        "Run Comparison",
+        _RULE,
+        "",
+        f"Run 1 (baseline): {c.run1_id[:_SHOWN_ID_LENGTH]}...",
+        f"Run 2 (compare):  {c.run2_id[:_SHOWN_ID_LENGTH]}...",
+        "",
+        f"Pipeline: {pipeline}",
+        f"Status:   {'same' if c.status_same else 'changed'}",
+        "",
+        f"Duration change: {_describe_duration_change(c.duration_diff)}",
+        "",
+    ]
+    if c.step_timing_diff:
+        lines += ["Step Timing Differences:", "", *_step_lines(c), ""]
+    lines.append(f"Event Count Difference: {c.event_count_diff:+d} events")
+    return "\n".join(lines)
+
+
+def _describe_duration_change(diff: float) -> str:
+    if diff == 0:
+        return "none"
+    return f"{diff:+.3f}s ({'slower' if diff > 0 else 'faster'})"
+
+
+def _step_lines(c: RunComparison) -> list[str]:
+    """Biggest changes first (ties keep run order); sub-millisecond changes left out."""
+    new, removed = set(c.new_steps), set(c.removed_steps)
+    ordered = sorted(c.step_timing_diff.items(), key=lambda item: -abs(item[1]))
+    lines = []
+    for step, diff in ordered:
+        if step in new:
+            lines.append(f"  + {step:<{_STEP_COLUMN}} (new step)")
+        elif step in removed:
+            lines.append(f"  - {step:<{_STEP_COLUMN}} (removed)")
+        elif abs(diff) >= _SIGNIFICANT_S:
+            lines.append(f"  ~ {step:<{_STEP_COLUMN}} {diff:+.3f}s")
+    return lines
+
+
+def _build_step_times(events: Sequence[StoredEvent]) -> dict[str, float]:
+    """Seconds per step name from STEP_START -> STEP_END pairs (the last pair wins).
+
+    Starts and ends are paired per invocation (the ``invocation_id`` in the stored
+    event JSON), so concurrent map workers of one step do not overwrite each other's
+    start; events without an id pair up per step name.
+    """
+    open_starts: dict[str, float] = {}
+    times: dict[str, float] = {}
+    for event in events:
+        if event.event_type is EventType.STEP_START:
+            open_starts[_invocation_key(event)] = event.timestamp.timestamp()
+        elif event.event_type is EventType.STEP_END:
+            started = open_starts.pop(_invocation_key(event), None)
+            if started is not None:
+                times[event.step_name] = event.timestamp.timestamp() - started
+    return times
+
+
+def _invocation_key(event: StoredEvent) -> str:
+    try:
+        data = json.loads(event.data)
+    except (TypeError, ValueError, RecursionError):
+        return event.step_name
+    invocation_id = data.get("invocation_id") if isinstance(data, dict) else None
+    return invocation_id if isinstance(invocation_id, str) else event.step_name
+
+
+def _seconds(duration: timedelta | float | None) -> float:
+    if isinstance(duration, timedelta):
+        return duration.total_seconds()
+    if isinstance(duration, (int, float)) and not isinstance(duration, bool):
+        return float(duration)
+    return 0.0
