@@ -28,8 +28,10 @@ __all__ = ["dumps_jsonable", "event_to_dict", "event_to_json", "parse_event_obje
 
 _JSON_KEY_TYPES = (str, int, float, bool, type(None))
 
-# Conversion guarantees JSON-native values, so the encoder needs no cycle or NaN checks.
+# Conversion guarantees JSON-native values, so this encoder needs no cycle or NaN checks.
 _ENCODER = json.JSONEncoder(check_circular=False, allow_nan=False)
+# For raw values: raises on anything that needs conversion instead of guessing.
+_STRICT_ENCODER = json.JSONEncoder(allow_nan=False)
 
 
 class _Unconvertible(Exception):
@@ -54,6 +56,27 @@ def dumps_jsonable(value: Any, *, indent: int | None = None) -> str:
 
 def event_to_dict(event: Event) -> dict[str, Any]:
     """Return the JSON-ready dict of one event, keys in the documented order."""
+    fields = _event_fields(event, event.meta, event.payload)
+    if fields["meta"] is not None:
+        fields["meta"] = to_jsonable(fields["meta"])
+    fields["payload"] = to_jsonable(fields["payload"])
+    return fields
+
+
+def event_to_json(event: Event) -> str:
+    """Encode one event as the JSON text that stores keep.
+
+    Most payloads are JSON-native already, so the event is encoded directly; only when
+    that fails (an enum, a dataclass, a NaN ...) is it converted first. Both routes give
+    the same text as ``json.dumps(event_to_dict(event))``.
+    """
+    try:
+        return _STRICT_ENCODER.encode(_event_fields(event, event.meta, event.payload))
+    except (TypeError, ValueError, RecursionError):
+        return _ENCODER.encode(event_to_dict(event))
+
+
+def _event_fields(event: Event, meta: Any, payload: Any) -> dict[str, Any]:
     return {
         "type": event.type.value,
         "stage": event.stage,
@@ -68,14 +91,9 @@ def event_to_dict(event: Event) -> dict[str, Any]:
         "owner_invocation_id": event.owner_invocation_id,
         "attempt": event.attempt,
         "scope": list(event.scope),
-        "meta": None if event.meta is None else to_jsonable(event.meta),
-        "payload": to_jsonable(event.payload),
+        "meta": meta,
+        "payload": payload,
     }
-
-
-def event_to_json(event: Event) -> str:
-    """Encode one event as the JSON text that stores keep (a single encode per event)."""
-    return _ENCODER.encode(event_to_dict(event))
 
 
 def _convert(value: Any) -> Any:
@@ -102,7 +120,7 @@ def _convert(value: Any) -> Any:
 def _convert_dict(value: dict[Any, Any]) -> dict[Any, Any]:
     converted: dict[Any, Any] = {}
     for key, item in value.items():
-        if isinstance(key, Enum) or not isinstance(key, _JSON_KEY_TYPES):
+        if not isinstance(key, _JSON_KEY_TYPES):
             raise _Unconvertible(f"dict key of type {type(key).__name__} has no JSON form")
         converted[key] = _convert(item)
     return converted
