@@ -103,6 +103,16 @@ SELECT ?1,
        ?3
 """
 
+# A 'running' row for a run seen first through append_events; its start time is the
+# first event's timestamp, else now. Parameters: run_id, first event JSON or NULL, now.
+_INSERT_PLACEHOLDER = f"""
+INSERT OR IGNORE INTO runs (run_id, start_time, status)
+VALUES (?1,
+        CASE WHEN json_type(?2, '$.timestamp') IN ('integer', 'real')
+             THEN json_extract(?2, '$.timestamp') ELSE ?3 END,
+        '{RUNNING_STATUS}')
+"""
+
 _RUN_COLUMNS = (
     "run_id, start_time, end_time, duration_s, status, error_message, error_step, run_meta"
 )
@@ -190,12 +200,7 @@ class SQLiteBackend:
         does not duplicate anything.
         """
         with self._write("append events to run " + repr(run_id), run_id, events) as conn:
-            start = "json_extract(?2, '$.timestamp')" if events else "NULL"
-            conn.execute(
-                "INSERT OR IGNORE INTO runs (run_id, start_time, status)"
-                f" VALUES (?1, COALESCE({start}, ?3), ?4)",
-                (run_id, events[0] if events else None, time.time(), RUNNING_STATUS),
-            )
+            conn.execute(_INSERT_PLACEHOLDER, (run_id, events[0] if events else None, time.time()))
             self._insert_events(conn, run_id, events)
 
     def delete_run(self, run_id: str) -> bool:
