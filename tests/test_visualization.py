@@ -8,7 +8,9 @@ byte.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,7 +18,17 @@ import pytest
 
 from justpipe.types import BarrierType, HookSpec, NodeKind, Stop
 from justpipe.visualization import (
+    GraphRenderer,
     MermaidRenderer,
+    MermaidTheme,
+    ParallelGroup,
+    VisualAST,
+    VisualEdge,
+    VisualNode,
+    VisualNodeKind,
+    _MermaidRenderer,
+    _PipelineASTBuilder,
+    generate_mermaid_graph,
 )
 
 # --------------------------------------------------------------------------- stand-in pipe
@@ -1204,3 +1216,339 @@ def test_every_scenario_has_an_expected_graph() -> None:
 def test_graph_is_identical_across_calls(pipe_cls: PipeFactory) -> None:
     pipe = scenario_kitchen_sink(pipe_cls)
     assert pipe.graph() == pipe.graph()
+
+
+# --------------------------------------------------------------------------- public surface
+
+
+def test_package_exports_exactly_the_nine_public_names() -> None:
+    import justpipe.visualization as visualization
+
+    assert sorted(visualization.__all__) == sorted(
+        [
+            "GraphRenderer",
+            "MermaidRenderer",
+            "VisualAST",
+            "VisualNode",
+            "VisualEdge",
+            "ParallelGroup",
+            "VisualNodeKind",
+            "MermaidTheme",
+            "generate_mermaid_graph",
+        ]
+    )
+    assert all(hasattr(visualization, name) for name in visualization.__all__)
+
+
+def test_private_builder_and_renderer_keep_their_call_shapes() -> None:
+    assert str(inspect.signature(_PipelineASTBuilder.build)) == (
+        "(steps: 'Mapping[str, StepView]', topology: 'Mapping[str, Sequence[str]]', "
+        "startup_hooks: 'list[Callable[..., Any]] | None' = None, "
+        "shutdown_hooks: 'list[Callable[..., Any]] | None' = None) -> 'VisualAST'"
+    )
+    assert list(inspect.signature(_PipelineASTBuilder._find_dynamic_returns).parameters) == [
+        "func",
+        "known_steps",
+    ]
+    assert list(inspect.signature(_MermaidRenderer).parameters) == ["ast", "theme"]
+
+
+def test_visual_node_kind_values() -> None:
+    assert [kind.value for kind in VisualNodeKind] == ["step", "streaming", "map", "switch", "sub"]
+
+
+def test_mermaid_renderer_is_a_graph_renderer_and_plain_objects_are_not() -> None:
+    class Custom:
+        def render(self, steps: Any, topology: Any, **hooks: Any) -> str:
+            return ""
+
+    assert isinstance(MermaidRenderer(), GraphRenderer)
+    assert isinstance(Custom(), GraphRenderer)
+    assert not isinstance(object(), GraphRenderer)
+
+
+# --------------------------------------------------------------------------- theme
+
+
+def test_default_theme_header_and_styles() -> None:
+    theme = MermaidTheme()
+    assert theme.render_header() == "graph TD"
+    assert theme.render_styles() == [line.strip() for line in STYLES.split("\n")]
+
+
+def test_theme_colours_reach_the_class_definitions() -> None:
+    theme = MermaidTheme(direction="LR", switch_fill="#000", isolated_color="#fff")
+    styles = theme.render_styles()
+    assert theme.render_header() == "graph LR"
+    assert "classDef switch fill:#000,stroke:#7b1fa2,stroke-width:2px,color:#4a148c;" in styles
+    assert styles[-2].endswith("stroke-dasharray: 5 5,color:#fff;")
+
+
+def test_theme_direction_wins_over_the_direction_argument() -> None:
+    steps: dict[str, Any] = {}
+    assert generate_mermaid_graph(steps, {}, direction="RL").startswith("graph RL\n")
+    themed = generate_mermaid_graph(steps, {}, theme=MermaidTheme(direction="BT"), direction="RL")
+    assert themed.startswith("graph BT\n")
+    assert MermaidRenderer(direction="LR").render(steps, {}).startswith("graph LR\n")
+
+
+# --------------------------------------------------------------------------- dynamic returns
+
+
+def _returns_one() -> str:
+    return "a"
+
+
+def _returns_by_branch(x: int) -> str | None:
+    if x:
+        return "a"
+    elif x > 1:
+        return "b"
+    return None
+
+
+def _returns_from_a_nested_function() -> Callable[[], str]:
+    def inner() -> str:
+        return "c"
+
+    return inner
+
+
+def _returns_a_conditional_expression(x: bool) -> str:
+    return "a" if x else "b"
+
+
+def _returns_a_variable() -> str:
+    x = "a"
+    return x
+
+
+def _returns_an_unknown_name() -> str:
+    return "zzz"
+
+
+def _returns_other_constants() -> Any:
+    if _returns_one():
+        return b"a"
+    return "a", "b"
+
+
+async def _yields_a_name() -> Any:
+    yield "a"
+
+
+class _Holder:
+    def method(self) -> str:
+        return "e"
+
+    def __call__(self) -> str:
+        return "e"
+
+
+@pytest.mark.parametrize(
+    ("func", "expected"),
+    [
+        (_returns_one, {"a"}),
+        (_returns_by_branch, {"a", "b"}),
+        (_returns_from_a_nested_function, {"c"}),
+        (_returns_a_conditional_expression, set()),
+        (_returns_a_variable, set()),
+        (_returns_an_unknown_name, set()),
+        (_returns_other_constants, set()),
+        (_yields_a_name, set()),
+        (_Holder().method, {"e"}),
+        (_Holder(), set()),
+        (lambda: "a", set()),
+        (functools.partial(_returns_one), set()),
+        (len, set()),
+    ],
+    ids=lambda value: getattr(value, "__name__", type(value).__name__),
+)
+def test_find_dynamic_returns_only_sees_direct_string_literal_returns(
+    func: Callable[..., Any], expected: set[str]
+) -> None:
+    assert _PipelineASTBuilder._find_dynamic_returns(func, {"a", "b", "c", "e"}) == expected
+
+
+def test_dynamic_returns_that_duplicate_an_existing_edge_are_not_drawn() -> None:
+    pipe = StandInPipe()
+
+    @pipe.switch(to={"x": "b"})
+    async def a() -> str:
+        return "b"
+
+    pipe.step("b")(_noop)
+    edges = _PipelineASTBuilder.build(pipe.registry.steps, pipe.topology).edges
+    assert edges == [VisualEdge("a", "b", label="x")]
+
+
+# --------------------------------------------------------------------------- AST model
+
+
+def test_ast_to_dict_omits_missing_labels_and_sub_graphs() -> None:
+    child = VisualAST({}, [], [], startup_hooks=["h"])
+    sub = VisualNode("n1", "s", VisualNodeKind.SUB, barrier_type=BarrierType.ANY, sub_graph=child)
+    ast = VisualAST(
+        nodes={"a": VisualNode("n0", "a", VisualNodeKind.STEP, is_entry=True), "s": sub},
+        edges=[
+            VisualEdge("a", "s"),
+            VisualEdge("a", "s", label=""),
+            VisualEdge("a", "s", None, True),
+        ],
+        parallel_groups=[ParallelGroup("parallel_n0", "a", ["s"])],
+    )
+    assert ast.to_dict() == {
+        "nodes": {
+            "a": {
+                "id": "n0",
+                "name": "a",
+                "kind": "step",
+                "is_entry": True,
+                "is_terminal": False,
+                "is_isolated": False,
+                "is_map_target": False,
+                "barrier_type": "all",
+            },
+            "s": {
+                "id": "n1",
+                "name": "s",
+                "kind": "sub",
+                "is_entry": False,
+                "is_terminal": False,
+                "is_isolated": False,
+                "is_map_target": False,
+                "barrier_type": "any",
+                "sub_graph": {
+                    "nodes": {},
+                    "edges": [],
+                    "parallel_groups": [],
+                    "startup_hooks": ["h"],
+                    "shutdown_hooks": [],
+                },
+            },
+        },
+        "edges": [
+            {"source": "a", "target": "s", "is_map_edge": False},
+            {"source": "a", "target": "s", "is_map_edge": False, "label": ""},
+            {"source": "a", "target": "s", "is_map_edge": True},
+        ],
+        "parallel_groups": [{"id": "parallel_n0", "source_id": "a", "node_ids": ["s"]}],
+        "startup_hooks": [],
+        "shutdown_hooks": [],
+    }
+    assert sub.to_dict()["sub_graph"] == ast.to_dict()["nodes"]["s"]["sub_graph"]
+
+
+def test_builder_lists_nodes_by_name_with_ids_in_the_same_order() -> None:
+    pipe = scenario_many_nodes(StandInPipe)
+    nodes = _PipelineASTBuilder.build(pipe.registry.steps, pipe.topology).nodes
+    assert list(nodes) == sorted(nodes)
+    assert [node.id for node in nodes.values()] == [f"n{i}" for i in range(len(nodes))]
+
+
+def test_builder_draws_topology_sources_that_are_not_registered_steps() -> None:
+    ast = _PipelineASTBuilder.build({}, {"ghost": ["target"]})
+    assert ast.nodes["ghost"].is_entry
+    assert ast.nodes["target"].is_terminal
+    assert "n0 --> n1" in _MermaidRenderer(ast).render()
+
+
+def test_stop_routes_and_stop_targets_never_become_nodes() -> None:
+    pipe = StandInPipe()
+
+    @pipe.switch(to={1: "b", 2: Stop}, default=Stop)
+    async def route() -> int:
+        return 1
+
+    @pipe.step(to=Stop)
+    async def b() -> None: ...
+
+    ast = _PipelineASTBuilder.build(pipe.registry.steps, pipe.topology)
+    assert sorted(ast.nodes) == ["b", "route"]
+    assert ast.edges == [VisualEdge("route", "b", label="1")]
+    assert "Stop" not in pipe.graph()
+
+
+# --------------------------------------------------------------------------- renderer details
+
+
+def _two_node_ast(*edges: VisualEdge, groups: list[ParallelGroup] | None = None) -> VisualAST:
+    return VisualAST(
+        nodes={
+            "a": VisualNode("n0", "a", VisualNodeKind.STEP, is_entry=True),
+            "b": VisualNode("n1", "b", VisualNodeKind.STEP, is_terminal=True),
+        },
+        edges=list(edges),
+        parallel_groups=groups or [],
+    )
+
+
+def test_edge_style_prefers_map_then_non_empty_label_then_plain_arrow() -> None:
+    text = _MermaidRenderer(
+        _two_node_ast(
+            VisualEdge("a", "b", label=""),
+            VisualEdge("a", "b", label='x"y'),
+            VisualEdge("a", "b", label="m", is_map_edge=True),
+        )
+    ).render()
+    assert '    n0 --> n1\n     n0 -- "x"y" --> n1\n    n0 -. map .-> n1\n' in text
+
+
+def test_parallel_group_subgraph_uses_the_group_id() -> None:
+    text = _MermaidRenderer(_two_node_ast(groups=[ParallelGroup("pg", "a", ["b", "a"])])).render()
+    assert (
+        '    subgraph pg[Parallel]\n        direction LR\n        n0["A"]\n        n1["B"]\n'
+        in text
+    )
+
+
+def test_renderer_rejects_edges_to_nodes_the_ast_does_not_have() -> None:
+    with pytest.raises(ValueError, match=r"refers to node 'zz'.*known: a, b"):
+        _MermaidRenderer(_two_node_ast(VisualEdge("a", "zz"))).render()
+
+
+def test_a_pipeline_nested_in_itself_is_drawn_once() -> None:
+    pipe = StandInPipe(name="recursive")
+    pipe.step("begin", to="again")(_noop)
+    pipe.sub("again", pipeline=pipe)(_noop)
+
+    text = pipe.graph()
+    assert text.count("subgraph cluster_") == 0
+    assert '    n0[/"Again" /]' in text
+
+
+# --------------------------------------------------------------------------- scale
+
+
+def test_a_hundred_thousand_step_chain_renders_without_recursion() -> None:
+    count = 100_000
+    pipe = StandInPipe(name="chain")
+    for index in range(count - 1):
+        pipe.step(f"s{index}", to=f"s{index + 1}")(_noop)
+    pipe.step(f"s{count - 1}")(_noop)
+
+    lines = pipe.graph().split("\n")
+    assert lines.count("    Start --> n0") == 1
+    assert sum(1 for line in lines if line.endswith(" --> End")) == 1
+    assert len(lines) == 2 * count + 18  # a node line and an edge line per step, 19 fixed lines
+
+
+def test_sub_pipelines_nested_deeper_than_the_recursion_limit_render() -> None:
+    depth = 300
+    inner = StandInPipe(name="level0")
+    inner.step("leaf")(_noop)
+    for level in range(1, depth + 1):
+        outer = StandInPipe(name=f"level{level}")
+        outer.sub("nest", pipeline=inner)(_noop)
+        inner = outer
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack()) + 150)
+    try:
+        text = inner.graph()
+        snapshot = _PipelineASTBuilder.build(inner.registry.steps, inner.topology).to_dict()
+    finally:
+        sys.setrecursionlimit(limit)
+    assert text.count("subgraph cluster_") == depth
+    assert "_n0_Start --> " + "n0_" * depth + "n0" in text
+    assert snapshot["nodes"]["nest"]["sub_graph"]["nodes"]["nest"]["kind"] == "sub"
