@@ -106,6 +106,15 @@ EXPECTED_DESCRIBE: dict[str, dict[str, Any]] = {
         "metadata": {},
         "hooks": {},
     },
+    "duplicate_targets": {
+        "name": "duplicates",
+        "pipeline_hash": "f6501c0f40304e70",
+        "nodes": {"a": {"kind": "step", "targets": ["b"]}, "b": {"kind": "step", "targets": []}},
+        "topology": {"a": ["b", "b"]},
+        "roots": ["a"],
+        "metadata": {},
+        "hooks": {},
+    },
     "map": {
         "name": "mapping",
         "pipeline_hash": "666b63f4b14a4d7b",
@@ -789,6 +798,10 @@ EXPECTED_STEPS: dict[str, list[tuple[Any, ...]]] = {
         ("x", None, 0, None, False, [], "step", None),
         ("y", None, 0, None, False, [], "step", None),
         ("z", None, 0, None, False, [], "step", None),
+    ],
+    "duplicate_targets": [
+        ("a", None, 0, None, False, ["b"], "step", None),
+        ("b", None, 0, None, False, [], "step", None),
     ],
     "map": [
         ("prepare", None, 0, None, False, ["fan"], "step", None),

@@ -259,6 +259,14 @@ def scenario_overlapping_groups(pipe_cls: PipeFactory) -> Any:
 async def _noop() -> None: ...
 
 
+def scenario_duplicate_targets(pipe_cls: PipeFactory) -> Any:
+    """A target listed twice is drawn twice, in the group and as an edge (as upstream does)."""
+    pipe = pipe_cls(name="duplicates")
+    pipe.step("a", to=["b", "b"])(_noop)
+    pipe.step("b")(_noop)
+    return pipe
+
+
 def scenario_map(pipe_cls: PipeFactory) -> Any:
     pipe = pipe_cls(name="mapping")
 
@@ -721,6 +729,25 @@ graph TD
     n1 --> n2
     n1 --> n4
     class n0,n1,n2,n3,n4 step;
+    class Start,End startEnd;""",
+    "duplicate_targets": """\
+graph TD
+    Start(["▶ Start"])
+
+    subgraph parallel_n0[Parallel]
+        direction LR
+        n1["B"]
+        n1["B"]
+    end
+
+    n0["A"]
+    End(["■ End"])
+    n1 --> End
+
+    Start --> n0
+    n0 --> n1
+    n0 --> n1
+    class n0,n1 step;
     class Start,End startEnd;""",
     "map": """\
 graph TD
@@ -1463,9 +1490,13 @@ def test_stop_routes_and_stop_targets_never_become_nodes() -> None:
     @pipe.step(to=Stop)
     async def b() -> None: ...
 
+    @pipe.step(to=["b", Stop])
+    async def c() -> None: ...
+
     ast = _PipelineASTBuilder.build(pipe.registry.steps, pipe.topology)
-    assert sorted(ast.nodes) == ["b", "route"]
-    assert ast.edges == [VisualEdge("route", "b", label="1")]
+    assert sorted(ast.nodes) == ["b", "c", "route"]
+    assert ast.edges == [VisualEdge("c", "b"), VisualEdge("route", "b", label="1")]
+    assert ast.parallel_groups == []
     assert "Stop" not in pipe.graph()
 
 

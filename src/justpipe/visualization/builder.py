@@ -203,13 +203,12 @@ class _FlatBuild:
                     yield VisualEdge(name, target, label=DYNAMIC_LABEL)
 
     def parallel_groups(self) -> list[ParallelGroup]:
-        return [
-            ParallelGroup(
-                id=f"parallel_{self.ids[source]}", source_id=source, node_ids=list(successors)
-            )
-            for source, successors in self.topology.items()
-            if len(successors) > 1
-        ]
+        groups = []
+        for source, successors in self.topology.items():
+            members = [target for target in successors if target != STOP_NAME]
+            if len(members) > 1:
+                groups.append(ParallelGroup(f"parallel_{self.ids[source]}", source, members))
+        return groups
 
     def pending_subs(
         self, nodes: Mapping[str, VisualNode], ancestors: frozenset[int]
