@@ -21,9 +21,7 @@ if TYPE_CHECKING:
     from justpipe._kernel.channel import _ControlChannel
     from justpipe._kernel.kernel import _Kernel
 
-__all__ = ["EV", "_BarrierManager"]
-
-EV = 0  # record tag of a native event (shared with the orchestrator)
+__all__ = ["_BarrierManager"]
 
 
 class _BarrierManager:
@@ -60,7 +58,7 @@ class _BarrierManager:
         if task is not None:
             task.cancel()
         self._channel.put_nowait(
-            (EV, EventType.BARRIER_RELEASE, node.name,
+            (EventType.BARRIER_RELEASE, node.name,
              {"duration": round(time.monotonic() - started, 6)}, time.time(),
              NodeKind.BARRIER, None, None, None, 1, (), None)
         )
@@ -74,7 +72,7 @@ class _BarrierManager:
         assert timeout is not None
         parents = list(node.parents)
         await self._channel.put(
-            (EV, EventType.BARRIER_WAIT, node.name,
+            (EventType.BARRIER_WAIT, node.name,
              {"timeout": timeout, "dependencies": parents, "expected_count": len(parents),
               "completed_count": 0, "waiting_for": list(parents)},
              time.time(), NodeKind.BARRIER, None, None, None, 1, (), None)

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from justpipe._kernel.plan import CALL_ASYNC, CALL_STREAM, NodePlan
-from justpipe.types import Suspend, _Next
+from justpipe.types import EventType, NodeKind, Suspend, _Next
 
-__all__ = ["_LocalInvoker", "StepTimeout", "timeout_error"]
+__all__ = ["StepTimeout", "_LocalInvoker", "timeout_error"]
 
-TokenSink = Callable[[Any], Awaitable[None]]
+Put = Callable[[tuple[Any, ...]], Awaitable[None]]
 _CONTROL = (Suspend, _Next)
+_TOKEN = EventType.TOKEN
+_SYSTEM = NodeKind.SYSTEM
+_time = time.time
 
 
 class StepTimeout(TimeoutError):
@@ -37,41 +41,44 @@ def timeout_error(name: str, seconds: float) -> StepTimeout:
 class _LocalInvoker:
     __slots__ = ()
 
-    async def call(self, node: NodePlan, kwargs: dict[str, Any], on_token: TokenSink) -> Any:
+    async def call(self, node: NodePlan, kwargs: dict[str, Any], stage: str, put: Put) -> Any:
+        """Call the step; stream items are sent with `put` as TOKEN records of `stage`."""
         if node.timeout is None:
-            return await self._call(node, kwargs, on_token)
+            return await self._call(node, kwargs, stage, put)
         try:
             async with asyncio.timeout(node.timeout) as cm:
-                return await self._call(node, kwargs, on_token)
+                return await self._call(node, kwargs, stage, put)
         except TimeoutError:
             if cm.expired():
                 raise timeout_error(node.name, node.timeout) from None
             raise
 
-    async def _call(self, node: NodePlan, kwargs: dict[str, Any], on_token: TokenSink) -> Any:
+    async def _call(
+        self, node: NodePlan, kwargs: dict[str, Any], stage: str, put: Put
+    ) -> Any:
         mode = node.call_mode
         if mode == CALL_ASYNC:
             result = await node.func(**kwargs)
         elif mode == CALL_STREAM:
-            return await stream(node.func(**kwargs), on_token)
+            return await stream(node.func(**kwargs), stage, put)
         else:
             result = node.func(**kwargs)
             if inspect.isawaitable(result):
                 result = await result
         if inspect.isasyncgen(result):
-            return await stream(result, on_token)
+            return await stream(result, stage, put)
         return result
 
 
-async def stream(agen: Any, on_token: TokenSink) -> Any:
-    """Drain an async generator: items become tokens, control objects the result."""
+async def stream(agen: Any, stage: str, put: Put) -> Any:
+    """Drain an async generator: items become TOKEN records, control objects the result."""
     control: Any = None
     try:
         async for item in agen:
             if isinstance(item, _CONTROL):
                 control = item
             else:
-                await on_token(item)
+                await put((_TOKEN, stage, item, _time(), _SYSTEM, None, None, None, 1, (), None))
     finally:
         await agen.aclose()
     return control

@@ -38,7 +38,7 @@ class _MetricsRecorder:
     )
 
     def __init__(self) -> None:
-        self.counts: dict[EventType, int] = {}
+        self.counts: dict[str, int] = {}  # keyed by the enum's value: Enum.__hash__ is slow
         self._open: dict[Any, float] = {}
         self._timings: dict[str, list[float]] = {}  # stage -> [count, total, min, max]
         self._barriers: dict[str, list[float]] = {}  # stage -> [waits, releases, timeouts, total, max]
@@ -52,7 +52,8 @@ class _MetricsRecorder:
     def record(self, event: Event) -> None:
         etype = event.type
         counts = self.counts
-        counts[etype] = counts.get(etype, 0) + 1
+        key = etype._value_
+        counts[key] = counts.get(key, 0) + 1
         if etype is _TOKEN:
             return
         if etype is _START:
@@ -138,7 +139,7 @@ class _MetricsRecorder:
                 workers_started=self.workers_started,
                 peak_workers=self.peak_workers,
             ),
-            events={etype.value: n for etype, n in counts.items()},
-            tokens=counts.get(_TOKEN, 0),
-            suspends=counts.get(EventType.SUSPEND, 0),
+            events=dict(counts),
+            tokens=counts.get(_TOKEN.value, 0),
+            suspends=counts.get(EventType.SUSPEND.value, 0),
         )

@@ -2,6 +2,10 @@
 
 Step tasks execute invocations (events, the user function, the error-handling
 chain) and report each outcome as a completion record on the control channel.
+Records that open work (STEP_START, TOKEN, MAP_WORKER, forwarded events) wait
+for room in the channel; records that close an invocation (STEP_END,
+STEP_ERROR, CANCELLED, completions) never wait, so finishing work is never
+delayed and each live invocation adds at most a few items beyond `queue_size`.
 The runner's loop hands those records back to `complete_step()` in channel
 order, after the consumer has seen every event queued before them; there the
 orchestrator consults the plan, the scheduler's barrier bitsets and the map
@@ -19,7 +23,7 @@ from collections.abc import Sized
 from typing import TYPE_CHECKING, Any
 
 from justpipe import _core
-from justpipe._kernel.barriers import EV, _BarrierManager
+from justpipe._kernel.barriers import _BarrierManager
 from justpipe._kernel.context import _Invocation, _MapRun, _RunContext
 from justpipe._kernel.injection import resolve_name
 from justpipe._kernel.invoker import _LocalInvoker
@@ -46,10 +50,15 @@ if TYPE_CHECKING:
     from justpipe._kernel.publisher import _EventPublisher
     from justpipe.types import HookSpec
 
-__all__ = ["DONE", "EV", "FW", "_Orchestrator"]
+__all__ = ["_Orchestrator"]
 
-FW = 1  # record tag: a forwarded child event
-DONE = 2  # record tag: a completion
+# Channel records are plain tuples told apart by length (no tag to build or slice):
+#   11 items: a native event (type, stage, payload, timestamp, node_kind, invocation_id,
+#             parent_invocation_id, owner_invocation_id, attempt, scope, meta)
+#    5 items: a forwarded child event (child, stage, parent_inv, owner_inv, scope)
+#    3 items: a completion (invocation, outcome, value)
+#    0 items: start the roots
+EVENT_LEN, FORWARD_LEN, DONE_LEN = 11, 5, 3
 
 # outcomes of an invocation
 OK, ROUTE, STOP, SKIP, FAIL, CANCELLED, SUSPEND, RETRY, RAISE, MAP_FED, DROPPED = range(11)
@@ -134,13 +143,13 @@ class _Orchestrator:
     def emit(self, etype: EventType, stage: str, payload: Any = None) -> None:
         """Queue a run-level event from the loop itself (never waits for space)."""
         self.channel.put_nowait(
-            (EV, etype, stage, payload, _time(), _SYSTEM, None, None, None, 1, (), None)
+            (etype, stage, payload, _time(), _SYSTEM, None, None, None, 1, (), None)
         )
 
     # ------------------------------------------------------------------ completion (loop side)
 
     def complete_step(self, record: tuple[Any, ...]) -> None:
-        _, inv, outcome, value = record
+        inv, outcome, value = record
         self.completed += 1
         map_run = inv.map_run
         if map_run is not None:
@@ -193,12 +202,12 @@ class _Orchestrator:
         assert node is not None
         worker = mr.worker.name if mr.worker is not None else node.step.each  # type: ignore[attr-defined]
         put = self.channel.put_nowait
-        put((EV, EventType.MAP_COMPLETE, inv.name,
+        put((EventType.MAP_COMPLETE, inv.name,
              {"target": worker, "item_count": mr.started, "owner_invocation_id": inv.inv_id,
               "owner_scope": inv.scope},
              _time(), _MAP, inv.inv_id, None, inv.inv_id, inv.attempt, inv.scope, None))
         if not mr.errored:
-            put((EV, _STEP_END, inv.name, self.ctx.state, _time(), _MAP, inv.inv_id,
+            put((_STEP_END, inv.name, self.ctx.state, _time(), _MAP, inv.inv_id,
                  inv.parent_id, inv.owner_id, inv.attempt, inv.scope, None))
         if not mr.skipped:
             self._advance(node)
@@ -214,7 +223,7 @@ class _Orchestrator:
         ch = self.channel
         node = inv.node
         kind = inv.kind
-        await ch.put((EV, _STEP_START, inv.name, None, _time(), kind, inv.inv_id, inv.parent_id,
+        await ch.put((_STEP_START, inv.name, None, _time(), kind, inv.inv_id, inv.parent_id,
                       inv.owner_id, inv.attempt, inv.scope, None))
         scope_meta = None
         meta_token = None
@@ -257,10 +266,10 @@ class _Orchestrator:
                 return None  # the map's feeder reports its completion
             if outcome <= SKIP or outcome == SUSPEND:
                 if outcome == SUSPEND:
-                    await ch.put((EV, EventType.SUSPEND, inv.name, value.reason, _time(), _SYSTEM,
+                    await ch.put((EventType.SUSPEND, inv.name, value.reason, _time(), _SYSTEM,
                                   None, None, None, 1, (), None))
-                await self._step_end(inv, started, scope_meta, _ERROR if failed else _SUCCESS)
-            await ch.put((DONE, inv, outcome, value))
+                self._step_end(inv, started, scope_meta, _ERROR if failed else _SUCCESS)
+            ch.put_nowait((inv, outcome, value))
         finally:
             if meta_token is not None:
                 _step_meta.reset(meta_token)
@@ -270,14 +279,7 @@ class _Orchestrator:
         kwargs = self.ctx.base_kwargs(node)
         if inv.has_item and node.item_param is not None:
             kwargs = {**kwargs, node.item_param: inv.item}
-        channel = self.channel
-        stage = inv.name
-
-        async def on_token(item: Any) -> None:
-            await channel.put((EV, _TOKEN, stage, item, _time(), _SYSTEM, None, None, None, 1,
-                               (), None))
-
-        return await self.invoker.call(node, kwargs, on_token)
+        return await self.invoker.call(node, kwargs, inv.name, self.channel.put)
 
     def _meta_snapshot(
         self, inv: _Invocation, started: float, scope_meta: _ScopedMetaImpl | None,
@@ -293,11 +295,11 @@ class _Orchestrator:
         }
         return meta
 
-    async def _step_end(
+    def _step_end(
         self, inv: _Invocation, started: float, scope_meta: _ScopedMetaImpl | None,
         status: StepStatus,
     ) -> None:
-        await self.channel.put((EV, _STEP_END, inv.name, self.ctx.state, _time(), inv.kind,
+        self.channel.put_nowait((_STEP_END, inv.name, self.ctx.state, _time(), inv.kind,
                                 inv.inv_id, inv.parent_id, inv.owner_id, inv.attempt, inv.scope,
                                 self._meta_snapshot(inv, started, scope_meta, status)))
 
@@ -427,13 +429,13 @@ class _Orchestrator:
         """The error is final: CANCELLED for PipelineCancelled, else log + STEP_ERROR."""
         if isinstance(exc, PipelineCancelled):
             self.ctx.stopping = True
-            await self.channel.put((EV, EventType.CANCELLED, inv.name, str(exc), _time(),
+            self.channel.put_nowait((EventType.CANCELLED, inv.name, str(exc), _time(),
                                     inv.kind, inv.inv_id, inv.parent_id, inv.owner_id,
                                     inv.attempt, inv.scope, None))
             return CANCELLED, None
         _log_failure(inv.name, exc, self.ctx.state)
         self.publisher.errors[inv.inv_id or inv.name] = exc
-        await self.channel.put((EV, _STEP_ERROR, inv.name, str(exc), _time(), inv.kind,
+        self.channel.put_nowait((_STEP_ERROR, inv.name, str(exc), _time(), inv.kind,
                                 inv.inv_id, inv.parent_id, inv.owner_id, inv.attempt, inv.scope,
                                 self._meta_snapshot(inv, started, scope_meta, _ERROR)))
         return FAIL, None
@@ -459,7 +461,7 @@ class _Orchestrator:
         outcome, value = await self._handle_failure(inv, exc, started, None)
         if outcome == RETRY or outcome == FAIL:
             outcome, value = DROPPED, None  # the join never ran: its successors do not run
-        await self.channel.put((DONE, inv, outcome, value))
+        self.channel.put_nowait((inv, outcome, value))
 
     # ------------------------------------------------------------------ map
 
@@ -481,11 +483,11 @@ class _Orchestrator:
             return await self._lazy_map(node, inv, worker, result, is_async, limit)
         items = await _materialize(node, result, is_async)
         n = len(items)
-        await ch.put((EV, EventType.MAP_START, node.name, {"target": target, "item_count": n},
+        await ch.put((EventType.MAP_START, node.name, {"target": target, "item_count": n},
                       _time(), _MAP, inv.inv_id, inv.parent_id, inv.owner_id, inv.attempt,
                       inv.scope, None))
         for i in range(n):
-            await ch.put((EV, EventType.MAP_WORKER, f"{target}[{i}]",
+            await ch.put((EventType.MAP_WORKER, f"{target}[{i}]",
                           {"index": i, "total": n, "target": target, "owner": node.name},
                           _time(), _MAP, inv.inv_id, inv.parent_id, inv.owner_id, inv.attempt,
                           inv.scope, None))
@@ -496,7 +498,7 @@ class _Orchestrator:
                     break
                 map_run.started += 1
                 self.kernel.spawn(self._worker_task(map_run, i, item))
-            await ch.put((DONE, inv, MAP_FED, map_run))
+            ch.put_nowait((inv, MAP_FED, map_run))
         else:
             source = iter(enumerate(items))
             await self._run_pool(map_run, limit, lambda: _next_sync(source), None)
@@ -507,7 +509,7 @@ class _Orchestrator:
         is_async: bool, limit: int,
     ) -> tuple[int, Any]:
         target = node.step.each  # type: ignore[attr-defined]
-        await self.channel.put((EV, EventType.MAP_START, node.name,
+        await self.channel.put((EventType.MAP_START, node.name,
                                 {"target": target, "item_count": None}, _time(), _MAP,
                                 inv.inv_id, inv.parent_id, inv.owner_id, inv.attempt, inv.scope,
                                 None))
@@ -568,14 +570,14 @@ class _Orchestrator:
                 map_run.errored = True
             elif outcome == STOP or outcome == SUSPEND or outcome == CANCELLED:
                 self.stop()
-        await self.channel.put((DONE, inv, MAP_FED, map_run))
+        self.channel.put_nowait((inv, MAP_FED, map_run))
 
     async def _map_worker_event(self, map_run: _MapRun, index: int) -> None:
         inv = map_run.inv
         node = inv.node
         assert node is not None
         target = node.step.each  # type: ignore[attr-defined]
-        await self.channel.put((EV, EventType.MAP_WORKER, f"{target}[{index}]",
+        await self.channel.put((EventType.MAP_WORKER, f"{target}[{index}]",
                                 {"index": index, "total": None, "target": target,
                                  "owner": node.name},
                                 _time(), _MAP, inv.inv_id, inv.parent_id, inv.owner_id,
@@ -615,7 +617,7 @@ class _Orchestrator:
                 async for event in stream:
                     if event.type is EventType.SUSPEND:
                         self.stop()
-                    await put((FW, event, prefix + event.stage, inv_id, inv_id,
+                    await put((event, prefix + event.stage, inv_id, inv_id,
                                head + tuple(event.scope)))
             finally:
                 await stream.aclose()

@@ -62,14 +62,6 @@ class _EventPublisher:
         self._context = context
         self._observer_meta = observer_meta
 
-    def build(self, record: tuple[Any, ...]) -> Event:
-        """Event from a native record: (tag, type, stage, payload, ts, kind, inv, parent, owner, attempt, scope, meta)."""
-        return self.finish(self.factory.build(*record[1:]))
-
-    def forward(self, record: tuple[Any, ...]) -> Event:
-        """Event from a forwarded child record: (tag, child, stage, parent_inv, owner_inv, scope)."""
-        return self.finish(self.factory.forward(*record[1:]))
-
     def finish(self, event: Event) -> Event:
         for hook in self._hooks:
             event = self._apply_hook(hook, event)

@@ -22,7 +22,13 @@ from justpipe._kernel.failures import _FailureJournal
 from justpipe._kernel.kernel import _Kernel
 from justpipe._kernel.meta import attach_meta
 from justpipe._kernel.metrics import _MetricsRecorder
-from justpipe._kernel.orchestrator import DONE, EV, FW, _maybe_await, _Orchestrator
+from justpipe._kernel.orchestrator import (
+    DONE_LEN,
+    EVENT_LEN,
+    FORWARD_LEN,
+    _maybe_await,
+    _Orchestrator,
+)
 from justpipe._kernel.plan import ExecutionPlan
 from justpipe._kernel.publisher import _EventPublisher, _log_observer_error
 from justpipe.observability.observer import ObserverMeta, ObserverProtocol
@@ -41,7 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RunPhase", "_PipelineRunner", "_RunStateMachine"]
 
-_START_ROOTS = 3  # record tag: schedule the roots (queued right after START)
+_START_ROOTS = ()  # channel record: schedule the roots (queued right after START)
 
 
 class RunPhase(Enum):
@@ -147,9 +153,13 @@ class _PipelineRunner:
             else:
                 self.machine.to(RunPhase.EXECUTING)
                 orch.emit(EventType.START, "system", self.state)
-                channel.put_nowait((_START_ROOTS,))
+                channel.put_nowait(_START_ROOTS)
                 self._arm_timeout()
         closing: BaseException | None = None
+        build = publisher.factory.build
+        forward = publisher.factory.forward
+        finish = publisher.finish
+        complete_step = orch.complete_step
         try:
             try:
                 while True:
@@ -165,14 +175,14 @@ class _PipelineRunner:
                         if not await self._on_idle():
                             break
                         continue
-                    tag = item[0]
-                    if tag == EV:
-                        event = publisher.build(item)
-                    elif tag == FW:
-                        event = publisher.forward(item)
-                    elif tag == DONE:
-                        orch.complete_step(item)
+                    size = len(item)
+                    if size == EVENT_LEN:
+                        event = finish(build(*item))
+                    elif size == DONE_LEN:
+                        complete_step(item)
                         continue
+                    elif size == FORWARD_LEN:
+                        event = finish(forward(*item))
                     else:
                         orch.start()
                         continue
@@ -212,7 +222,7 @@ class _PipelineRunner:
     def _emit_finish(self) -> None:
         run_meta = self.ctx.meta.run.snapshot() if self.ctx.meta is not None else None
         self.channel.put_nowait(
-            (EV, EventType.FINISH, "system", self._end_data(), time.time(), NodeKind.SYSTEM,
+            (EventType.FINISH, "system", self._end_data(), time.time(), NodeKind.SYSTEM,
              None, None, None, 1, (), run_meta or None)
         )
         self._finish_sent = True
@@ -280,7 +290,7 @@ class _PipelineRunner:
         self.orch.barriers.cancel_all()
         await self.kernel.shutdown()
         for record in self.channel.clear():
-            if record[0] == EV or record[0] == FW:
+            if len(record) in (EVENT_LEN, FORWARD_LEN):
                 self.channel.put_nowait(record)
         self.journal.terminal = FailureReason.TIMEOUT
         self.orch.emit(EventType.TIMEOUT, "system", f"Pipeline exceeded timeout of {self.timeout}s")
@@ -303,9 +313,9 @@ class _PipelineRunner:
         if not self._finish_sent:
             self._emit_finish()
         while (record := self.channel.pop()) is not None:
-            if record[0] != EV:
+            if len(record) != EVENT_LEN:
                 continue
-            event = self.publisher.build(record)
+            event = self.publisher.finish(self.publisher.factory.build(*record))
             await self.publisher.notify(event)
             if event.type is EventType.FINISH:
                 await self._observers_end(event)
@@ -335,10 +345,10 @@ class _PipelineRunner:
         )
         self.channel.clear()
         self.publisher._hooks = []
-        finish = self.publisher.build(
-            (EV, EventType.FINISH, "system", self._end_data(), time.time(), NodeKind.SYSTEM,
-             None, None, None, 1, (), None)
-        )
+        finish = self.publisher.finish(self.publisher.factory.build(
+            EventType.FINISH, "system", self._end_data(), time.time(), NodeKind.SYSTEM,
+             None, None, None, 1, (), None,
+        ))
         self._finish_sent = True
         await _shielded(self.publisher.notify(finish))
         await _shielded(self._observers_end(finish))
