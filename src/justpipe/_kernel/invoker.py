@@ -65,7 +65,7 @@ class _LocalInvoker:
             result = node.func(**kwargs)
             if inspect.isawaitable(result):
                 result = await result
-        if inspect.isasyncgen(result):
+        if inspect.isasyncgen(result) and node.kind is NodeKind.STEP:
             return await stream(result, stage, put)
         return result
 

@@ -67,6 +67,10 @@ class ExecutionPlan:
 
 
 def _call_mode(func: Callable[..., Any], step: _BaseStep) -> int:
+    if step.kind is not NodeKind.STEP:
+        # a map/switch/sub body's return value is data (an async generator of map items
+        # included), never a token stream
+        return CALL_ASYNC if inspect.iscoroutinefunction(func) else CALL_SYNC
     if step.is_streaming or inspect.isasyncgenfunction(func):
         return CALL_STREAM
     if inspect.iscoroutinefunction(func):
@@ -80,8 +84,10 @@ def _injection(meta: dict[str, InjectionSource]) -> tuple[Injection, str | None]
     return tuple((p, s) for p, s in items if s is not InjectionSource.UNKNOWN), item_param
 
 
-def _slots(reg: _PipelineRegistry, name: str, parents: list[str]) -> dict[str, int]:
+def _slots(route_sets: list[set[str]], parents: list[str]) -> dict[str, int]:
     """Barrier slot per parent; alternative routes of one switch share a slot (spec §9.1)."""
+    if len(parents) < 2 or not route_sets:
+        return {p: i for i, p in enumerate(parents)}
     group = {p: p for p in parents}
 
     def find(p: str) -> str:
@@ -89,12 +95,10 @@ def _slots(reg: _PipelineRegistry, name: str, parents: list[str]) -> dict[str, i
             p = group[p]
         return p
 
-    for step in reg.steps.values():
-        if isinstance(step, _SwitchStep):
-            routes = set(step.get_targets())
-            siblings = [p for p in parents if p in routes]
-            for other in siblings[1:]:
-                group[find(other)] = find(siblings[0])
+    for routes in route_sets:
+        siblings = [p for p in parents if p in routes]
+        for other in siblings[1:]:
+            group[find(other)] = find(siblings[0])
     slot_of_root: dict[str, int] = {}
     result: dict[str, int] = {}
     for p in parents:
@@ -109,7 +113,10 @@ def compile_plan(reg: _PipelineRegistry, start: str | None) -> ExecutionPlan:
     for src, dsts in reg.topology.items():
         for dst in dict.fromkeys(dsts):
             parents[dst].append(src)
-    slot_maps = {name: _slots(reg, name, parents[name]) for name in names}
+    route_sets = [
+        set(s.get_targets()) for s in reg.steps.values() if isinstance(s, _SwitchStep)
+    ]
+    slot_maps = {name: _slots(route_sets, parents[name]) for name in names}
     slot_counts = tuple(len(set(slot_maps[n].values())) for n in names)
     any_flags = tuple(reg.steps[n].barrier_type is BarrierType.ANY for n in names)
     successor_slots = tuple(
