@@ -269,6 +269,11 @@ class Pipe(Generic[StateT, ContextT]):
         allow_multi_root: bool | None = None,
     ) -> None:
         """Check the graph (spec §6): DefinitionError for problems, warnings for doubts."""
+        self._validate(start, strict, allow_multi_root, stacklevel=3)
+
+    def _validate(
+        self, start: Any, strict: bool | None, allow_multi_root: bool | None, stacklevel: int
+    ) -> None:
         start_name = resolve_name(start) if start is not None else None
         strict = self.strict if strict is None else strict
         multi = self.allow_multi_root if allow_multi_root is None else allow_multi_root
@@ -278,7 +283,7 @@ class Pipe(Generic[StateT, ContextT]):
             found = validate(self.registry, start_name, strict, multi)
             self._validated = {key: found}
         for message in found:
-            warnings.warn(message, PipelineValidationWarning, stacklevel=3)
+            warnings.warn(message, PipelineValidationWarning, stacklevel=stacklevel)
 
     def run(
         self,
@@ -297,7 +302,8 @@ class Pipe(Generic[StateT, ContextT]):
 
     def _prepare_run(self, start: Any) -> _RunSetup:
         start_name = resolve_name(start) if start is not None else None
-        self.validate(start=start_name)
+        # warnings point at the consumer's `async for` (validate <- _prepare_run <- runner)
+        self._validate(start_name, None, None, stacklevel=5)
         reg = self.registry
         reg.finalize()
         reg.freeze()
