@@ -54,10 +54,10 @@ def resolve_name(target: Any) -> str:
 
 
 def _matches(runtime_type: type, annotation: Any) -> bool:
-    if annotation is runtime_type:
-        return True
     if annotation is typing.Any:
         return False
+    if annotation is runtime_type:
+        return True
     try:
         return issubclass(runtime_type, annotation)
     except TypeError:

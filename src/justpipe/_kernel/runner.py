@@ -151,7 +151,6 @@ class _PipelineRunner:
             if not self.plan.nodes:
                 self._no_steps()
             else:
-                self.machine.to(RunPhase.EXECUTING)
                 orch.emit(EventType.START, "system", self.state)
                 channel.put_nowait(_START_ROOTS)
                 self._arm_timeout()
@@ -184,6 +183,7 @@ class _PipelineRunner:
                     elif size == FORWARD_LEN:
                         event = finish(forward(*item))
                     else:
+                        self.machine.to(RunPhase.EXECUTING)
                         orch.start()
                         continue
                     if publisher.observers:

@@ -1,0 +1,82 @@
+"""``justpipe show RUN_ID``: one run's outcome, event breakdown, step sequence and meta."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from justpipe.cli.formatting import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    format_duration,
+    format_timestamp,
+    parse_run_meta,
+    resolve_or_exit,
+)
+from justpipe.cli.registry import AnnotatedRun, PipelineRegistry
+from justpipe.storage.interface import StoredEvent
+from justpipe.types import EventType
+
+__all__ = ["show_command"]
+
+RULE = "=" * 60
+
+
+def show_command(registry: PipelineRegistry, run_id: str) -> int:
+    """Print the details of the run `run_id` names (a full id or a unique prefix)."""
+    found = resolve_or_exit(registry, run_id)
+    if found is None:
+        return EXIT_FAILURE
+    item, backend = found
+    events = backend.get_events(item.run.run_id)
+    _print_summary(item)
+    print(f"\nEvents: {len(events)} total")
+    _print_event_breakdown(events)
+    _print_step_sequence(events)
+    _print_run_meta(item.run.run_meta)
+    print()
+    return EXIT_OK
+
+
+def _print_summary(item: AnnotatedRun) -> None:
+    run = item.run
+    print(f"\nRun: {run.run_id}")
+    print(RULE)
+    print(f"Pipeline: {item.pipeline_name}")
+    print(f"Status: {run.status.value}")
+    print(f"Started: {format_timestamp(run.start_time)}")
+    if run.end_time is not None:
+        print(f"Ended: {format_timestamp(run.end_time)}")
+    if run.duration is not None:
+        print(f"Duration: {format_duration(run.duration.total_seconds())}")
+    if run.error_message:
+        print(f"\nError: {run.error_message}")
+
+
+def _print_event_breakdown(events: list[StoredEvent]) -> None:
+    """Count per event type, most common first (ties in order of first appearance)."""
+    if not events:
+        return
+    print("\nEvent Breakdown:")
+    for event_type, count in Counter(event.event_type.value for event in events).most_common():
+        print(f"  {event_type:<20} {count:>6,}")
+
+
+def _print_step_sequence(events: list[StoredEvent]) -> None:
+    starts = [event.step_name for event in events if event.event_type is EventType.STEP_START]
+    if not starts:
+        return
+    print("\nStep Sequence:")
+    for number, step in enumerate(starts, start=1):
+        print(f"  {number}. {step}")
+
+
+def _print_run_meta(run_meta: str | None) -> None:
+    meta = parse_run_meta(run_meta)
+    if meta is None:
+        return
+    if not isinstance(meta, dict):
+        print(f"\nUser Meta: {meta}")
+        return
+    print("\nUser Meta:")
+    for key, value in meta.items():
+        print(f"  {key}: {value}")
