@@ -27,7 +27,6 @@ from justpipe.types import (
     StepContext,
 )
 
-K1 = pytest.mark.xfail(reason="kernel-bugs: K1 async-generator map body streams tokens", strict=True)
 
 
 def two_roots(**options: Any) -> Pipe[Any, Any]:
@@ -235,7 +234,6 @@ def async_gen_map(n: int, **options: Any) -> Pipe[Any, Any]:
     return pipe
 
 
-@K1
 async def test_async_generator_map_over_max_map_items_is_a_step_error() -> None:
     state: dict[str, Any] = {}
     events = await collect(async_gen_map(4, max_map_items=3), state)
@@ -246,7 +244,6 @@ async def test_async_generator_map_over_max_map_items_is_a_step_error() -> None:
     assert end_data(events).failed_step == "produce"
 
 
-@K1
 async def test_async_generator_map_at_the_limit_runs() -> None:
     state: dict[str, Any] = {}
     events = await collect(async_gen_map(3, max_map_items=3), state)

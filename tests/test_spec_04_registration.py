@@ -620,7 +620,6 @@ async def test_bad_event_hook_during_execution_fails_the_run_then_raises_a_group
     assert got[-1].seq == len(got) + 1, "the failed publish consumed a seq number"
 
 
-@pytest.mark.xfail(reason="kernel-bugs: K2 START hook failure is wrapped in ExceptionGroup", strict=True)
 @pytest.mark.parametrize(("bad", "error"), [(None, ValueError), ("nope", TypeError)])
 async def test_bad_event_hook_on_start_raises_the_bare_exception(
     bad: Any, error: type[Exception]

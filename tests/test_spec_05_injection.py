@@ -142,7 +142,6 @@ def test_non_matching_annotations_fall_back_to_the_name(annotation: str) -> None
     }
 
 
-@pytest.mark.xfail(reason="kernel-bugs: K3 state_type=Any matches Any annotations", strict=True)
 def test_any_state_type_never_matches_by_type() -> None:
     pipe: Pipe[Any, Any] = Pipe(Any)
 
