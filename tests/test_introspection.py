@@ -14,17 +14,11 @@ import json
 from typing import Any
 
 import pytest
-from test_visualization import SCENARIOS, PipeFactory, StandInPipe, scenario_kitchen_sink
+from test_visualization import SCENARIOS, model_chain, scenario_kitchen_sink
 
+from justpipe import Pipe
 from justpipe._kernel.introspection import describe, pipeline_hash, render_graph, step_infos
 from justpipe.visualization import MermaidRenderer, MermaidTheme
-
-
-@pytest.fixture(params=[pytest.param(StandInPipe, id="stand-in")])
-def pipe_cls(request: pytest.FixtureRequest) -> PipeFactory:
-    factory: PipeFactory = request.param
-    return factory
-
 
 # BEGIN GENERATED
 EXPECTED_DESCRIBE: dict[str, dict[str, Any]] = {
@@ -916,16 +910,17 @@ EXPECTED_STEPS: dict[str, list[tuple[Any, ...]]] = {
 # END GENERATED
 
 
-def _build(pipe_cls: PipeFactory, scenario: str) -> Any:
-    return SCENARIOS[scenario](pipe_cls)
+def _build(scenario: str) -> Pipe[Any, Any]:
+    pipe: Pipe[Any, Any] = SCENARIOS[scenario](Pipe)
+    return pipe
 
 
 # --------------------------------------------------------------------------- describe()
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_describe_matches_justpipe_012(pipe_cls: PipeFactory, scenario: str) -> None:
-    described = describe(_build(pipe_cls, scenario))
+def test_describe_matches_justpipe_012(scenario: str) -> None:
+    described = _build(scenario).describe()
     visual_ast = described.pop("visual_ast")
     assert described == EXPECTED_DESCRIBE[scenario]
     if scenario in EXPECTED_VISUAL_AST:
@@ -933,23 +928,21 @@ def test_describe_matches_justpipe_012(pipe_cls: PipeFactory, scenario: str) -> 
 
 
 @pytest.mark.parametrize("scenario", sorted(EXPECTED_VISUAL_AST))
-def test_describe_orders_visual_nodes_and_dynamic_edges_deterministically(
-    pipe_cls: PipeFactory, scenario: str
-) -> None:
-    visual_ast = describe(_build(pipe_cls, scenario))["visual_ast"]
+def test_describe_orders_visual_nodes_and_dynamic_edges_deterministically(scenario: str) -> None:
+    visual_ast = _build(scenario).describe()["visual_ast"]
     expected = EXPECTED_VISUAL_AST[scenario]
     assert list(visual_ast["nodes"]) == list(expected["nodes"])
     assert visual_ast["edges"] == expected["edges"]
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_describe_survives_a_json_round_trip(pipe_cls: PipeFactory, scenario: str) -> None:
-    described = describe(_build(pipe_cls, scenario))
+def test_describe_survives_a_json_round_trip(scenario: str) -> None:
+    described = _build(scenario).describe()
     assert json.loads(json.dumps(described)) == described
 
 
-def test_describe_keys_come_in_upstream_order(pipe_cls: PipeFactory) -> None:
-    described = describe(scenario_kitchen_sink(pipe_cls))
+def test_describe_keys_come_in_upstream_order() -> None:
+    described = describe(scenario_kitchen_sink(Pipe))
     assert list(described) == [
         "name",
         "pipeline_hash",
@@ -962,18 +955,16 @@ def test_describe_keys_come_in_upstream_order(pipe_cls: PipeFactory) -> None:
     ]
 
 
-def test_describe_node_lists_every_option_that_is_set_in_a_fixed_order(
-    pipe_cls: PipeFactory,
-) -> None:
-    child = pipe_cls(name="child")
-    pipe = pipe_cls(name="options")
+def test_describe_node_lists_every_option_that_is_set_in_a_fixed_order() -> None:
+    child: Pipe[Any, Any] = Pipe(name="child")
+    pipe: Pipe[Any, Any] = Pipe(name="options")
 
     @pipe.sub(
         pipeline=child,
         to="b",
         timeout=1,
         retries={"stop": 2},
-        barrier_timeout=0,
+        barrier_timeout=0.5,
         on_error=lambda: None,
     )
     async def a() -> None: ...
@@ -987,15 +978,15 @@ def test_describe_node_lists_every_option_that_is_set_in_a_fixed_order(
         ("targets", ["b"]),
         ("timeout", 1),
         ("retries", {"stop": 2}),
-        ("barrier_timeout", 0),
+        ("barrier_timeout", 0.5),
         ("has_error_handler", True),
         ("sub_pipeline_hash", pipeline_hash(child)),
     ]
     assert nodes["b"] == {"kind": "step", "targets": []}
 
 
-def test_describe_returns_copies_the_caller_may_mutate(pipe_cls: PipeFactory) -> None:
-    pipe = scenario_kitchen_sink(pipe_cls)
+def test_describe_returns_copies_the_caller_may_mutate() -> None:
+    pipe = scenario_kitchen_sink(Pipe)
     described = describe(pipe)
     described["topology"]["start_here"].append("mutated")
     described["metadata"]["owner"] = "someone else"
@@ -1003,13 +994,13 @@ def test_describe_returns_copies_the_caller_may_mutate(pipe_cls: PipeFactory) ->
     assert pipe.metadata == {"owner": "me"}
 
 
-def test_describe_names_hooks_that_have_no_dunder_name(pipe_cls: PipeFactory) -> None:
+def test_describe_names_hooks_that_have_no_dunder_name() -> None:
     class Flusher:
         def __call__(self) -> None: ...
 
     def connect(dsn: str) -> None: ...
 
-    pipe = pipe_cls(name="odd_hooks")
+    pipe: Pipe[Any, Any] = Pipe(name="odd_hooks")
     pipe.on_startup(functools.partial(connect, "db://"))
     pipe.on_shutdown(Flusher())
     pipe.on_error(Flusher())
@@ -1025,8 +1016,8 @@ def test_describe_names_hooks_that_have_no_dunder_name(pipe_cls: PipeFactory) ->
     assert "startup_0> Connect ]" in render_graph(pipe)
 
 
-def test_describe_handles_a_pipeline_nested_in_itself(pipe_cls: PipeFactory) -> None:
-    pipe = pipe_cls(name="recursive")
+def test_describe_handles_a_pipeline_nested_in_itself() -> None:
+    pipe: Pipe[Any, Any] = Pipe(name="recursive")
 
     @pipe.step(to="again")
     async def begin() -> None: ...
@@ -1042,7 +1033,7 @@ def test_describe_handles_a_pipeline_nested_in_itself(pipe_cls: PipeFactory) -> 
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_steps_match_justpipe_012(pipe_cls: PipeFactory, scenario: str) -> None:
+def test_steps_match_justpipe_012(scenario: str) -> None:
     infos = [
         (
             info.name,
@@ -1054,21 +1045,21 @@ def test_steps_match_justpipe_012(pipe_cls: PipeFactory, scenario: str) -> None:
             info.kind.value,
             info.sub_pipeline_hash,
         )
-        for info in step_infos(_build(pipe_cls, scenario))
+        for info in _build(scenario).steps()
     ]
     assert infos == EXPECTED_STEPS[scenario]
 
 
-def test_steps_is_a_lazy_iterator(pipe_cls: PipeFactory) -> None:
-    infos = step_infos(scenario_kitchen_sink(pipe_cls))
+def test_steps_is_a_lazy_iterator() -> None:
+    infos = step_infos(scenario_kitchen_sink(Pipe))
     assert next(infos).name == "start_here"
 
 
 # --------------------------------------------------------------------------- pipeline hash
 
 
-def test_pipeline_hash_is_the_documented_digest(pipe_cls: PipeFactory) -> None:
-    pipe = scenario_kitchen_sink(pipe_cls)
+def test_pipeline_hash_is_the_documented_digest() -> None:
+    pipe = scenario_kitchen_sink(Pipe)
     document = {
         "name": "demo",
         "steps": sorted(
@@ -1080,33 +1071,33 @@ def test_pipeline_hash_is_the_documented_digest(pipe_cls: PipeFactory) -> None:
     assert pipeline_hash(pipe) == digest[:16] == "45c9d2e772966869"
 
 
-def _linear(pipe_cls: PipeFactory, name: str = "p", **options: Any) -> Any:
-    pipe = pipe_cls(name=name)
+def _linear(name: str = "p", **options: Any) -> Pipe[Any, Any]:
+    pipe: Pipe[Any, Any] = Pipe(name=name)
     pipe.step("a", to="b", **options)(lambda: None)
     pipe.step("b")(lambda: None)
     return pipe
 
 
-def test_pipeline_hash_ignores_options_hooks_and_metadata(pipe_cls: PipeFactory) -> None:
-    plain = _linear(pipe_cls)
-    tuned = _linear(pipe_cls, timeout=5, retries=3, barrier_type=None, on_error=lambda: None)
+def test_pipeline_hash_ignores_options_hooks_and_metadata() -> None:
+    plain = _linear()
+    tuned = _linear(timeout=5, retries=3, barrier_type=None, on_error=lambda: None)
     tuned.on_startup(lambda: None)
     tuned.metadata["team"] = "x"
     assert pipeline_hash(plain) == pipeline_hash(tuned)
 
 
-def test_pipeline_hash_changes_with_the_name(pipe_cls: PipeFactory) -> None:
-    assert pipeline_hash(_linear(pipe_cls, name="other")) != pipeline_hash(_linear(pipe_cls))
+def test_pipeline_hash_changes_with_the_name() -> None:
+    assert pipeline_hash(_linear(name="other")) != pipeline_hash(_linear())
 
 
-def test_pipeline_hash_changes_with_edges_and_kinds(pipe_cls: PipeFactory) -> None:
-    base = pipeline_hash(_linear(pipe_cls))
+def test_pipeline_hash_changes_with_edges_and_kinds() -> None:
+    base = pipeline_hash(_linear())
 
-    reversed_edge = pipe_cls(name="p")
+    reversed_edge: Pipe[Any, Any] = Pipe(name="p")
     reversed_edge.step("a")(lambda: None)
     reversed_edge.step("b", to="a")(lambda: None)
 
-    other_kind = pipe_cls(name="p")
+    other_kind: Pipe[Any, Any] = Pipe(name="p")
     other_kind.map("a", each="b")(lambda: None)
     other_kind.step("b")(lambda: None)
 
@@ -1116,14 +1107,14 @@ def test_pipeline_hash_changes_with_edges_and_kinds(pipe_cls: PipeFactory) -> No
 # --------------------------------------------------------------------------- graph()
 
 
-def test_render_graph_uses_the_mermaid_renderer_by_default(pipe_cls: PipeFactory) -> None:
-    pipe = scenario_kitchen_sink(pipe_cls)
+def test_render_graph_uses_the_mermaid_renderer_by_default() -> None:
+    pipe = scenario_kitchen_sink(Pipe)
     assert render_graph(pipe) == render_graph(pipe, MermaidRenderer())
     assert render_graph(pipe).startswith("graph TD\n    subgraph startup[Startup Hooks]")
 
 
-def test_render_graph_honours_the_renderer_options(pipe_cls: PipeFactory) -> None:
-    pipe = scenario_kitchen_sink(pipe_cls)
+def test_render_graph_honours_the_renderer_options() -> None:
+    pipe = scenario_kitchen_sink(Pipe)
     assert render_graph(pipe, MermaidRenderer(direction="LR")).startswith("graph LR\n")
     themed = render_graph(
         pipe, MermaidRenderer(theme=MermaidTheme(direction="BT", map_fill="#123"))
@@ -1132,9 +1123,7 @@ def test_render_graph_honours_the_renderer_options(pipe_cls: PipeFactory) -> Non
     assert "classDef map fill:#123,stroke:#388e3c" in themed
 
 
-def test_render_graph_hands_steps_topology_and_hook_functions_to_the_renderer(
-    pipe_cls: PipeFactory,
-) -> None:
+def test_render_graph_hands_steps_topology_and_hook_functions_to_the_renderer() -> None:
     calls: list[tuple[Any, ...]] = []
 
     class Recorder:
@@ -1144,7 +1133,7 @@ def test_render_graph_hands_steps_topology_and_hook_functions_to_the_renderer(
             calls.append((steps, topology, startup_hooks, shutdown_hooks))
             return "custom"
 
-    pipe = scenario_kitchen_sink(pipe_cls)
+    pipe = scenario_kitchen_sink(Pipe)
     assert render_graph(pipe, Recorder()) == "custom"
     ((steps, topology, startup, shutdown),) = calls
     assert list(steps) == list(pipe.registry.steps)
@@ -1156,27 +1145,20 @@ def test_render_graph_hands_steps_topology_and_hook_functions_to_the_renderer(
 @pytest.mark.parametrize(
     "renderer", [object(), "mermaid", type("NotCallable", (), {"render": 1})()]
 )
-def test_render_graph_rejects_a_renderer_without_a_render_method(
-    pipe_cls: PipeFactory, renderer: object
-) -> None:
+def test_render_graph_rejects_a_renderer_without_a_render_method(renderer: object) -> None:
     with pytest.raises(TypeError, match=r"render\(steps, topology.*has no callable 'render'"):
-        render_graph(scenario_kitchen_sink(pipe_cls), renderer)
+        render_graph(scenario_kitchen_sink(Pipe), renderer)
 
 
 # --------------------------------------------------------------------------- scale
 
 
-def test_a_hundred_thousand_step_chain_describes_without_recursion(pipe_cls: PipeFactory) -> None:
+def test_a_hundred_thousand_step_chain_describes_without_recursion() -> None:
     count = 100_000
-    pipe = pipe_cls(name="chain")
-    for index in range(count - 1):
-        pipe.step(f"s{index}", to=f"s{index + 1}")(_chain_step)
-    pipe.step(f"s{count - 1}")(_chain_step)
+    chain = model_chain(count)
 
-    described = describe(pipe)
+    described = describe(chain)
     assert described["roots"] == ["s0"]
     assert len(described["visual_ast"]["edges"]) == count - 1
-    assert sum(1 for _ in step_infos(pipe)) == count
-
-
-async def _chain_step() -> None: ...
+    assert len(pipeline_hash(chain)) == 16
+    assert sum(1 for _ in step_infos(chain)) == count

@@ -173,12 +173,11 @@ class _FlatBuild:
     def _visual_kind(self, step: StepView | None) -> VisualNodeKind:
         if step is None:
             return VisualNodeKind.STEP
-        kind = _KIND_BY_NODE_KIND.get(step.get_kind())
-        if kind is not None:
-            return kind
-        if self.facts.is_streaming(step.original_func):
-            return VisualNodeKind.STREAMING
-        return VisualNodeKind.STEP
+        kind = step.get_kind()
+        if kind is NodeKind.STEP:  # the common case first: enum hashing is slow
+            streaming = self.facts.is_streaming(step.original_func)
+            return VisualNodeKind.STREAMING if streaming else VisualNodeKind.STEP
+        return _KIND_BY_NODE_KIND.get(kind, VisualNodeKind.STEP)
 
     # -- edges
 
