@@ -1,0 +1,128 @@
+"""Profile one benchmark scenario on one justpipe backend (or the floor).
+
+    python bench/profile_scenario.py "fanout_map[unbounded]" --impl cython
+    python bench/profile_scenario.py "token_stream" --impl python --profiler pyinstrument
+    python bench/profile_scenario.py --list
+
+Builds the scenario exactly as the benchmark does, runs it once to warm up,
+then once under the profiler, and prints the top functions by own time
+(cProfile: tottime, with call counts and cumulative time) or pyinstrument's
+call tree. `--impl python` sets ``JUSTPIPE_NO_EXTENSIONS=1`` before importing
+justpipe; `--impl cython` requires the compiled core. Note that cProfile sees
+no frames inside compiled (Cython) functions: their time is charged to the
+Python function that called them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import io
+import os
+import pstats
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workloads import (  # noqa: E402
+    FANOUT_ITEMS,
+    MEMORY_CONCURRENCY,
+    RUNS,
+    SUB_ITEMS,
+    TOKENS,
+    Implementation,
+    Workload,
+)
+
+# benchmark group name -> (Implementation method, arguments)
+SCENARIOS: dict[str, tuple[str, tuple[Any, ...]]] = {
+    "fanout_map[unbounded]": ("fanout_map", (FANOUT_ITEMS, None)),
+    "fanout_map[max_concurrency=64]": ("fanout_map", (FANOUT_ITEMS, 64)),
+    "sub_pipeline_fanout": ("sub_pipeline_fanout", (SUB_ITEMS,)),
+    "wide_dag[W=50]": ("wide_dag", (50,)),
+    "wide_dag[W=1000]": ("wide_dag", (1_000,)),
+    "wide_dag[W=10000]": ("wide_dag", (10_000,)),
+    "long_chain[L=1000]": ("long_chain", (1_000,)),
+    "long_chain[L=10000]": ("long_chain", (10_000,)),
+    "token_stream": ("token_stream", (TOKENS,)),
+    "many_small_runs": ("many_small_runs", (RUNS,)),
+    "lazy_map[items=100000]": ("lazy_map", (100_000, MEMORY_CONCURRENCY)),
+}
+
+
+def implementation(impl: str) -> Implementation:
+    if impl == "floor":
+        from floors import FloorWorkloads
+
+        return FloorWorkloads()
+    if impl == "python":
+        os.environ["JUSTPIPE_NO_EXTENSIONS"] = "1"
+    try:
+        import justpipe._core as core
+    except ImportError:  # compiled core not in the tree yet: the development stand-in
+        import devshim  # type: ignore[import-not-found]  # noqa: F401
+        import justpipe._core as core
+    if impl == "cython" and core.BACKEND == "python":
+        raise SystemExit("the compiled backend of justpipe._core is not available")
+    from pipelines import PipelineWorkloads
+
+    return PipelineWorkloads()
+
+
+def build(scenario: str, impl: str) -> Workload:
+    method, args = SCENARIOS[scenario]
+    return getattr(implementation(impl), method)(*args)  # type: ignore[no-any-return]
+
+
+def profile_cprofile(workload: Workload, top: int, sort: str) -> str:
+    asyncio.run(workload.run())
+    gc.collect()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    delivered = asyncio.run(workload.run())
+    profiler.disable()
+    assert delivered == workload.expected_events, delivered
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.strip_dirs().sort_stats(sort).print_stats(top)
+    return out.getvalue()
+
+
+def profile_pyinstrument(workload: Workload) -> str:
+    from pyinstrument import Profiler
+
+    asyncio.run(workload.run())
+    gc.collect()
+    profiler = Profiler(interval=0.0005, async_mode="disabled")
+    profiler.start()
+    delivered = asyncio.run(workload.run())
+    profiler.stop()
+    assert delivered == workload.expected_events, delivered
+    return str(profiler.output_text(unicode=False, color=False, show_all=False))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenario", nargs="?", choices=sorted(SCENARIOS))
+    parser.add_argument("--impl", choices=("cython", "python", "floor"), default="cython")
+    parser.add_argument("--profiler", choices=("cprofile", "pyinstrument"), default="cprofile")
+    parser.add_argument("--sort", default="tottime", help="cProfile sort key (tottime, cumulative)")
+    parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--list", action="store_true", help="list the scenarios")
+    args = parser.parse_args()
+    if args.list or args.scenario is None:
+        print("\n".join(sorted(SCENARIOS)))
+        return
+    workload = build(args.scenario, args.impl)
+    if args.profiler == "cprofile":
+        print(profile_cprofile(workload, args.top, args.sort))
+    else:
+        print(profile_pyinstrument(workload))
+
+
+if __name__ == "__main__":
+    main()
