@@ -30,6 +30,7 @@ __all__ = [
     "pairs",
     "root_finish",
     "run_with_watchdog",
+    "shape",
     "stages",
     "types",
 ]
@@ -210,3 +211,18 @@ def normalise(events: Iterable[Event], state: Any = None) -> list[NormEvent]:
             )
         )
     return out
+
+
+def shape(events: Iterable[Event]) -> list[str]:
+    """One line per event in the Appendix A notation: `type stage kind inv/parent/owner aN scope`.
+
+    Ids are structural labels (`I1`, `I2` … by first appearance, `-` for none), so the
+    lines compare equal across runs and backends.
+    """
+    lines: list[str] = []
+    for e in normalise(events):
+        ids = "/".join(x or "-" for x in (e.invocation_id, e.parent_invocation_id,
+                                           e.owner_invocation_id))
+        scope = ",".join(e.scope)
+        lines.append(f"{e.type} {e.stage} {e.node_kind} {ids} a{e.attempt} ({scope})")
+    return lines
