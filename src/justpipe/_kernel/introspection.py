@@ -11,8 +11,9 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, cast
 
+from justpipe._kernel.injection import resolve_name
 from justpipe.types import HookSpec, NodeKind, StepInfo
-from justpipe.visualization.builder import _PipelineASTBuilder, callable_name
+from justpipe.visualization.builder import _PipelineASTBuilder
 from justpipe.visualization.mermaid import MermaidRenderer
 from justpipe.visualization.renderer import GraphRenderer, PipelineView, StepView
 
@@ -192,9 +193,9 @@ def _describe_roots(
 def _describe_hooks(registry: _Registry) -> dict[str, Any]:
     hooks: dict[str, Any] = {}
     if registry.startup_hooks:
-        hooks["startup"] = [callable_name(hook.func) for hook in registry.startup_hooks]
+        hooks["startup"] = [resolve_name(hook.func) for hook in registry.startup_hooks]
     if registry.shutdown_hooks:
-        hooks["shutdown"] = [callable_name(hook.func) for hook in registry.shutdown_hooks]
+        hooks["shutdown"] = [resolve_name(hook.func) for hook in registry.shutdown_hooks]
     if registry.error_hook is not None:
-        hooks["on_error"] = callable_name(registry.error_hook.func)
+        hooks["on_error"] = resolve_name(registry.error_hook.func)
     return hooks

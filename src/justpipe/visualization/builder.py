@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+from justpipe._kernel.injection import resolve_name
 from justpipe.types import BarrierType, NodeKind
 from justpipe.visualization.ast import (
     ParallelGroup,
@@ -25,7 +26,7 @@ from justpipe.visualization.ast import (
 )
 from justpipe.visualization.renderer import PipelineView, StepView
 
-__all__ = ["_PipelineASTBuilder", "callable_name"]
+__all__ = ["_PipelineASTBuilder"]
 
 #: Route value meaning "end the run"; never a node of its own.
 STOP_NAME = "Stop"
@@ -37,17 +38,6 @@ _KIND_BY_NODE_KIND = {
     NodeKind.SWITCH: VisualNodeKind.SWITCH,
     NodeKind.SUB: VisualNodeKind.SUB,
 }
-
-
-def callable_name(func: Any) -> str:
-    """A readable name for a hook: `__name__`, a partial's inner name, else the class name."""
-    name = getattr(func, "__name__", None)
-    if isinstance(name, str):
-        return name
-    inner = getattr(getattr(func, "func", None), "__name__", None)
-    if isinstance(inner, str):
-        return inner
-    return type(func).__name__
 
 
 def _return_literals(func: Callable[..., Any]) -> frozenset[str]:
@@ -286,8 +276,8 @@ class _PipelineASTBuilder:
         facts = _FunctionFacts()
         root = _FlatBuild(steps, topology, facts)
         result = root.to_ast(
-            [callable_name(hook) for hook in startup_hooks or []],
-            [callable_name(hook) for hook in shutdown_hooks or []],
+            [resolve_name(hook) for hook in startup_hooks or []],
+            [resolve_name(hook) for hook in shutdown_hooks or []],
         )
         pending = root.pending_subs(result.nodes, frozenset({id(steps)}))
         while pending:
