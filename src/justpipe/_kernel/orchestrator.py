@@ -113,6 +113,8 @@ class _Orchestrator:
         self.ids = _core.InvocationIds(ctx.run_id)
         self.attempts = _core.AttemptCounter()
         self.completed = 0
+        self._meta_on = ctx.meta is not None
+        self._kwargs = ctx.base_kwargs
 
     # ------------------------------------------------------------------ scheduling
 
@@ -227,7 +229,7 @@ class _Orchestrator:
                       inv.owner_id, inv.attempt, inv.scope, None))
         scope_meta = None
         meta_token = None
-        if self.ctx.meta is not None:
+        if self._meta_on:
             scope_meta = _ScopedMetaImpl()
             meta_token = _step_meta.set(scope_meta)
         started = _perf()
@@ -240,8 +242,17 @@ class _Orchestrator:
                         "Return the name of a registered step (or decorate it with @pipe.step())."
                     )
                 if kind is _STEP:
-                    result = await self._call(node, inv)
-                    outcome, value = self._interpret(inv, result, None)
+                    if node.direct:  # the local invoker's trivial case, inlined
+                        kwargs = self._kwargs(node)
+                        if inv.has_item and node.item_param is not None:
+                            kwargs = {**kwargs, node.item_param: inv.item}
+                        result = await node.func(**kwargs)
+                    else:
+                        result = await self._call(node, inv)
+                    if result is None:
+                        outcome, value = OK, None
+                    else:
+                        outcome, value = self._interpret(inv, result, None)
                 elif kind is NodeKind.SWITCH:
                     outcome, value = self._switch_route(node, inv, await self._call(node, inv))
                 elif kind is _MAP:

@@ -40,6 +40,7 @@ class NodePlan:
     kind: NodeKind
     func: Callable[..., Any]
     call_mode: int
+    direct: bool  # a coroutine function without timeout: awaited inline, no invoker round trip
     injection: Injection
     item_param: str | None  # first UNKNOWN parameter: receives the map item
     handler: Callable[..., Any] | None
@@ -158,13 +159,15 @@ def _node_plan(
     if step.barrier_type is not BarrierType.ALL or slot_count < 2:
         barrier_timeout = None
     worker = index.get(step.each, -1) if isinstance(step, _MapStep) else -1
+    call_mode = _call_mode(func, step)
     return NodePlan(
         index=i,
         name=name,
         step=step,
         kind=step.kind,
         func=func,
-        call_mode=_call_mode(func, step),
+        call_mode=call_mode,
+        direct=call_mode == CALL_ASYNC and step.timeout is None,
         injection=injection,
         item_param=item_param,
         handler=step.on_error,
