@@ -205,7 +205,8 @@ class _Orchestrator:
         worker = mr.worker.name if mr.worker is not None else node.step.each  # type: ignore[attr-defined]
         put = self.channel.put_nowait
         put((EventType.MAP_COMPLETE, inv.name,
-             {"target": worker, "item_count": mr.started, "owner_invocation_id": inv.inv_id,
+             {"target": worker, "item_count": mr.started if mr.total is None else mr.total,
+              "owner_invocation_id": inv.inv_id,
               "owner_scope": inv.scope},
              _time(), _MAP, inv.inv_id, None, inv.inv_id, inv.attempt, inv.scope, None))
         if not mr.errored:
