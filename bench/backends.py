@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["available", "activate", "check_no_stale_bindings", "backend_namespace"]
+__all__ = ["activate", "available", "backend_namespace", "check_no_stale_bindings"]
 
 CORE = "justpipe._core"
 NO_EXT = "JUSTPIPE_NO_EXTENSIONS"
@@ -90,7 +90,8 @@ def check_no_stale_bindings(name: str) -> None:
         return
     wanted = backend_namespace(name)
     foreign = {
-        id(v): k for k, v in backend_namespace(other).items()
+        id(v): k
+        for k, v in backend_namespace(other).items()
         if isinstance(v, type) and wanted.get(k) is not v
     }
     for mod_name, module in list(sys.modules.items()):
@@ -102,4 +103,3 @@ def check_no_stale_bindings(name: str) -> None:
                     f"{mod_name}.{attr} is bound to the {other} backend's "
                     f"{foreign[id(value)]}; the benchmark would not measure the {name} backend"
                 )
-

@@ -28,7 +28,7 @@ import pytest
 try:
     import justpipe._core  # noqa: F401
 except ImportError:  # compiled core not in the tree yet: the development stand-in
-    import devshim  # type: ignore[import-not-found]  # noqa: F401
+    import devshim  # noqa: F401
 
 import backends
 import report
@@ -43,6 +43,7 @@ _stash: dict[str, Any] = {}  # session-wide: load average at start, the JSON wri
 COMPILED_MARK = pytest.mark.compiled_backend
 PURE_MARK = pytest.mark.pure_backend
 FLOOR_MARK = pytest.mark.asyncio_floor
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("justpipe-bench")
@@ -84,6 +85,8 @@ def pytest_configure(config: pytest.Config) -> None:
     _stash["loadavg"] = [os.getloadavg()[0]]
     if not any(a.startswith("--benchmark-timer") for a in config.invocation_params.args):
         config.option.benchmark_timer = "time.process_time"
+    if config.getoption("benchmark_storage", None) == "file://./.benchmarks":
+        config.option.benchmark_storage = f"file://{RESULTS_DIR / 'storage'}"
     if config.getoption("benchmark_json", None) is None:
         RESULTS_DIR.mkdir(exist_ok=True)
         config.option.benchmark_json = RESULTS_DIR / f"{loop}.json"
@@ -147,7 +150,6 @@ def _active_backend(impl: BenchImplementation) -> str:
     return str(_core.BACKEND)
 
 
-
 @pytest.fixture
 def measure(
     implementation: BenchImplementation, benchmark: Any, runner: asyncio.Runner, loop_name: str
@@ -185,7 +187,9 @@ def measure(
 # ---------------------------------------------------------------------- reporting hooks
 
 
-def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+def pytest_benchmark_update_machine_info(
+    config: pytest.Config, machine_info: dict[str, Any]
+) -> None:
     machine_info["justpipe_bench"] = {
         "loop": config.getoption("--loop"),
         "compiled_available": backends.available("cython"),
@@ -215,7 +219,9 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
+def pytest_benchmark_update_json(
+    config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]
+) -> None:
     _stash["json"] = output_json
 
 

@@ -62,7 +62,7 @@ _time = time.time
 class Note:
     """One notification for the consumer: the floor's equivalent of an Event."""
 
-    __slots__ = ("kind", "stage", "payload", "timestamp")
+    __slots__ = ("kind", "payload", "stage", "timestamp")
 
     def __init__(self, kind: str, stage: str, payload: Any = None) -> None:
         self.kind = kind
@@ -76,12 +76,10 @@ Queue = asyncio.Queue[Note]
 
 async def noop() -> None:
     """The trivial step body (the pipelines' steps are the same empty coroutine)."""
-    return None
 
 
 async def worker(item: int) -> None:
     """The trivial map worker."""
-    return None
 
 
 async def consume(queue: Queue) -> int:

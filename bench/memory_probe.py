@@ -26,11 +26,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from workloads import MEMORY_CONCURRENCY, MEMORY_ITEMS, Workload  # noqa: E402
+from workloads import MEMORY_CONCURRENCY, MEMORY_ITEMS, Workload
 
 WARMUP_ITEMS = 10_000
 _STATUS = Path("/proc/self/status")
@@ -78,7 +78,7 @@ class Sampler:
         while not self._stop.wait(self.interval):
             self.peak = max(self.peak, current_rss())
 
-    def __enter__(self) -> Sampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -100,7 +100,7 @@ def _select_backend(impl: str) -> Callable[[int, int], Workload]:
     try:
         import justpipe._core as core
     except ImportError:  # compiled core not in the tree yet: the development stand-in
-        import devshim  # type: ignore[import-not-found]  # noqa: F401
+        import devshim  # noqa: F401
         import justpipe._core as core
     if impl == "cython" and core.BACKEND == "python":
         raise SystemExit("the compiled backend of justpipe._core is not available")
@@ -133,7 +133,9 @@ def probe(impl: str, items: int, concurrency: int, loop: str) -> dict[str, Any]:
     hwm = _status_kib("VmHWM")
     peak = hwm * 1024 if exact and hwm is not None else sampler.peak
     if delivered != workload.expected_events:
-        raise SystemExit(f"{impl}: delivered {delivered} events, expected {workload.expected_events}")
+        raise SystemExit(
+            f"{impl}: delivered {delivered} events, expected {workload.expected_events}"
+        )
     return {
         "implementation": impl,
         "backend": _backend_name(impl),

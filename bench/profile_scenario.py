@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from workloads import (  # noqa: E402
+from workloads import (
     FANOUT_ITEMS,
     MEMORY_CONCURRENCY,
     RUNS,
@@ -64,7 +64,7 @@ def implementation(impl: str) -> Implementation:
     try:
         import justpipe._core as core
     except ImportError:  # compiled core not in the tree yet: the development stand-in
-        import devshim  # type: ignore[import-not-found]  # noqa: F401
+        import devshim  # noqa: F401
         import justpipe._core as core
     if impl == "cython" and core.BACKEND == "python":
         raise SystemExit("the compiled backend of justpipe._core is not available")

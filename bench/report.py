@@ -113,25 +113,52 @@ class Target:
 
 TARGETS = (
     Target("fanout_map unbounded: compiled / floor", "ratio", "fanout_map", "unbounded", 1.5),
-    Target("fanout_map max_concurrency=64: compiled / floor (task per item + semaphore)",
-           "ratio", "fanout_map", "max_concurrency=64", 1.0),
+    Target(
+        "fanout_map max_concurrency=64: compiled / floor (task per item + semaphore)",
+        "ratio",
+        "fanout_map",
+        "max_concurrency=64",
+        1.0,
+    ),
     Target("token_stream: compiled / floor", "ratio", "token_stream", "tokens=100000", 2.0),
     Target("long_chain L=1,000: compiled / floor", "ratio", "long_chain", "L=1000", 1.5),
     Target("long_chain L=10,000: compiled / floor", "ratio", "long_chain", "L=10000", 1.5),
     Target("wide_dag W=50: compiled / floor", "ratio", "wide_dag", "W=50", 1.5),
     Target("wide_dag W=1,000: compiled / floor", "ratio", "wide_dag", "W=1000", 1.5),
     Target("wide_dag W=10,000: compiled / floor", "ratio", "wide_dag", "W=10000", 1.5),
-    Target("wide_dag per-step cost, W=10,000 / W=50 (compiled)", "scaling", "wide_dag",
-           "W=10000", 1.2, variant_small="W=50"),
+    Target(
+        "wide_dag per-step cost, W=10,000 / W=50 (compiled)",
+        "scaling",
+        "wide_dag",
+        "W=10000",
+        1.2,
+        variant_small="W=50",
+    ),
     Target("many_small_runs: compiled / floor", "ratio", "many_small_runs", "runs=1000", 1.5),
-    Target("fanout_map unbounded: pure / compiled (speed-up)", "speedup", "fanout_map",
-           "unbounded", 1.5),
-    Target("fanout_map max_concurrency=64: pure / compiled (speed-up)", "speedup",
-           "fanout_map", "max_concurrency=64", 1.5),
-    Target("token_stream: pure / compiled (speed-up)", "speedup", "token_stream",
-           "tokens=100000", 1.5),
-    Target("1,000,000-item lazy map, max_concurrency=64: peak RSS growth (compiled), MB",
-           "memory", "memory", "items=1000000", 50.0),
+    Target(
+        "fanout_map unbounded: pure / compiled (speed-up)",
+        "speedup",
+        "fanout_map",
+        "unbounded",
+        1.5,
+    ),
+    Target(
+        "fanout_map max_concurrency=64: pure / compiled (speed-up)",
+        "speedup",
+        "fanout_map",
+        "max_concurrency=64",
+        1.5,
+    ),
+    Target(
+        "token_stream: pure / compiled (speed-up)", "speedup", "token_stream", "tokens=100000", 1.5
+    ),
+    Target(
+        "1,000,000-item lazy map, max_concurrency=64: peak RSS growth (compiled), MB",
+        "memory",
+        "memory",
+        "items=1000000",
+        50.0,
+    ),
 )
 
 
@@ -147,8 +174,10 @@ class Verdict:
             return None
         if self.target.kind == "speedup":
             return self.value >= self.target.limit
-        return self.value <= self.target.limit if self.target.kind != "memory" else (
-            self.value < self.target.limit
+        return (
+            self.value <= self.target.limit
+            if self.target.kind != "memory"
+            else (self.value < self.target.limit)
         )
 
     def limit_text(self) -> str:
@@ -209,8 +238,11 @@ def _cell(row: dict[str, Result], impl: str, fn: Any) -> str:
 
 def timing_table(table: Table) -> list[str]:
     lines = [
-        "| scenario | variant | units | floor | pure | compiled | µs/unit floor | µs/unit pure "
-        "| µs/unit compiled | pure / floor | compiled / floor | pure / compiled |",
+        (
+            "| scenario | variant | units | floor | pure | compiled | µs/unit floor "
+            "| µs/unit pure | µs/unit compiled | pure / floor | compiled / floor "
+            "| pure / compiled |"
+        ),
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for (scenario, variant), row in table.items():
@@ -218,7 +250,7 @@ def timing_table(table: Table) -> list[str]:
             continue
         any_r = next(iter(row.values()))
 
-        def ratio(a: str, b: str) -> str:
+        def ratio(a: str, b: str, row: dict[str, Result] = row) -> str:
             ra, rb = row.get(a), row.get(b)
             return f"{ra.median / rb.median:.2f}x" if ra and rb else "—"
 
@@ -241,8 +273,10 @@ def memory_table(table: Table) -> list[str]:
     if not rows:
         return ["(memory scenario not measured)"]
     lines = [
-        "| variant | implementation | baseline RSS | peak RSS | **growth** | run time (CPU) "
-        "| µs/item | peak measured by |",
+        (
+            "| variant | implementation | baseline RSS | peak RSS | **growth** "
+            "| run time (CPU) | µs/item | peak measured by |"
+        ),
         "|---|---|--:|--:|--:|--:|--:|---|",
     ]
     for (_, variant), row in rows:
@@ -265,8 +299,9 @@ def targets_table(table: Table) -> list[str]:
     for target in TARGETS:
         v = evaluate(table, target)
         note = f" ({v.note})" if v.note else ""
-        lines.append(f"| {target.label} | {v.value_text()}{note} | {v.limit_text()} "
-                     f"| {v.met_text()} |")
+        lines.append(
+            f"| {target.label} | {v.value_text()}{note} | {v.limit_text()} | {v.met_text()} |"
+        )
     return lines
 
 
@@ -291,9 +326,11 @@ def context_table(table: Table) -> list[str]:
 
 
 def _impl_name(impl: str) -> str:
-    return {"floor": "raw-asyncio floor", "python": "justpipe, pure", "cython": "justpipe, compiled"}[
-        impl
-    ]
+    return {
+        "floor": "raw-asyncio floor",
+        "python": "justpipe, pure",
+        "cython": "justpipe, compiled",
+    }[impl]
 
 
 def machine_lines(data: dict[str, Any]) -> list[str]:
@@ -309,27 +346,36 @@ def machine_lines(data: dict[str, Any]) -> list[str]:
         f"{cpu.get('count', '?')} logical CPUs"
         + (f", {mem / 2**30:.1f} GiB RAM" if mem else "")
         + f"; {extra.get('platform', m.get('system', '?'))}",
-        f"- Python: {m.get('python_implementation', '?')} {m.get('python_version', '?')} "
-        f"({m.get('python_compiler', '?')})",
+        (
+            f"- Python: {m.get('python_implementation', '?')} "
+            f"{m.get('python_version', '?')} ({m.get('python_compiler', '?')})"
+        ),
         f"- event loop: {loop_of(data)}"
         + (f" (uvloop {extra['uvloop']})" if loop_of(data) == "uvloop" else ""),
         f"- justpipe backends measured: {', '.join(sorted(_backends(data))) or '?'}"
         + ("" if extra.get("compiled_available", True) else " (compiled core NOT available)"),
         f"- commit: {str(commit.get('id', '?'))[:12]}"
         + (" (with uncommitted changes)" if commit.get("dirty") else ""),
-        f"- timer: {data.get('benchmarks', [{}])[0].get('options', {}).get('timer', '?')}; "
-        "statistic: median of the rounds",
+        f"- timer: {_timer(data)}; statistic: median of the rounds",
     ]
     queue = extra.get("floor_queue_size")
     if queue is not None:
         lines.append(
             f"- floor queue: asyncio.Queue(maxsize={queue})"
-            + (" (unbounded: no backpressure, unlike the pipeline)" if queue == 0 else
-               " (the pipeline's default queue_size: same backpressure)")
+            + (
+                " (unbounded: no backpressure, unlike the pipeline)"
+                if queue == 0
+                else " (the pipeline's default queue_size: same backpressure)"
+            )
         )
     if load:
         lines.append(f"- load average (1 min) at start / end: {load[0]:.2f} / {load[-1]:.2f}")
     return lines
+
+
+def _timer(data: dict[str, Any]) -> str:
+    benchmarks = data.get("benchmarks") or [{}]
+    return str(benchmarks[0].get("options", {}).get("timer", "?"))
 
 
 def _backends(data: dict[str, Any]) -> set[str]:
@@ -342,14 +388,29 @@ def _backends(data: dict[str, Any]) -> set[str]:
 
 def render_section(data: dict[str, Any]) -> str:
     table = results(data)
-    out = [f"## Event loop: {loop_of(data)}", "", *machine_lines(data), "",
-           "### Targets (compiled backend; ratios to the floor measured in the same run)", "",
-           *targets_table(table), ""]
+    out = [
+        f"## Event loop: {loop_of(data)}",
+        "",
+        *machine_lines(data),
+        "",
+        "### Targets (compiled backend; ratios to the floor measured in the same run)",
+        "",
+        *targets_table(table),
+        "",
+    ]
     context = context_table(table)
     if context:
         out += ["For context:", "", *context, ""]
-    out += ["### Timings (median per round)", "", *timing_table(table), "",
-            "### Memory", "", *memory_table(table), ""]
+    out += [
+        "### Timings (median per round)",
+        "",
+        *timing_table(table),
+        "",
+        "### Memory",
+        "",
+        *memory_table(table),
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -358,8 +419,7 @@ def render_summary(datas: list[dict[str, Any]]) -> str:
     out = []
     for data in datas:
         table = results(data)
-        out += [f"event loop: {loop_of(data)}", *targets_table(table), "",
-                *timing_table(table), ""]
+        out += [f"event loop: {loop_of(data)}", *targets_table(table), "", *timing_table(table), ""]
     return "\n".join(out)
 
 
@@ -370,10 +430,12 @@ def render_results(datas: list[dict[str, Any]]) -> str:
         "",
         BEGIN,
         "",
-        "Generated by `python bench/report.py` from pytest-benchmark's JSON "
-        "(`make bench`; see `docs/performance.md`). Medians; ratios to the raw-asyncio floor "
-        "(`bench/floors.py`) come from the same run. \"compiled\" = justpipe on its Cython core, "
-        "\"pure\" = the same code on the pure-Python twin.",
+        (
+            "Generated by `python bench/report.py` from pytest-benchmark's JSON "
+            "(`make bench`; see `docs/performance.md`). Medians; ratios to the raw-asyncio "
+            'floor (`bench/floors.py`) come from the same run. "compiled" = justpipe on its '
+            'Cython core, "pure" = the same code on the pure-Python twin.'
+        ),
         "",
     ]
     body = [render_section(d) for d in datas]
@@ -382,7 +444,11 @@ def render_results(datas: list[dict[str, Any]]) -> str:
 
 def write(datas: list[dict[str, Any]], path: Path) -> None:
     old = path.read_text() if path.exists() else ""
-    tail = old.split(END, 1)[1] if END in old else "\n## Analysis\n\n(hand-written; kept by report.py)\n"
+    tail = (
+        old.split(END, 1)[1]
+        if END in old
+        else "\n## Analysis\n\n(hand-written; kept by report.py)\n"
+    )
     path.write_text(render_results(datas) + "\n" + tail.lstrip("\n"))
 
 

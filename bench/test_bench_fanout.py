@@ -14,7 +14,9 @@ from workloads import FANOUT_ITEMS, SUB_ITEMS
     ids=("unbounded", "max_concurrency=64"),
 )
 def test_fanout_map(
-    measure: Measure, implementation: BenchImplementation, variant: str,
+    measure: Measure,
+    implementation: BenchImplementation,
+    variant: str,
     max_concurrency: int | None,
 ) -> None:
     """One map over 10,000 items to a trivial async worker."""

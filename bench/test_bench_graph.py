@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import HEAVY_ROUNDS, DEFAULT_ROUNDS, BenchImplementation, Measure
+from harness import DEFAULT_ROUNDS, HEAVY_ROUNDS, BenchImplementation, Measure
 
 WIDTHS = (50, 1_000, 10_000)
 LENGTHS = (1_000, 10_000)

@@ -26,9 +26,22 @@ PROBE_TIMEOUT_S = 900
 
 def _probe(impl: str, items: int, loop: str) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, str(PROBE), "--impl", impl, "--items", str(items),
-         "--concurrency", str(MEMORY_CONCURRENCY), "--loop", loop],
-        capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, env=dict(os.environ),
+        [
+            sys.executable,
+            str(PROBE),
+            "--impl",
+            impl,
+            "--items",
+            str(items),
+            "--concurrency",
+            str(MEMORY_CONCURRENCY),
+            "--loop",
+            loop,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=PROBE_TIMEOUT_S,
+        env=dict(os.environ),
         check=False,
     )
     if done.returncode != 0:
@@ -38,7 +51,9 @@ def _probe(impl: str, items: int, loop: str) -> dict[str, Any]:
 
 @pytest.mark.benchmark(timer=time.perf_counter)
 def test_memory_lazy_map(
-    implementation: BenchImplementation, benchmark: Any, loop_name: str,
+    implementation: BenchImplementation,
+    benchmark: Any,
+    loop_name: str,
     request: pytest.FixtureRequest,
 ) -> None:
     """1,000,000 items from a generator through a map with max_concurrency=64."""

@@ -11,9 +11,9 @@ the benchmark instead of winning it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "FANOUT_ITEMS",
@@ -47,7 +47,7 @@ QUEUE_SIZE = 1000  # justpipe's default `queue_size`; the floors use the same bo
 class Workload:
     """A prepared scenario: `run()` does the work once and returns the events delivered."""
 
-    run: Callable[[], Awaitable[int]]
+    run: Callable[[], Coroutine[Any, Any, int]]
     expected_events: int
     units: int  # the scenario's unit of work (items, steps, tokens, runs)
 
