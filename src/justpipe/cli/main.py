@@ -31,6 +31,9 @@ from justpipe.types import PipelineTerminalStatus
 
 __all__ = ["cli", "get_registry", "main", "resolve_storage_path"]
 
+PARTIAL_RESULT_COMMANDS = frozenset({"list", "pipelines", "stats", "cleanup"})
+"""Commands whose output covers every store: a skipped store makes their result partial."""
+
 _STATUS = click.Choice([status.value for status in PipelineTerminalStatus], case_sensitive=False)
 
 
@@ -49,7 +52,7 @@ def get_registry() -> PipelineRegistry:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
+        reason = "not a directory" if root.exists() else exc.strerror or str(exc)
         raise click.ClickException(
             f"cannot use the storage directory {root}: {reason} "
             f"(set {STORAGE_PATH_ENV} to a directory you can write)"
@@ -73,7 +76,7 @@ def _run_command(name: str, *args: Any, **options: Any) -> None:
         close = getattr(registry, "close", None)
         if callable(close):
             close()
-    if not status and problems:
+    if not status and problems and name in PARTIAL_RESULT_COMMANDS:
         status = EXIT_FAILURE
     if status:
         raise click.exceptions.Exit(int(status))

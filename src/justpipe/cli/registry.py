@@ -102,7 +102,8 @@ class PipelineRegistry:
 
     def note_problem(self, info: PipelineInfo, error: BaseException) -> None:
         """Record that `info`'s store could not be used (each message once)."""
-        message = f"skipped pipeline '{info.name}' ({info.hash}): {error}"
+        where = f"'{info.name}'" if info.name == info.hash else f"'{info.name}' ({info.hash})"
+        message = f"skipped pipeline {where}: {error}"
         if message not in self.problems:
             self.problems.append(message)
 
@@ -138,8 +139,8 @@ class PipelineRegistry:
         """
         if not run_id_prefix:
             return None
-        pipelines = list(self.readable_pipelines())
-        for info, backend in pipelines:
+        searched = []
+        for info, backend in self.readable_pipelines():
             try:
                 run = backend.get_run(run_id_prefix)
             except StoreError as exc:
@@ -147,8 +148,9 @@ class PipelineRegistry:
                 continue
             if run is not None:
                 return AnnotatedRun(run, info.name, info.hash), backend
+            searched.append((info, backend))
         matches: list[tuple[AnnotatedRun, StorageBackend]] = []
-        for info, backend in pipelines:
+        for info, backend in searched:
             try:
                 runs = backend.find_runs_by_prefix(run_id_prefix, limit=MAX_QUERY_LIMIT)
             except StoreError as exc:

@@ -104,12 +104,27 @@ def _confirmed(count: int) -> bool:
 
 
 def _delete(registry: PipelineRegistry, doomed: list[AnnotatedRun]) -> tuple[int, int]:
-    """Delete each run by id; return (deleted, failed)."""
+    """Delete each run by id; return (deleted, not deleted because of an error).
+
+    After a store fails once (typically: locked by a writer for longer than the wait),
+    its remaining runs are left alone instead of waiting on the same lock again.
+    """
     deleted = failed = 0
+    broken: set[str] = set()
     for item in doomed:
+        if item.pipeline_hash in broken:
+            failed += 1
+            continue
         try:
             deleted += registry.get_backend(item.pipeline_hash).delete_run(item.run.run_id)
         except StoreError as exc:
             failed += 1
-            print(f"Could not delete run {item.run.run_id}: {exc}", file=sys.stderr)
+            broken.add(item.pipeline_hash)
+            print(
+                f"Could not delete run {item.run.run_id}: {exc}\n"
+                f"Skipping the other runs of pipeline '{item.pipeline_name}'.",
+                file=sys.stderr,
+            )
+    if failed:
+        print(f"{failed} run(s) were not deleted.", file=sys.stderr)
     return deleted, failed
