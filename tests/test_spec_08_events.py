@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-try:  # until the compiled core lands: a pure stand-in for justpipe._core
-    import justpipe._core  # noqa: F401
-except ImportError:
-    import devshim  # noqa: F401
+import helpers  # noqa: F401, I001 - first: installs the _core stand-in until the real core lands
 
 import asyncio
 import time
