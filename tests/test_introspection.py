@@ -140,6 +140,20 @@ EXPECTED_DESCRIBE: dict[str, dict[str, Any]] = {
         "metadata": {},
         "hooks": {},
     },
+    "map_over_sub": {
+        "name": "map_over_sub",
+        "pipeline_hash": "e83e5c8cdda406a1",
+        "nodes": {
+            "decide": {"kind": "switch", "targets": ["fan", "single"]},
+            "fan": {"kind": "map", "targets": ["run_item", "single"]},
+            "run_item": {"kind": "sub", "targets": [], "sub_pipeline_hash": "be8e552d2d708e4b"},
+            "single": {"kind": "step", "targets": []},
+        },
+        "topology": {"fan": ["single"]},
+        "roots": ["decide", "fan", "run_item"],
+        "metadata": {},
+        "hooks": {},
+    },
     "switch_dict": {
         "name": "routing",
         "pipeline_hash": "99ec45714a5ecbc4",
@@ -811,6 +825,12 @@ EXPECTED_STEPS: dict[str, list[tuple[Any, ...]]] = {
         ("tokens", None, 0, None, False, [], "step", None),
         ("x", None, 0, None, False, [], "step", None),
         ("y", None, 0, None, False, [], "step", None),
+    ],
+    "map_over_sub": [
+        ("decide", None, 0, None, False, ["fan", "single"], "switch", None),
+        ("fan", None, 0, None, False, ["run_item", "single"], "map", None),
+        ("run_item", None, 0, None, False, [], "sub", "be8e552d2d708e4b"),
+        ("single", None, 0, None, False, [], "step", None),
     ],
     "switch_dict": [
         ("classify", None, 0, None, False, ["route"], "step", None),

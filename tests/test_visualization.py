@@ -177,6 +177,28 @@ def scenario_nested_maps(pipe_cls: PipeFactory) -> Any:
     return pipe
 
 
+def scenario_map_over_sub(pipe_cls: PipeFactory) -> Any:
+    """A sub-pipeline as map worker keeps the worker shape and still gets its cluster."""
+    child = pipe_cls(name="per_item")
+    child.step("handle")(_noop)
+    pipe = pipe_cls(name="map_over_sub")
+
+    @pipe.switch(to={"many": "fan", "one": "single", "none": Stop})
+    async def decide() -> str:
+        return "many"
+
+    @pipe.map(each="run_item", to="single")
+    async def fan() -> list[int]:
+        return [1]
+
+    @pipe.sub(pipeline=child, barrier_type=BarrierType.ANY)
+    async def run_item(item: int) -> int:
+        return item
+
+    pipe.step("single")(_noop)
+    return pipe
+
+
 def scenario_switch_dict(pipe_cls: PipeFactory) -> Any:
     pipe = pipe_cls(name="routing")
 
@@ -658,6 +680,41 @@ graph TD
     class n2,n5,n6 step;
     class n4 streaming;
     class Start,End startEnd;""",
+    "map_over_sub": """\
+graph TD
+    Start(["▶ Start"])
+
+    n0{"Decide"}
+    n1[["Fan"]]
+    n2@{ shape: procs, label: "Run Item (Any)" }
+    n3["Single"]
+    End(["■ End"])
+    n3 --> End
+
+    Start --> n1
+     n0 -- "many" --> n1
+     n0 -- "one" --> n3
+    n1 -. map .-> n2
+    n1 --> n3
+    class n1 map;
+    class n3 step;
+    class n2 sub;
+    class n0 switch;
+    class Start,End startEnd;
+
+    subgraph cluster_n2 ["Run Item (Impl)"]
+        direction TB
+        n2_Start(["▶ Start"])
+
+        n2_n0["Handle"]
+        n2_End(["■ End"])
+        n2_n0 --> n2_End
+
+        n2_Start --> n2_n0
+    class n2_n0 step;
+    class n2_Start,n2_End startEnd;
+    end
+    n2 -.- n2_Start""",
     "switch_dict": """\
 graph TD
     Start(["▶ Start"])
