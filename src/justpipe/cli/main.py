@@ -204,7 +204,7 @@ def cleanup_cli(
     help="How many days back to look.",
 )
 def stats_cli(pipeline: str | None, days: int) -> None:
-    """Show run statistics: outcomes, durations, daily activity, recent errors."""
+    """Show run statistics: outcomes, durations, activity, errors."""
     _run_command("stats", pipeline, days)
 
 
