@@ -7,6 +7,7 @@ script's ``main()`` in a separate process.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -161,10 +162,11 @@ async def test_cleanup_keeps_the_newest_runs_and_deletes_only_the_listed_ones(
     assert run_ids(store) == before[:2]
 
 
-async def test_the_console_entry_point_runs_in_its_own_process(store: Path) -> None:
+def run_console_script(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``main()`` as the console script does, in a fresh interpreter."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    code = "import sys; from justpipe.cli.main import main; sys.argv = ['justpipe', 'list']; main()"
-    result = subprocess.run(
+    code = f"import sys; from justpipe.cli.main import main; sys.argv = {['justpipe', *args]!r}; main()"
+    return subprocess.run(
         [sys.executable, "-c", code],
         check=False,
         capture_output=True,
@@ -172,15 +174,13 @@ async def test_the_console_entry_point_runs_in_its_own_process(store: Path) -> N
         env=env,
         timeout=60,
     )
-    assert result.returncode == 0, result.stderr
-    assert "Showing 5 run(s)" in result.stdout
-    missing = subprocess.run(
-        [sys.executable, "-c", code.replace("'list'", "'show', 'nope'")],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+
+
+async def test_the_console_entry_point_runs_in_its_own_process(store: Path) -> None:
+    listing = await asyncio.to_thread(run_console_script, "list")
+    assert listing.returncode == 0, listing.stderr
+    assert "Showing 5 run(s)" in listing.stdout
+
+    missing = await asyncio.to_thread(run_console_script, "show", "nope")
     assert (missing.returncode, missing.stdout) == (1, "Run not found: nope\n")
     assert "Traceback" not in missing.stderr
