@@ -17,6 +17,8 @@ __all__ = ["list_command"]
 
 FULL_ID_WIDTH = 34
 SHORT_ID_WIDTH = 15
+RULE_OVERHANG = 6
+"""The rule under the plain header is this much longer than the header (upstream layout)."""
 
 
 def list_command(
@@ -80,7 +82,7 @@ def _print_plain_table(runs: list[AnnotatedRun], full: bool) -> None:
         f"{'Run ID':<{id_width}} {'Pipeline':<20} {'Status':<14} {'Started':<20} {'Duration':>10}"
     )
     print(header)
-    print("-" * (len(header) + 6))
+    print("-" * (len(header) + RULE_OVERHANG))
     for item in runs:
         print(
             f"{_display_id(item.run.run_id, full):<{id_width}} "
