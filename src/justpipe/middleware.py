@@ -52,8 +52,8 @@ def tenacity_retry_middleware(func: Callable[..., Any], ctx: StepContext) -> Cal
         return func
     if inspect.isasyncgenfunction(func):
         warnings.warn(
-            f"Step '{ctx.name}' is a streaming step (async generator); justpipe cannot retry "
-            "it automatically because tokens already sent cannot be taken back.",
+            f"Step '{ctx.name}' is a streaming step (async generator): retries= cannot retry "
+            "automatically, because tokens already sent cannot be taken back.",
             UserWarning,
             stacklevel=2,
         )

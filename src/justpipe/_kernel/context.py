@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from justpipe._kernel.meta import _MetaImpl
@@ -76,6 +77,7 @@ class _MapRun:
 
     __slots__ = (
         "inv", "worker", "total", "started", "finished", "fed", "skipped", "errored", "closed",
+        "t0",
     )
 
     def __init__(self, inv: _Invocation, worker: NodePlan | None, total: int | None) -> None:
@@ -88,6 +90,7 @@ class _MapRun:
         self.skipped = False
         self.errored = False
         self.closed = False
+        self.t0 = time.perf_counter()
 
 
 class _Invocation:

@@ -210,8 +210,12 @@ class _Orchestrator:
               "owner_scope": inv.scope},
              _time(), _MAP, inv.inv_id, None, inv.inv_id, inv.attempt, inv.scope, None))
         if not mr.errored:
+            meta = None
+            if mr.total == 0:  # an empty map's STEP_END is its own invocation's end
+                meta = {"framework": {"duration_s": round(_perf() - mr.t0, 6),
+                                      "attempt": inv.attempt, "status": _SUCCESS}}
             put((_STEP_END, inv.name, self.ctx.state, _time(), _MAP, inv.inv_id,
-                 inv.parent_id, inv.owner_id, inv.attempt, inv.scope, None))
+                 inv.parent_id, inv.owner_id, inv.attempt, inv.scope, meta))
         if not mr.skipped:
             self._advance(node)
 

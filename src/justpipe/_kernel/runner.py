@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["RunPhase", "_PipelineRunner", "_RunStateMachine"]
 
 _START_ROOTS = ()  # channel record: schedule the roots (queued right after START)
+_FINISH_MARK = (None,)  # channel record: publish FINISH (queued after the shutdown hooks)
 
 
 class RunPhase(Enum):
@@ -145,15 +146,6 @@ class _PipelineRunner:
             self.ctx, self.plan, channel, kernel, publisher, self.metrics, self.registry.error_hook
         )
         self.channel, self.kernel, self.publisher, self.orch = channel, kernel, publisher, orch
-        await self._observers_start()
-        self.machine.to(RunPhase.STARTUP)
-        if await self._run_startup_hooks():
-            if not self.plan.nodes:
-                self._no_steps()
-            else:
-                orch.emit(EventType.START, "system", self.state)
-                channel.put_nowait(_START_ROOTS)
-                self._arm_timeout()
         closing: BaseException | None = None
         build = publisher.factory.build
         forward = publisher.factory.forward
@@ -161,6 +153,7 @@ class _PipelineRunner:
         complete_step = orch.complete_step
         try:
             try:
+                await self._startup()
                 while True:
                     if self._timed_out:
                         await self._expire()
@@ -182,14 +175,15 @@ class _PipelineRunner:
                         continue
                     elif size == FORWARD_LEN:
                         event = finish(forward(*item))
-                    else:
+                    elif size == 0:
                         self.machine.to(RunPhase.EXECUTING)
                         orch.start()
                         continue
+                    else:
+                        yield await self._publish_finish()
+                        continue
                     if publisher.observers:
                         await publisher.notify(event)
-                    if event.type is EventType.FINISH and event.stage == "system":
-                        await self._observers_end(event)
                     yield event
             except (_InternalError, Exception) as exc:
                 error = exc.__cause__ if isinstance(exc, _InternalError) else exc
@@ -204,6 +198,18 @@ class _PipelineRunner:
         finally:
             await self._cleanup(closing)
 
+    async def _startup(self) -> None:
+        await self._observers_start()
+        self.machine.to(RunPhase.STARTUP)
+        if not await self._run_startup_hooks():
+            return
+        if not self.plan.nodes:
+            self._no_steps()
+            return
+        self.orch.emit(EventType.START, "system", self.state)
+        self.channel.put_nowait(_START_ROOTS)
+        self._arm_timeout()
+
     # ------------------------------------------------------------------ phases
 
     async def _on_idle(self) -> bool:
@@ -215,17 +221,23 @@ class _PipelineRunner:
         self._disarm_timeout()
         self.orch.barriers.cancel_all()
         self.machine.to(RunPhase.SHUTDOWN)
-        await self._run_shutdown_hooks(report=True)
-        self._emit_finish()
+        await _shielded(self._run_shutdown_hooks(report=True))
+        self.channel.put_nowait(_FINISH_MARK)
         return True
 
-    def _emit_finish(self) -> None:
+    async def _publish_finish(self) -> Event:
+        """Build FINISH once every earlier event was published (so metrics count them)."""
         run_meta = self.ctx.meta.run.snapshot() if self.ctx.meta is not None else None
-        self.channel.put_nowait(
-            (EventType.FINISH, "system", self._end_data(), time.time(), NodeKind.SYSTEM,
-             None, None, None, 1, (), run_meta or None)
-        )
+        publisher = self.publisher
+        event = publisher.finish(publisher.factory.build(
+            EventType.FINISH, "system", self._end_data(), time.time(), NodeKind.SYSTEM,
+            None, None, None, 1, (), run_meta or None,
+        ))
         self._finish_sent = True
+        if publisher.observers:
+            await publisher.notify(event)
+        await self._observers_end(event)
+        return event
 
     async def _run_startup_hooks(self) -> bool:
         for hook in self.registry.startup_hooks:
@@ -310,16 +322,14 @@ class _PipelineRunner:
         if self.machine.phase is not RunPhase.SHUTDOWN:
             self.machine.to(RunPhase.SHUTDOWN)
             await self._run_shutdown_hooks(report=True)
-        if not self._finish_sent:
-            self._emit_finish()
+        self.channel.put_nowait(_FINISH_MARK)
         while (record := self.channel.pop()) is not None:
-            if len(record) != EVENT_LEN:
-                continue
-            event = self.publisher.finish(self.publisher.factory.build(*record))
-            await self.publisher.notify(event)
-            if event.type is EventType.FINISH:
-                await self._observers_end(event)
-            yield event
+            if len(record) == EVENT_LEN:
+                event = self.publisher.finish(self.publisher.factory.build(*record))
+                await self.publisher.notify(event)
+                yield event
+            elif record is _FINISH_MARK and not self._finish_sent:
+                yield await self._publish_finish()
         self.machine.phase = RunPhase.TERMINAL
 
     async def _cleanup(self, closing: BaseException | None) -> None:
@@ -328,10 +338,8 @@ class _PipelineRunner:
         if self.machine.phase is RunPhase.TERMINAL and closing is None:
             return
         self.ctx.stopping = True
-        if hasattr(self, "orch"):
-            self.orch.barriers.cancel_all()
-        if hasattr(self, "kernel"):
-            await _shielded(self.kernel.shutdown())
+        self.orch.barriers.cancel_all()
+        await _shielded(self.kernel.shutdown())
         if closing is None or self._finish_sent:
             return
         if self.machine.phase is not RunPhase.SHUTDOWN:
@@ -347,7 +355,7 @@ class _PipelineRunner:
         self.publisher._hooks = []
         finish = self.publisher.finish(self.publisher.factory.build(
             EventType.FINISH, "system", self._end_data(), time.time(), NodeKind.SYSTEM,
-             None, None, None, 1, (), None,
+            None, None, None, 1, (), None,
         ))
         self._finish_sent = True
         await _shielded(self.publisher.notify(finish))
@@ -386,12 +394,20 @@ async def _call_hook(hook: HookSpec, ctx: _RunContext) -> None:
 
 
 async def _shielded(awaitable: Any) -> None:
-    """Await cleanup work even if the surrounding task is being cancelled again."""
+    """Run cleanup work to completion even if our task is cancelled meanwhile.
+
+    A cancellation that arrives while the work runs is re-raised once it is done.
+    """
     task = asyncio.ensure_future(awaitable)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    task.result()
+    if cancelled is not None:
+        raise cancelled
 
 
 def _wrap(error: BaseException, phase: RunPhase) -> BaseException:
