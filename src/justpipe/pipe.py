@@ -6,7 +6,7 @@ import os
 import warnings
 from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from justpipe._kernel.injection import resolve_name
 from justpipe._kernel.plan import ExecutionPlan, compile_plan
@@ -116,6 +116,20 @@ class Pipe(Generic[StateT, ContextT]):
             )
         self.registry.add_step(step, injection)
         return func
+
+    @overload
+    def step(self, name: F) -> F: ...
+
+    @overload
+    def step(
+        self,
+        name: str | None = None,
+        to: Any = None,
+        barrier_timeout: float | None = None,
+        barrier_type: BarrierType | None = None,
+        on_error: Callable[..., Any] | None = None,
+        **kwargs: Any,
+    ) -> Callable[[F], F]: ...
 
     def step(
         self,
