@@ -14,11 +14,14 @@ import json
 from typing import Any
 
 import pytest
-from test_visualization import SCENARIOS, model_chain, scenario_kitchen_sink
 
 from justpipe import Pipe
 from justpipe._kernel.introspection import describe, pipeline_hash, render_graph, step_infos
 from justpipe.visualization import MermaidRenderer, MermaidTheme
+from test_visualization import SCENARIOS, model_chain, scenario_kitchen_sink
+
+# Drawing and describing read the definition only; the _core backend plays no part.
+pytestmark = pytest.mark.backend_agnostic
 
 # BEGIN GENERATED
 EXPECTED_DESCRIBE: dict[str, dict[str, Any]] = {

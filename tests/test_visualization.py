@@ -35,6 +35,9 @@ from justpipe.visualization import (
     generate_mermaid_graph,
 )
 
+# Drawing and describing read the definition only; the _core backend plays no part.
+pytestmark = pytest.mark.backend_agnostic
+
 # --------------------------------------------------------------------------- scenarios
 # Each takes the Pipe class to build with. Keep them free of anything our Pipe and
 # justpipe 0.12 do not both accept.
