@@ -5,6 +5,7 @@ The pinned reports were produced by justpipe 0.12.0 on the same inputs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from helpers import collect
+from justpipe import Event, Pipe
 from justpipe.observability import RunComparison, compare_runs, format_comparison
 from justpipe.observability.compare import _build_step_times
 from justpipe.storage.interface import RunRecord, StoredEvent
@@ -245,3 +248,42 @@ def test_step_lines_are_sorted_by_size_then_run_order() -> None:
         "  + c                              (new step)",
         "  ~ small                          +0.500s",
     ]
+
+
+# --------------------------------------------------------------------------- real runs
+
+
+def as_stored(events: list[Event]) -> list[StoredEvent]:
+    return [
+        StoredEvent(
+            seq=n,
+            timestamp=datetime.fromtimestamp(event.timestamp, tz=UTC),
+            event_type=event.type,
+            step_name=event.stage,
+            data=json.dumps({"stage": event.stage, "invocation_id": event.invocation_id}),
+        )
+        for n, event in enumerate(events, 1)
+    ]
+
+
+async def test_real_map_workers_are_timed_per_invocation() -> None:
+    delays = {"x": 0.01, "y": 0.02, "z": 0.08}
+    pipe: Pipe[Any, Any] = Pipe(name="mapper")
+
+    @pipe.map(each="work", to="after")
+    async def fan_out(state: Any) -> list[str]:
+        return list(delays)
+
+    @pipe.step()
+    async def work(state: Any, item: str) -> None:
+        await asyncio.sleep(delays[item])
+
+    @pipe.step()
+    async def after(state: Any) -> None:
+        return None
+
+    events = as_stored(await collect(pipe))
+    assert _build_step_times(events)["work"] >= 0.07
+    comparison = compare_runs(record("r1", 0.1), events, record("r2", 0.1), events)
+    assert list(comparison.step_timing_diff) == ["work", "fan_out", "after"]
+    assert (comparison.new_steps, comparison.removed_steps) == ([], [])

@@ -6,10 +6,14 @@ The pinned messages were produced by justpipe 0.12.0 on the same inputs.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import pytest
 
+from helpers import collect
+from justpipe import Pipe
 from justpipe.observability import BarrierDebugger, BarrierDebugRecord, ObserverMeta
 from justpipe.types import Event, EventType, PipelineEndData, PipelineTerminalStatus
 
@@ -351,3 +355,33 @@ def test_bad_constructor_arguments_are_rejected() -> None:
         BarrierDebugger(warn_after=1.0, clock=None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="sink"):
         BarrierDebugger(warn_after=1.0, clock=Clock(), sink=3)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- real runs
+
+
+async def test_a_slow_parent_of_a_real_join_is_reported_once() -> None:
+    pipe: Pipe[Any, Any] = Pipe(name="join")
+
+    @pipe.step(to=["fast", "slow"])
+    async def root(state: Any) -> None:
+        return None
+
+    @pipe.step(to="join")
+    async def fast(state: Any) -> None:
+        return None
+
+    @pipe.step(to="join")
+    async def slow(state: Any) -> None:
+        await asyncio.sleep(0.05)
+
+    @pipe.step(barrier_timeout=5.0)
+    async def join(state: Any) -> None:
+        return None
+
+    records: list[BarrierDebugRecord] = []
+    pipe.add_observer(BarrierDebugger(warn_after=0.01, clock=time.time, sink=records.append))
+    await collect(pipe)
+    assert [r.barrier_name for r in records] == ["join"]
+    assert records[0].kind in {"slow", "hang"}
+    assert records[0].wait_time_s >= 0.04

@@ -5,11 +5,15 @@ The pinned strings were produced by justpipe 0.12.0 on the same inputs.
 
 from __future__ import annotations
 
+import asyncio
 import io
+import re
 from typing import Any
 
 import pytest
 
+from helpers import collect, run_with_watchdog
+from justpipe import Pipe
 from justpipe.observability import EventLogger, LogRecord, ObserverMeta, StreamLogSink
 from justpipe.types import Event, EventType, PipelineEndData, PipelineTerminalStatus
 
@@ -335,3 +339,70 @@ async def test_stderr_sink_writes_to_stderr(capsys: pytest.CaptureFixture[str]) 
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == "[00:00:00.000] START            system\nPipeline completed in 1.25s\n"
+
+
+# --------------------------------------------------------------------------- real runs
+
+
+def linear_pipe() -> Pipe[Any, Any]:
+    pipe: Pipe[Any, Any] = Pipe(name="linear")
+
+    @pipe.step(to="b")
+    async def a(state: Any) -> None:
+        return None
+
+    @pipe.step()
+    async def b(state: Any) -> None:
+        return None
+
+    return pipe
+
+
+async def test_real_run_is_logged_line_by_line() -> None:
+    records: list[LogRecord] = []
+    pipe = linear_pipe()
+    pipe.add_observer(EventLogger(level="INFO", sink=records.append))
+    await collect(pipe)
+    lines = [r.message for r in records]
+    assert lines[0].startswith("[00:00:00.000] ")
+    assert [line[15:] for line in lines[:-1]] == [
+        "START            system",
+        "STEP_START       a",
+        "STEP_END         a",
+        "STEP_START       b",
+        "STEP_END         b",
+        "FINISH           system",
+    ]
+    assert re.fullmatch(r"Pipeline completed in \d+\.\d\ds", lines[-1])
+
+
+async def test_shared_logger_restarts_its_clock_for_the_next_run() -> None:
+    records: list[LogRecord] = []
+    pipe = linear_pipe()
+    pipe.add_observer(EventLogger(level="INFO", sink=records.append))
+    await collect(pipe)
+    first_run = len(records)
+    await asyncio.sleep(0.02)
+    await collect(pipe)
+    assert records[first_run].message == "[00:00:00.000] START            system"
+
+
+async def test_client_close_of_a_real_run_is_logged() -> None:
+    records: list[LogRecord] = []
+    pipe: Pipe[Any, Any] = Pipe(name="slow")
+
+    @pipe.step()
+    async def a(state: Any) -> None:
+        await asyncio.sleep(10)
+
+    pipe.add_observer(EventLogger(level="INFO", sink=records.append))
+    stream = pipe.run({})
+
+    async def start_then_close() -> None:
+        async for event in stream:
+            if event.type is EventType.STEP_START:
+                break
+        await stream.aclose()
+
+    await run_with_watchdog(start_then_close())
+    assert re.fullmatch(r"Pipeline closed by client after \d+\.\d\ds", records[-1].message)

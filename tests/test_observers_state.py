@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from helpers import collect
+from justpipe import Pipe
 from justpipe.observability import ObserverMeta, StateDiffTracker
 from justpipe.types import Event, EventType
 
@@ -274,3 +276,31 @@ def test_bad_max_value_length_is_rejected() -> None:
         StateDiffTracker(max_value_length="200")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_value_length"):
         StateDiffTracker(max_value_length=-1)
+
+
+# --------------------------------------------------------------------------- real runs
+
+
+async def test_real_run_is_snapshotted_after_every_step() -> None:
+    pipe: Pipe[Any, Any] = Pipe(name="state")
+
+    @pipe.step(to="b")
+    async def a(state: dict[str, Any]) -> None:
+        state["items"].append(1)
+
+    @pipe.step()
+    async def b(state: dict[str, Any]) -> None:
+        state["done"] = True
+
+    tracker = StateDiffTracker()
+    pipe.add_observer(tracker)
+    await collect(pipe, {"items": []})
+    assert tracker.get_all_snapshots() == {
+        "__start__": {"items": []},
+        "a": {"items": [1]},
+        "b": {"items": [1], "done": True},
+        "__end__": {"items": [1], "done": True},
+    }
+    assert tracker.summary().endswith(
+        "a:\n  Changes: ~1\n    ~ items\n\nb:\n  Changes: +1\n    + done\n"
+    )

@@ -5,10 +5,14 @@ The pinned renderings were produced by justpipe 0.12.0 on the same inputs.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 import pytest
 
+from helpers import collect
+from justpipe import Pipe
 from justpipe.observability import ObserverMeta
 from justpipe.observability.timeline import TimelineVisualizer
 from justpipe.types import Event, EventType, PipelineEndData, PipelineTerminalStatus
@@ -84,7 +88,7 @@ def test_step_end_without_a_recorded_start_is_ignored() -> None:
     assert viz.render_ascii() == "No events to display"
 
 
-async def test_observer_hooks_reset_and_stamp_the_run() -> None:
+async def test_pipeline_start_resets_the_recording() -> None:
     viz = timeline(BASIC, start=1.0, end=2.0)
     before = time.time()
     await viz.on_pipeline_start(None, None, META)
@@ -93,12 +97,18 @@ async def test_observer_hooks_reset_and_stamp_the_run() -> None:
     assert viz.pipeline_start is not None
     assert viz.pipeline_start >= before
     assert viz.pipeline_end is None
+
+
+async def test_observed_events_are_timed_and_the_end_stamped() -> None:
+    viz = TimelineVisualizer()
+    await viz.on_pipeline_start(None, None, META)
     now = time.time()
     await viz.on_event(None, None, META, Event(S, "a", None, timestamp=now, invocation_id="r:1"))
     await viz.on_event(
         None, None, META, Event(E, "a", None, timestamp=now + 0.1, invocation_id="r:1")
     )
     await viz.on_pipeline_end(None, None, META, 0.1)
+    assert viz.pipeline_start is not None
     assert viz.pipeline_end is not None
     assert viz.pipeline_end >= viz.pipeline_start
     assert [e.duration for e in viz.events] == [None, pytest.approx(0.1)]
@@ -338,3 +348,43 @@ def test_bad_width_is_rejected() -> None:
         TimelineVisualizer(width="80")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="width"):
         TimelineVisualizer(width=-1)
+
+
+# --------------------------------------------------------------------------- real runs
+
+
+async def test_each_worker_of_a_real_map_gets_its_own_row() -> None:
+    delays = {"x": 0.01, "y": 0.03, "z": 0.06}
+    pipe: Pipe[Any, Any] = Pipe(name="mapper")
+
+    @pipe.map(each="work", to="after")
+    async def fan_out(state: Any) -> list[str]:
+        return list(delays)
+
+    @pipe.step()
+    async def work(state: Any, item: str) -> None:
+        await asyncio.sleep(delays[item])
+
+    @pipe.step()
+    async def after(state: Any) -> None:
+        return None
+
+    viz = TimelineVisualizer()
+    pipe.add_observer(viz)
+    await collect(pipe)
+    assert viz.pipeline_name == "mapper"
+    tasks = viz.render_mermaid().split("section Execution\n")[1].split("\n")
+    assert [task.split(":")[0].strip() for task in tasks] == [
+        "fan_out",
+        "work",
+        "work",
+        "work",
+        "after",
+    ]
+    spans = [
+        int(end) - int(start)
+        for task in tasks[1:4]
+        for start, end in [task.split(": ")[1].split(", ")]
+    ]
+    assert spans[0] < spans[1] < spans[2]
+    assert spans[2] >= 55
