@@ -1,19 +1,15 @@
 """Switch `justpipe._core` between its compiled and pure-Python backends in-process.
 
-The kernel reads every core class through the `justpipe._core` module at run
-time (`_core.EventFactory(...)`, built per run), so a benchmark can time the
-compiled and the pure backend side by side in one session: `activate("python")`
-loads the selection module once more with ``JUSTPIPE_NO_EXTENSIONS=1`` and
-copies its public names onto the live `justpipe._core` until the context exits.
-`check_no_stale_bindings()` guards that assumption: it fails if any `justpipe.*`
-module holds a direct reference to a core object of the other backend (which
-would silently benchmark the wrong one).
+The kernel reads every core class through the `justpipe._core` module when it
+builds a run (`_core.EventFactory(...)`), and `_core._use(name)` rebinds those
+names, so a benchmark can time the compiled and the pure backend side by side
+in one session. `check_no_stale_bindings()` guards that assumption: it fails if
+any `justpipe.*` module holds a direct reference to a core class of the other
+backend (which would silently benchmark the wrong one).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,75 +18,53 @@ from typing import Any
 __all__ = ["activate", "available", "backend_namespace", "check_no_stale_bindings"]
 
 CORE = "justpipe._core"
-NO_EXT = "JUSTPIPE_NO_EXTENSIONS"
-_cache: dict[str, dict[str, Any]] = {}
+BACKENDS = ("cython", "python")
 
 
-def _load(pure: bool) -> dict[str, Any]:
-    """Execute `justpipe/_core/__init__.py` into a fresh namespace under the env switch."""
-    loaded = sys.modules.get(CORE)
-    spec = importlib.util.find_spec(CORE) if getattr(loaded, "__spec__", True) else None
-    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
-        # a stand-in core without a package (development shim): only one backend
-        core = sys.modules[CORE]
-        return {k: v for k, v in vars(core).items() if not k.startswith("__")}
-    saved = os.environ.get(NO_EXT)
-    try:
-        if pure:
-            os.environ[NO_EXT] = "1"
-        else:
-            os.environ.pop(NO_EXT, None)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        if saved is None:
-            os.environ.pop(NO_EXT, None)
-        else:
-            os.environ[NO_EXT] = saved
-    return {k: v for k, v in vars(module).items() if not k.startswith("__")}
+def _core() -> Any:
+    from justpipe import _core
 
-
-def backend_namespace(name: str) -> dict[str, Any]:
-    """The public names of backend `name` ("cython" or "python"), loaded once."""
-    if name not in _cache:
-        _cache[name] = _load(pure=name == "python")
-    return _cache[name]
+    return _core
 
 
 def available(name: str) -> bool:
-    """Whether backend `name` can be loaded (the compiled one may not be built)."""
-    backend = backend_namespace(name).get("BACKEND")
-    return backend == "python" if name == "python" else backend not in (None, "python")
+    """Whether backend `name` is importable in this install (the compiled one may not be)."""
+    core = _core()
+    return name in getattr(core, "AVAILABLE_BACKENDS", (core.BACKEND,))
+
+
+def backend_namespace(name: str) -> dict[str, Any]:
+    """The names `justpipe._core` exposes while backend `name` is active."""
+    core = _core()
+    with activate(name, check=False):
+        return {k: getattr(core, k) for k in core.__all__ if hasattr(core, k)}
 
 
 @contextmanager
-def activate(name: str) -> Iterator[None]:
+def activate(name: str, *, check: bool = True) -> Iterator[None]:
     """Make backend `name` the one every run started inside the block uses."""
-    core = importlib.import_module(CORE)
-    wanted = backend_namespace(name)
-    saved = {k: getattr(core, k) for k in wanted if hasattr(core, k)}
-    for key, value in wanted.items():
-        setattr(core, key, value)
+    core = _core()
+    previous = core.BACKEND
+    if name != previous:
+        core._use(name)
     try:
-        check_no_stale_bindings(name)
+        if check:
+            check_no_stale_bindings(name)
         yield
     finally:
-        for key, value in saved.items():
-            setattr(core, key, value)
-
-
-def _other(name: str) -> str:
-    return "python" if name == "cython" else "cython"
+        if previous != core.BACKEND:
+            core._use(previous)
 
 
 def check_no_stale_bindings(name: str) -> None:
-    """Fail if a justpipe module bound a core object of the other backend at import."""
-    other = _other(name)
-    if not available(other):
+    """Fail if a justpipe module bound a core class of the other backend at import."""
+    others = [b for b in BACKENDS if b != name and available(b)]
+    if not others:
         return
     wanted = backend_namespace(name)
     foreign = {
         id(v): k
+        for other in others
         for k, v in backend_namespace(other).items()
         if isinstance(v, type) and wanted.get(k) is not v
     }
@@ -100,6 +74,6 @@ def check_no_stale_bindings(name: str) -> None:
         for attr, value in vars(module).items():
             if id(value) in foreign:
                 raise RuntimeError(
-                    f"{mod_name}.{attr} is bound to the {other} backend's "
-                    f"{foreign[id(value)]}; the benchmark would not measure the {name} backend"
+                    f"{mod_name}.{attr} is bound to another backend's {foreign[id(value)]}; "
+                    f"the benchmark would not measure the {name} backend"
                 )

@@ -23,14 +23,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-try:
-    import justpipe._core  # noqa: F401
-except ImportError:  # compiled core not in the tree yet: the development stand-in
-    import devshim  # noqa: F401
-
 import backends
+import pytest
 import report
 from floors import FLOOR_QUEUE_SIZE
 from harness import DEFAULT_ROUNDS, BenchImplementation, Measure
@@ -203,10 +197,8 @@ def pytest_benchmark_update_machine_info(
 
 def _memory_total() -> int | None:
     try:
-        import psutil
-
-        return int(psutil.virtual_memory().total)
-    except ImportError:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
         return None
 
 

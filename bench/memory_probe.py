@@ -51,7 +51,7 @@ def current_rss() -> int:
     kib = _status_kib("VmRSS")
     if kib is not None:
         return kib * 1024
-    import psutil
+    import psutil  # type: ignore[import-untyped,unused-ignore]
 
     return int(psutil.Process().memory_info().rss)
 
@@ -97,11 +97,8 @@ def _select_backend(impl: str) -> Callable[[int, int], Workload]:
         os.environ["JUSTPIPE_NO_EXTENSIONS"] = "1"
     else:
         os.environ.pop("JUSTPIPE_NO_EXTENSIONS", None)
-    try:
-        import justpipe._core as core
-    except ImportError:  # compiled core not in the tree yet: the development stand-in
-        import devshim  # noqa: F401
-        import justpipe._core as core
+    import justpipe._core as core
+
     if impl == "cython" and core.BACKEND == "python":
         raise SystemExit("the compiled backend of justpipe._core is not available")
     from pipelines import PipelineWorkloads
@@ -123,8 +120,8 @@ def probe(impl: str, items: int, concurrency: int, loop: str) -> dict[str, Any]:
     with asyncio.Runner(loop_factory=_new_loop(loop)) as runner:
         runner.run(warmup.run())
         gc.collect()
-        baseline = current_rss()
         exact = reset_peak()
+        baseline = current_rss()  # read after the reset: the peak starts here
         with Sampler() as sampler:
             started, cpu_started = time.perf_counter(), time.process_time()
             delivered = runner.run(workload.run())

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-from justpipe import Pipe
-
 from workloads import (
     RUN_STEPS,
     Workload,
@@ -23,6 +21,8 @@ from workloads import (
     events_token_stream,
     events_wide_dag,
 )
+
+from justpipe import Pipe
 
 __all__ = ["PipelineWorkloads", "drain"]
 

@@ -61,11 +61,8 @@ def implementation(impl: str) -> Implementation:
         return FloorWorkloads()
     if impl == "python":
         os.environ["JUSTPIPE_NO_EXTENSIONS"] = "1"
-    try:
-        import justpipe._core as core
-    except ImportError:  # compiled core not in the tree yet: the development stand-in
-        import devshim  # noqa: F401
-        import justpipe._core as core
+    import justpipe._core as core
+
     if impl == "cython" and core.BACKEND == "python":
         raise SystemExit("the compiled backend of justpipe._core is not available")
     from pipelines import PipelineWorkloads
@@ -78,7 +75,7 @@ def build(scenario: str, impl: str) -> Workload:
     return getattr(implementation(impl), method)(*args)  # type: ignore[no-any-return]
 
 
-def profile_cprofile(workload: Workload, top: int, sort: str) -> str:
+def profile_cprofile(workload: Workload, top: int, sort: str) -> pstats.Stats:
     asyncio.run(workload.run())
     gc.collect()
     profiler = cProfile.Profile()
@@ -86,10 +83,38 @@ def profile_cprofile(workload: Workload, top: int, sort: str) -> str:
     delivered = asyncio.run(workload.run())
     profiler.disable()
     assert delivered == workload.expected_events, delivered
+    return pstats.Stats(profiler, stream=io.StringIO())
+
+
+def top_functions(stats: pstats.Stats, top: int, sort: str) -> str:
     out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out)
+    stats.stream = out  # type: ignore[attr-defined]
     stats.strip_dirs().sort_stats(sort).print_stats(top)
     return out.getvalue()
+
+
+def own_time_by_area(stats: pstats.Stats) -> str:
+    """Own time summed per source area: justpipe modules, asyncio, the scenario, builtins."""
+    totals: dict[str, float] = {}
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    for (filename, _line, func), (_cc, _nc, tottime, _ct, _callers) in raw.items():
+        totals[_area(filename, func)] = totals.get(_area(filename, func), 0.0) + tottime
+    whole = sum(totals.values()) or 1.0
+    rows = [kv for kv in sorted(totals.items(), key=lambda kv: -kv[1]) if kv[1] / whole >= 0.005]
+    return "\n".join(f"{t * 1e3:9.1f} ms {100 * t / whole:5.1f}%  {area}" for area, t in rows)
+
+
+def _area(filename: str, func: str) -> str:
+    path = filename.replace("\\", "/")
+    if "/justpipe/" in path:
+        return "justpipe/" + path.split("/justpipe/", 1)[1]
+    if "/asyncio/" in path:
+        return "asyncio/" + path.rsplit("/", 1)[1]
+    if filename == "~" and "justpipe._core" in func:
+        return "justpipe._core (compiled)"
+    if filename == "~":
+        return "C functions and methods (builtins, deque, Future, ...)"
+    return path.rsplit("/", 1)[-1]
 
 
 def profile_pyinstrument(workload: Workload) -> str:
@@ -119,7 +144,11 @@ def main() -> None:
         return
     workload = build(args.scenario, args.impl)
     if args.profiler == "cprofile":
-        print(profile_cprofile(workload, args.top, args.sort))
+        stats = profile_cprofile(workload, args.top, args.sort)
+        areas = own_time_by_area(stats)
+        print(top_functions(stats, args.top, args.sort))
+        print("own time by area:")
+        print(areas)
     else:
         print(profile_pyinstrument(workload))
 

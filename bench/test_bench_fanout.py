@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from harness import BenchImplementation, Measure
 from workloads import FANOUT_ITEMS, SUB_ITEMS
 

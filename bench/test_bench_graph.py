@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from harness import DEFAULT_ROUNDS, HEAVY_ROUNDS, BenchImplementation, Measure
 
 WIDTHS = (50, 1_000, 10_000)

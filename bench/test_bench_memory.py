@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from harness import BenchImplementation
 from workloads import MEMORY_CONCURRENCY
 
