@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import enum
 import json
@@ -12,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from justpipe import Pipe
 from justpipe.observability.observer import Observer, ObserverMeta
 from justpipe.storage import InMemoryBackend, RunRecord, SQLiteBackend, StoredEvent
 from justpipe.storage.persistence import (
@@ -163,7 +168,8 @@ def test_non_finite_floats_become_text_so_the_json_is_valid(number: float) -> No
     text = event_to_json(Event(EventType.TOKEN, "a", payload=[number], timestamp=1.0))
 
     assert json.loads(text)["payload"] == [str(number)]
-    assert "NaN" not in text and "Infinity" not in text
+    assert "NaN" not in text
+    assert "Infinity" not in text
 
 
 def test_finish_payload_serializes_enums_records_and_metrics() -> None:
@@ -209,6 +215,42 @@ def test_meta_is_converted_with_the_payload_rules() -> None:
     event = Event(EventType.STEP_START, "a", meta={"c": Color.RED, "t": (1, 2), "s": {3}})
 
     assert event_to_dict(event)["meta"] == {"c": "red", "t": [1, 2], "s": "{3}"}
+
+
+json_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=5),
+    st.binary(max_size=3),
+    st.sampled_from([Color.RED, Pair.ONE_TWO, FailureReason.STEP_ERROR]),
+    st.frozensets(st.integers(), max_size=2),
+    st.builds(State, count=st.integers()),
+)
+json_keys = st.one_of(
+    st.text(max_size=3), st.integers(), st.none(), st.sampled_from([Color.RED, (1, 2)])
+)
+payloads = st.recursive(
+    json_leaves,
+    lambda children: st.one_of(
+        st.lists(children, max_size=3),
+        st.tuples(children, children),
+        st.dictionaries(json_keys, children, max_size=3),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=payloads, meta=st.one_of(st.none(), st.dictionaries(st.text(max_size=3), payloads)))
+def test_event_json_equals_encoding_the_converted_dict(payload: Any, meta: Any) -> None:
+    event = Event(EventType.TOKEN, "a", payload=payload, timestamp=1.0, meta=meta)
+
+    text = event_to_json(event)
+
+    assert text == json.dumps(event_to_dict(event), allow_nan=False)
+    assert json.loads(text)["type"] == "token"
 
 
 # -- storage path ----------------------------------------------------------------------------
@@ -259,9 +301,7 @@ def finish(seq: int, status: Status = Status.SUCCESS, **fields: Any) -> Event:
     return ev(EventType.FINISH, seq, "system", payload=outcome, meta=meta)
 
 
-async def drive(
-    observer: Observer, events: list[Event], *, error: Exception | None = None
-) -> None:
+async def drive(observer: Observer, events: list[Event], *, error: Exception | None = None) -> None:
     await observer.on_pipeline_start(None, None, META)
     for event in events:
         await observer.on_event(None, None, META, event)
@@ -285,9 +325,13 @@ async def test_successful_run_is_saved_with_its_events_and_outcome() -> None:
     assert run is not None
     assert run.status is Status.SUCCESS
     assert run.start_time == datetime.fromtimestamp(STARTED_AT, tz=UTC)
-    assert run.duration is not None and run.duration.total_seconds() == 0.25
-    assert run.end_time is not None and run.end_time >= run.start_time
-    assert run.error_message is None and run.error_step is None and run.run_meta is None
+    assert run.duration is not None
+    assert run.duration.total_seconds() == 0.25
+    assert run.end_time is not None
+    assert run.end_time >= run.start_time
+    assert run.error_message is None
+    assert run.error_step is None
+    assert run.run_meta is None
     stored = store.get_events(RUN_ID)
     assert stored_types(stored) == [EventType.START, EventType.STEP_START, EventType.FINISH]
     assert [e.data for e in stored] == [event_to_json(e) for e in events]
@@ -311,9 +355,7 @@ async def test_failed_run_records_error_and_failed_step_from_finish() -> None:
 async def test_error_callback_after_successful_finish_marks_the_run_failed() -> None:
     store = InMemoryBackend()
 
-    await drive(
-        PersistenceObserver(lambda: store), [finish(1)], error=RuntimeError("late failure")
-    )
+    await drive(PersistenceObserver(lambda: store), [finish(1)], error=RuntimeError("late failure"))
 
     run = store.get_run(RUN_ID)
     assert run is not None
@@ -327,7 +369,8 @@ async def test_run_meta_is_the_json_of_the_finish_meta() -> None:
     await drive(PersistenceObserver(lambda: store), [finish(1, meta=meta)])
 
     run = store.get_run(RUN_ID)
-    assert run is not None and run.run_meta is not None
+    assert run is not None
+    assert run.run_meta is not None
     assert json.loads(run.run_meta) == {"data": {"k": "v", "obj": "{1, 2}"}, "tags": ["t1"]}
 
 
@@ -340,7 +383,8 @@ async def test_runs_ended_early_are_saved_with_their_status(status: Status) -> N
     )
 
     run = store.get_run(RUN_ID)
-    assert run is not None and run.status is status
+    assert run is not None
+    assert run.status is status
 
 
 async def test_forwarded_child_finish_does_not_decide_the_run_status() -> None:
@@ -352,7 +396,8 @@ async def test_forwarded_child_finish_does_not_decide_the_run_status() -> None:
     await drive(PersistenceObserver(lambda: store), [child_finish, finish(3)])
 
     run = store.get_run(RUN_ID)
-    assert run is not None and run.status is Status.SUCCESS
+    assert run is not None
+    assert run.status is Status.SUCCESS
     assert stored_types(store.get_events(RUN_ID)) == [EventType.FINISH, EventType.FINISH]
 
 
@@ -370,7 +415,8 @@ async def test_flush_interval_writes_events_before_the_run_ends(tmp_path: Path) 
 
         assert [e.seq for e in store.get_events(RUN_ID)] == [1, 2, 3, 4]
         run = store.get_run(RUN_ID)
-        assert run is not None and run.status is Status.SUCCESS
+        assert run is not None
+        assert run.status is Status.SUCCESS
 
 
 async def test_started_run_is_listed_as_unfinished_until_it_ends(tmp_path: Path) -> None:
@@ -380,13 +426,15 @@ async def test_started_run_is_listed_as_unfinished_until_it_ends(tmp_path: Path)
 
         (listed,) = store.list_runs()
         assert (listed.run_id, listed.status) == (RUN_ID, Status.FAILED)
-        assert listed.error_message is not None and "did not finish" in listed.error_message
+        assert listed.error_message is not None
+        assert "did not finish" in listed.error_message
 
         await observer.on_event(None, None, META, finish(1))
         await observer.on_pipeline_end(None, None, META, 0.25)
 
         run = store.get_run(RUN_ID)
-        assert run is not None and run.status is Status.SUCCESS
+        assert run is not None
+        assert run.status is Status.SUCCESS
 
 
 class FlakyBackend(InMemoryBackend):
@@ -472,7 +520,8 @@ async def test_observer_stores_runs_under_the_pipeline_hash(
     directory = tmp_path / "abcdef0123456789"
     with SQLiteBackend(directory / "runs.db") as store:
         run = store.get_run(RUN_ID)
-        assert run is not None and run.status is Status.SUCCESS
+        assert run is not None
+        assert run.status is Status.SUCCESS
         assert len(store.get_events(RUN_ID)) == 2
     description = (directory / "pipeline.json").read_text()
     assert json.loads(description) == {
@@ -493,7 +542,8 @@ async def test_pipeline_storage_is_computed_once_and_cached_on_the_pipe(
 
     assert first is not second
     assert pipe.describe_calls == 1
-    assert isinstance(first, PersistenceObserver) and isinstance(second, PersistenceObserver)
+    assert isinstance(first, PersistenceObserver)
+    assert isinstance(second, PersistenceObserver)
     assert first._open_backend() is second._open_backend()
     assert second._flush_interval == 5
 
@@ -539,3 +589,194 @@ def test_pipe_that_cannot_describe_itself_gets_an_inert_observer(
 
     assert type(observer) is Observer
     assert "cannot describe the pipeline: no describe yet" in caplog.text
+
+
+# -- end to end with real runs ------------------------------------------------------------------
+
+
+def store_of(pipe: Pipe[Any, Any], root: Path) -> SQLiteBackend:
+    return SQLiteBackend(root / pipe.describe()["pipeline_hash"] / "runs.db")
+
+
+def two_step_pipe(**options: Any) -> Pipe[dict[str, Any], None]:
+    pipe: Pipe[dict[str, Any], None] = Pipe(dict, name="persisted", **options)
+
+    @pipe.step(to="shout")
+    async def greet(state: dict[str, Any]) -> None:
+        state["text"] = "hello"
+
+    @pipe.step()
+    async def shout(state: dict[str, Any]) -> Any:
+        if state.get("fail"):
+            raise ValueError("shout failed")
+        yield state["text"].upper()
+
+    return pipe
+
+
+async def collect(pipe: Pipe[Any, Any], state: Any) -> list[Event]:
+    return [event async for event in pipe.run(state)]
+
+
+@pytest.fixture
+def storage_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    root = tmp_path / "storage"
+    monkeypatch.setenv("JUSTPIPE_STORAGE_PATH", str(root))
+    monkeypatch.delenv("JUSTPIPE_PERSIST", raising=False)
+    return root
+
+
+async def test_persisted_run_stores_every_yielded_event_as_json(storage_root: Path) -> None:
+    pipe = two_step_pipe(persist=True)
+
+    events = await collect(pipe, {})
+
+    with store_of(pipe, storage_root) as store:
+        (run,) = store.list_runs()
+        assert run.status is Status.SUCCESS
+        assert run.error_message is None
+        stored = store.get_events(run.run_id)
+    assert run.run_id == events[0].run_id
+    assert [e.seq for e in stored] == [e.seq for e in events]
+    assert [without_payload(e.data) for e in stored] == [
+        without_payload(event_to_json(e)) for e in events
+    ]
+    assert stored_types(stored)[-1] is EventType.FINISH
+
+
+async def test_state_payloads_are_snapshots_taken_when_the_event_happened(
+    storage_root: Path,
+) -> None:
+    pipe = two_step_pipe(persist=True)
+
+    await collect(pipe, {})
+
+    with store_of(pipe, storage_root) as store:
+        (run,) = store.list_runs()
+        start = store.get_events(run.run_id, EventType.START)
+        ends = store.get_events(run.run_id, EventType.STEP_END)
+    assert json.loads(start[0].data)["payload"] == {}
+    assert [json.loads(e.data)["payload"] for e in ends] == [{"text": "hello"}] * 2
+
+
+def without_payload(data: str) -> dict[str, Any]:
+    parsed: dict[str, Any] = json.loads(data)
+    parsed.pop("payload")
+    return parsed
+
+
+async def test_pipeline_json_holds_the_describe_snapshot(storage_root: Path) -> None:
+    pipe = two_step_pipe(persist=True)
+
+    await collect(pipe, {})
+
+    description = storage_root / pipe.describe()["pipeline_hash"] / "pipeline.json"
+    assert json.loads(description.read_text()) == json.loads(json.dumps(pipe.describe()))
+
+
+async def test_failed_run_is_stored_with_error_and_failed_step(storage_root: Path) -> None:
+    pipe = two_step_pipe(persist=True)
+
+    await collect(pipe, {"fail": True})
+
+    with store_of(pipe, storage_root) as store:
+        (run,) = store.list_runs()
+    assert (run.status, run.error_message, run.error_step) == (
+        Status.FAILED,
+        "shout failed",
+        "shout",
+    )
+
+
+async def test_every_run_of_a_pipe_goes_to_one_store(storage_root: Path) -> None:
+    pipe = two_step_pipe(persist=True)
+
+    first = await collect(pipe, {})
+    second = await collect(pipe, {})
+
+    with store_of(pipe, storage_root) as store:
+        stored_ids = {r.run_id for r in store.list_runs()}
+    assert stored_ids == {first[0].run_id, second[0].run_id}
+
+
+@pytest.mark.parametrize(("flag", "persisted"), [("1", True), ("yes", True), ("0", False)])
+async def test_justpipe_persist_environment_switches_persistence(
+    storage_root: Path, monkeypatch: pytest.MonkeyPatch, flag: str, persisted: bool
+) -> None:
+    monkeypatch.setenv("JUSTPIPE_PERSIST", flag)
+    pipe = two_step_pipe()
+
+    await collect(pipe, {})
+
+    assert (storage_root / pipe.describe()["pipeline_hash"] / "runs.db").exists() is persisted
+
+
+async def test_client_close_is_persisted_as_client_closed(storage_root: Path) -> None:
+    pipe = two_step_pipe(persist=True)
+
+    async with contextlib.aclosing(pipe.run({})) as stream:
+        async for event in stream:
+            if event.type is EventType.STEP_START:
+                break
+
+    with store_of(pipe, storage_root) as store:
+        (run,) = store.list_runs()
+        stored = store.get_events(run.run_id)
+    assert run.status is Status.CLIENT_CLOSED
+    assert stored_types(stored)[0] is EventType.START
+    assert stored_types(stored)[-1] is EventType.FINISH
+
+
+async def test_consumer_cancellation_is_persisted_as_cancelled(storage_root: Path) -> None:
+    pipe: Pipe[dict[str, Any], None] = Pipe(dict, name="blocked", persist=True)
+    started = asyncio.Event()
+
+    @pipe.step()
+    async def wait_forever(state: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    consumer = asyncio.create_task(collect(pipe, {}))
+    await started.wait()
+    consumer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+
+    with store_of(pipe, storage_root) as store:
+        (run,) = store.list_runs()
+    assert run.status is Status.CANCELLED
+
+
+async def test_flush_interval_stores_events_while_the_run_is_going(storage_root: Path) -> None:
+    pipe: Pipe[dict[str, Any], None] = Pipe(dict, name="flushing", persist=True, flush_interval=1)
+    seen_mid_run: list[tuple[int | None, int]] = []
+
+    @pipe.step()
+    async def produce(state: dict[str, Any]) -> Any:
+        for n in range(3):
+            yield n
+
+    async for event in pipe.run({}):
+        if event.type is EventType.TOKEN:
+            with store_of(pipe, storage_root) as store:
+                seen_mid_run.append((event.seq, len(store.get_events(event.run_id or ""))))
+
+    # Observers see each event before the consumer does, so the store already holds it.
+    assert len(seen_mid_run) == 3
+    assert all(stored == seq for seq, stored in seen_mid_run)
+
+
+async def test_unwritable_storage_path_leaves_the_run_untouched(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("JUSTPIPE_STORAGE_PATH", str(blocker))
+    pipe = two_step_pipe(persist=True)
+
+    with caplog.at_level(logging.WARNING, logger="justpipe.persistence"):
+        events = await collect(pipe, {})
+
+    assert events[-1].type is EventType.FINISH
+    assert events[-1].payload.status is Status.SUCCESS
+    assert "cannot create the run store directory" in caplog.text

@@ -25,7 +25,10 @@ from justpipe.storage import SQLiteBackend
 from justpipe.storage.sqlite import UNFINISHED_RUN_MESSAGE
 from justpipe.types import EventType, PipelineTerminalStatus
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses SIGKILL and fork")
+pytestmark = [
+    pytest.mark.backend_agnostic,  # children use the default core; storage does not touch it
+    pytest.mark.skipif(sys.platform == "win32", reason="uses SIGKILL and fork"),
+]
 
 CHILD_TIMEOUT_S = 60.0
 
@@ -47,7 +50,8 @@ async def main():
     store = SQLiteBackend(db)
     observer = PersistenceObserver(lambda: store, flush_interval=2)
     await observer.on_pipeline_start(None, None, meta)
-    await observer.on_event(None, None, meta, Event(EventType.START, "system", run_id=run_id, seq=1))
+    start = Event(EventType.START, "system", run_id=run_id, seq=1)
+    await observer.on_event(None, None, meta, start)
     for seq in range(2, flushed + 2):
         event = Event(EventType.TOKEN, "a", payload=seq, run_id=run_id, seq=seq)
         await observer.on_event(None, None, meta, event)
@@ -57,45 +61,64 @@ async def main():
 asyncio.run(main())
 """
 
-# Writes complete runs (append + save, like the observer) in a tight loop until killed.
-HAMMER_CHILD = """
-import json, sys
+# Helpers shared by the writer children: `n` token events and a finished-run record.
+WRITER_HELPERS = """
+import json
 from datetime import datetime, timezone
-from pathlib import Path
-from justpipe.storage import RunRecord, SQLiteBackend
+from justpipe.storage import RunRecord
 from justpipe.types import PipelineTerminalStatus
+
+def tokens(n, pad=""):
+    return [
+        json.dumps({"type": "token", "stage": "a", "timestamp": 1.0, "seq": s, "pad": pad})
+        for s in range(1, n + 1)
+    ]
+
+def finished(run_id):
+    now = datetime.now(timezone.utc)
+    return RunRecord(run_id, now, None, None, PipelineTerminalStatus.SUCCESS)
+"""
+
+# Writes complete runs (append + save, like the observer) in a tight loop until killed.
+HAMMER_CHILD = (
+    WRITER_HELPERS
+    + """
+import sys
+from pathlib import Path
+from justpipe.storage import SQLiteBackend
 
 db, marker = Path(sys.argv[1]), Path(sys.argv[2])
 store = SQLiteBackend(db)
 n = 0
 while True:
     run_id = f"run{n:08d}"
-    events = [json.dumps({"type": "token", "stage": "a", "timestamp": 1.0, "seq": s, "pad": "x" * 200}) for s in range(1, 11)]
+    events = tokens(10, pad="x" * 200)
     store.append_events(run_id, events[:5])
-    record = RunRecord(run_id, datetime.now(timezone.utc), None, None, PipelineTerminalStatus.SUCCESS)
-    store.save_run(record, events[5:])
+    store.save_run(finished(run_id), events[5:])
     n += 1
     if n == 20:
         marker.write_text("busy")
 """
+)
 
 # Persists `count` complete runs whose ids start with `prefix`.
-WRITER_CHILD = """
-import json, sys
-from datetime import datetime, timezone
+WRITER_CHILD = (
+    WRITER_HELPERS
+    + """
+import sys
 from pathlib import Path
-from justpipe.storage import RunRecord, SQLiteBackend
-from justpipe.types import PipelineTerminalStatus
+from justpipe.storage import SQLiteBackend
 
 db, prefix, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 store = SQLiteBackend(db)
 for n in range(count):
     run_id = f"{prefix}{n:05d}"
-    events = [json.dumps({"type": "token", "stage": "a", "timestamp": 1.0, "seq": s}) for s in range(1, 7)]
+    events = tokens(6)
     store.append_events(run_id, events[:3])
-    store.save_run(RunRecord(run_id, datetime.now(timezone.utc), None, None, PipelineTerminalStatus.SUCCESS), events[3:])
+    store.save_run(finished(run_id), events[3:])
 store.close()
 """
+)
 
 
 def child_env() -> dict[str, str]:
@@ -227,3 +250,50 @@ def test_backend_inherited_through_fork_writes_through_its_own_connection(
         assert {r.run_id for r in store.list_runs()} == {"from-parent", "from-child"}
         store.append_events("from-parent", ['{"type": "token", "stage": "a", "seq": 2}'])
         assert [e.seq for e in store.get_events("from-parent")] == [1, 2]
+
+
+# A real persisted Pipe whose step streams three tokens, then blocks; the consumer
+# writes the marker once it has received the last token (observers see an event
+# before the consumer does, so by then that token is flushed).
+PIPE_CHILD = """
+import asyncio, sys
+from pathlib import Path
+from justpipe import EventType, Pipe
+
+marker = Path(sys.argv[1])
+pipe = Pipe(dict, name="crashing", persist=True, flush_interval=1)
+
+@pipe.step()
+async def stream(state):
+    for n in range(3):
+        yield n
+    await asyncio.Event().wait()
+
+async def main():
+    async for event in pipe.run({}):
+        if event.type is EventType.TOKEN and event.payload == 2:
+            marker.write_text(pipe.describe()["pipeline_hash"])
+
+asyncio.run(main())
+"""
+
+
+def test_persisted_pipe_killed_mid_run_is_listed_with_its_flushed_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JUSTPIPE_STORAGE_PATH", str(tmp_path / "storage"))
+    marker = tmp_path / "streamed"
+    child = spawn(PIPE_CHILD, marker)
+    wait_for_marker(marker, child)
+
+    kill(child)
+
+    directory = tmp_path / "storage" / marker.read_text()
+    assert integrity(directory / "runs.db") == "ok"
+    assert '"name": "crashing"' in (directory / "pipeline.json").read_text()
+    with opened(directory / "runs.db") as store:
+        (run,) = store.list_runs()
+        assert run.status is PipelineTerminalStatus.FAILED
+        assert run.error_message == UNFINISHED_RUN_MESSAGE
+        types = [e.event_type for e in store.get_events(run.run_id)]
+    assert types == [EventType.START, EventType.STEP_START] + [EventType.TOKEN] * 3

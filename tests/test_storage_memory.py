@@ -14,6 +14,8 @@ from justpipe.storage import InMemoryBackend, RunRecord, SQLiteBackend, StorageB
 from justpipe.storage.interface import MAX_QUERY_LIMIT
 from justpipe.types import EventType, PipelineTerminalStatus
 
+pytestmark = pytest.mark.backend_agnostic  # storage does not touch justpipe._core
+
 BASE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
@@ -245,7 +247,8 @@ def test_memory_save_run_overwrites_record_and_extends_events() -> None:
     store.save_run(make_run("r1", status=PipelineTerminalStatus.FAILED), [event_json("finish")])
 
     run = store.get_run("r1")
-    assert run is not None and run.status is PipelineTerminalStatus.FAILED
+    assert run is not None
+    assert run.status is PipelineTerminalStatus.FAILED
     assert [e.event_type for e in store.get_events("r1")] == [EventType.START, EventType.FINISH]
 
 

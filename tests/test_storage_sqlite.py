@@ -16,6 +16,8 @@ from justpipe.storage import RunRecord, SQLiteBackend
 from justpipe.storage.sqlite import UNFINISHED_RUN_MESSAGE
 from justpipe.types import EventType, PipelineTerminalStatus
 
+pytestmark = pytest.mark.backend_agnostic  # storage does not touch justpipe._core
+
 BASE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
@@ -127,9 +129,7 @@ def test_times_are_stored_as_epoch_seconds(store: SQLiteBackend, db_path: Path) 
 
 
 def test_naive_datetimes_are_stored_and_read_as_utc(store: SQLiteBackend) -> None:
-    naive = RunRecord(
-        "r1", datetime(2024, 5, 1, 12, 0), None, None, PipelineTerminalStatus.SUCCESS
-    )
+    naive = RunRecord("r1", datetime(2024, 5, 1, 12, 0), None, None, PipelineTerminalStatus.SUCCESS)
     store.save_run(naive, [])
 
     run = store.get_run("r1")
@@ -198,7 +198,8 @@ def test_unfinished_run_reads_as_failed_with_an_explanation(store: SQLiteBackend
     assert run.status is PipelineTerminalStatus.FAILED
     assert run.error_message == UNFINISHED_RUN_MESSAGE
     assert run.start_time == BASE
-    assert run.end_time is None and run.duration is None
+    assert run.end_time is None
+    assert run.duration is None
 
 
 def test_unfinished_run_is_listed_and_counts_as_failed(store: SQLiteBackend) -> None:
@@ -219,7 +220,8 @@ def test_null_or_unknown_status_reads_as_failed(
     conn.close()
 
     run = store.get_run("r1")
-    assert run is not None and run.status is PipelineTerminalStatus.FAILED
+    assert run is not None
+    assert run.status is PipelineTerminalStatus.FAILED
     assert [r.run_id for r in store.list_runs(status=PipelineTerminalStatus.FAILED)] == ["r1"]
 
 
@@ -227,12 +229,11 @@ def test_saving_over_a_finished_run_raises_and_keeps_the_original(store: SQLiteB
     store.save_run(make_run("r1"), [event_json("start", seq=1)])
 
     with pytest.raises(sqlite3.IntegrityError, match="'r1' is already stored"):
-        store.save_run(
-            make_run("r1", PipelineTerminalStatus.FAILED), [event_json("finish", seq=2)]
-        )
+        store.save_run(make_run("r1", PipelineTerminalStatus.FAILED), [event_json("finish", seq=2)])
 
     run = store.get_run("r1")
-    assert run is not None and run.status is PipelineTerminalStatus.SUCCESS
+    assert run is not None
+    assert run.status is PipelineTerminalStatus.SUCCESS
     assert [e.event_type for e in store.get_events("r1")] == [EventType.START]
 
 
@@ -326,9 +327,7 @@ def test_locked_store_reports_the_lock_and_loses_nothing(db_path: Path) -> None:
         holder = raw(db_path)
         holder.execute("BEGIN EXCLUSIVE")
         try:
-            with pytest.raises(
-                sqlite3.OperationalError, match="another process held a write lock"
-            ):
+            with pytest.raises(sqlite3.OperationalError, match="another process held a write lock"):
                 store.save_run(make_run("during"), [event_json("start", seq=1)])
         finally:
             holder.execute("ROLLBACK")
@@ -377,7 +376,8 @@ def test_older_file_is_migrated_without_losing_data(tmp_path: Path) -> None:
 
     with SQLiteBackend(path) as store:
         run = store.get_run("old")
-        assert run is not None and run.run_meta == '{"k": 1}'
+        assert run is not None
+        assert run.run_meta == '{"k": 1}'
         assert [e.seq for e in store.get_events("old")] == [1, 2]
         store.save_run(
             RunRecord("new", BASE, None, None, PipelineTerminalStatus.FAILED, error_step="b"), []
@@ -387,7 +387,8 @@ def test_older_file_is_migrated_without_losing_data(tmp_path: Path) -> None:
         )
 
     conn = raw(path)
-    assert "run_meta" in columns(conn, "runs") and "user_meta" not in columns(conn, "runs")
+    assert "run_meta" in columns(conn, "runs")
+    assert "user_meta" not in columns(conn, "runs")
     assert indexes(conn)["idx_events_run_seq"] is True
     conn.close()
 

@@ -138,7 +138,7 @@ class PersistenceObserver(Observer):
             backend = await asyncio.to_thread(self._open_backend)
             # Registers the run as 'running' so it is listed even if this process dies.
             await asyncio.to_thread(backend.append_events, self._run_id, [])
-        except Exception as exc:  # noqa: BLE001 - persistence must never affect the run
+        except Exception as exc:  # persistence must never affect the run
             _log.warning("Not persisting run %s: cannot open the run store: %s", self._run_id, exc)
             return
         self._backend = backend
@@ -148,7 +148,7 @@ class PersistenceObserver(Observer):
             return
         try:
             self._buffer.append(event_to_json(event))
-        except Exception as exc:  # noqa: BLE001 - a malformed event must not stop the run
+        except Exception as exc:
             _log.warning(
                 "Failed to serialize %s event of run %s: %s", event.type, self._run_id, exc
             )
@@ -181,7 +181,7 @@ class PersistenceObserver(Observer):
         self._buffer = []
         try:
             await asyncio.to_thread(backend.append_events, run_id, batch)
-        except Exception as exc:  # noqa: BLE001 - persistence must never affect the run
+        except Exception as exc:
             self._buffer = batch + self._buffer
             _log.warning(
                 "Failed to flush %d events of run %s (kept for the next write): %s",
@@ -201,7 +201,7 @@ class PersistenceObserver(Observer):
         record = _run_record(run_id, self._started_at, finish, error, duration_s)
         try:
             await asyncio.to_thread(backend.save_run, record, events)
-        except Exception as exc:  # noqa: BLE001 - persistence must never affect the run
+        except Exception as exc:
             _log.warning("Failed to persist run %s (%d events lost): %s", run_id, len(events), exc)
 
 
@@ -225,7 +225,7 @@ def _pipeline_store(pipe: PersistablePipe) -> PipelineStore | None:
     try:
         description = pipe.describe()
         pipeline_hash = str(description["pipeline_hash"])
-    except Exception as exc:  # noqa: BLE001 - persistence must never affect the run
+    except Exception as exc:
         _log.warning("Not persisting runs of %r: cannot describe the pipeline: %s", pipe, exc)
         return None
     store = PipelineStore(resolve_storage_path() / pipeline_hash, pipeline_hash, description)

@@ -42,7 +42,7 @@ def to_jsonable(value: Any) -> Any:
     """Return `value` as JSON-native data following the rules in the module docstring."""
     try:
         return _convert(value)
-    except Exception:  # noqa: BLE001 - any failure inside the value (a getter, a cycle) means: use its text
+    except Exception:  # a bad key, a failing getter, a cycle: the value as a whole is text
         return _as_text(value)
 
 
@@ -130,7 +130,7 @@ def _as_text(value: Any) -> str:
     for render in (str, repr):
         try:
             return render(value)
-        except Exception:  # noqa: BLE001, S112 - a broken __str__ must not lose the event
+        except Exception:  # a broken __str__ must not lose the event; try the next form
             continue
     return f"<unserializable {type(value).__qualname__}>"
 
@@ -142,8 +142,7 @@ def parse_event_object(run_id: str, index: int, data: str) -> dict[str, Any]:
     """
     if not isinstance(data, str):
         raise TypeError(
-            f"event #{index + 1} of run {run_id!r} must be a JSON string, "
-            f"got {type(data).__name__}"
+            f"event #{index + 1} of run {run_id!r} must be a JSON string, got {type(data).__name__}"
         )
     try:
         parsed = json.loads(data)

@@ -175,9 +175,7 @@ class SQLiteBackend:
         JSON raises ``json.JSONDecodeError`` and nothing of the call is stored.
         """
         with self._write("save run " + repr(run.run_id), run.run_id, events) as conn:
-            row = conn.execute(
-                "SELECT status FROM runs WHERE run_id = ?", (run.run_id,)
-            ).fetchone()
+            row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
             values = _run_values(run)
             if row is None:
                 conn.execute(
