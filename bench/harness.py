@@ -11,7 +11,7 @@ from workloads import Implementation
 
 __all__ = ["DEFAULT_ROUNDS", "HEAVY_ROUNDS", "BenchImplementation", "Measure"]
 
-DEFAULT_ROUNDS = 5
+DEFAULT_ROUNDS = 7
 HEAVY_ROUNDS = 3  # the 10,000-wide and 10,000-long cases
 
 
