@@ -10,13 +10,6 @@ give equal traces whatever their ids and timings.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-_spec = importlib.util.find_spec("justpipe")
-if _spec and _spec.origin and not (Path(_spec.origin).parent / "_core" / "__init__.py").exists():
-    import devshim  # noqa: F401 - temporary pure stand-in for justpipe._core
-
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import Any, NamedTuple, TypeVar
@@ -111,7 +104,8 @@ def root_finish(events: list[Event]) -> Event:
     assert events, "no events"
     last = events[-1]
     assert last.type is EventType.FINISH, f"last event is not FINISH: {pairs(events)[-3:]}"
-    assert last.stage == "system" and last.parent_run_id is None
+    assert last.stage == "system"
+    assert last.parent_run_id is None
     roots = [e for e in events if e.type is EventType.FINISH and e.parent_run_id is None]
     assert roots == [last], "exactly one root FINISH, and it comes last"
     return last
@@ -228,8 +222,9 @@ def shape(events: Iterable[Event]) -> list[str]:
     """
     lines: list[str] = []
     for e in normalise(events):
-        ids = "/".join(x or "-" for x in (e.invocation_id, e.parent_invocation_id,
-                                           e.owner_invocation_id))
+        ids = "/".join(
+            x or "-" for x in (e.invocation_id, e.parent_invocation_id, e.owner_invocation_id)
+        )
         scope = ",".join(e.scope)
         lines.append(f"{e.type} {e.stage} {e.node_kind} {ids} a{e.attempt} ({scope})")
     return lines

@@ -7,23 +7,47 @@ which upstream accepted silently and failed on later, or never).
 
 from __future__ import annotations
 
-import helpers  # noqa: F401, I001 - first: installs the _core stand-in until the real core lands
-
 import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import collect, drain
 
+from helpers import collect, drain
 from justpipe import DefinitionError, Meta, Pipe
 from justpipe.types import BarrierType, CancellationToken
 
 FIX_HINTS = (
-    "Fix", "fix", "use ", "Use ", "pass ", "Pass ", "add ", "Add ", "rename", "remove", "Remove",
-    "Define", "define", "set ", "expected", "Expected", "e.g.", "Did you mean", "write ",
-    "must ", "requires", "connect", "annotate", "Subclass", "Keep one", "Make the", "Install",
-    "Register", "raise ",
+    "Fix",
+    "fix",
+    "use ",
+    "Use ",
+    "pass ",
+    "Pass ",
+    "add ",
+    "Add ",
+    "rename",
+    "remove",
+    "Remove",
+    "Define",
+    "define",
+    "set ",
+    "expected",
+    "Expected",
+    "e.g.",
+    "Did you mean",
+    "write ",
+    "must ",
+    "requires a",
+    "requires '",
+    "connect",
+    "annotate",
+    "Subclass",
+    "Keep one",
+    "Make the",
+    "Install",
+    "Register",
+    "raise ",
 )
 
 
@@ -47,7 +71,7 @@ def child_pipe() -> Pipe[Any, Any]:
 Register = Callable[[Pipe[Any, Any]], Any]
 
 
-# --------------------------------------------------------------------------- decoration time (§4, §6)
+# ---------------------------------------------------------------------- decoration time (§4, §6)
 
 
 async def two_unknown(s: Any, first: Any, second: Any) -> None:
@@ -71,53 +95,115 @@ DECORATION_ERRORS: list[Any] = [
     pytest.param(lambda p: p.map("m")(n), "'m'", ["each"], id="map-without-each"),
     pytest.param(lambda p: p.map("m", each=5)(n), "'m'", ["each"], id="map-each-int"),
     pytest.param(lambda p: p.switch("sw")(n), "'sw'", ["to"], id="switch-without-to"),
-    pytest.param(lambda p: p.switch("sw", to=5)(n), "'sw'", ["dict", "callable"],
-                 id="switch-to-int"),
+    pytest.param(
+        lambda p: p.switch("sw", to=5)(n), "'sw'", ["dict", "callable"], id="switch-to-int"
+    ),
     pytest.param(lambda p: p.switch("sw", to=["a"])(n), "'sw'", ["dict"], id="switch-to-list"),
-    pytest.param(lambda p: p.switch("sw", to={1: 5})(n), "'sw'", ["int"],
-                 id="switch-route-int"),
-    pytest.param(lambda p: p.switch("sw", to={1: "a"}, default=5)(n), "'sw'", ["default"],
-                 id="switch-default-int"),
+    pytest.param(lambda p: p.switch("sw", to={1: 5})(n), "'sw'", ["int"], id="switch-route-int"),
+    pytest.param(
+        lambda p: p.switch("sw", to={1: "a"}, default=5)(n),
+        "'sw'",
+        ["default"],
+        id="switch-default-int",
+    ),
     pytest.param(lambda p: p.sub("sb")(n), "'sb'", ["pipeline"], id="sub-without-pipeline"),
-    pytest.param(lambda p: p.step(two_unknown), "two_unknown",
-                 ["unrecognized parameters", "first", "second"], id="too-many-unknown"),
-    pytest.param(lambda p: p.map("m", each="w")(two_unknown), "'m'",
-                 ["unrecognized parameters"], id="map-too-many-unknown"),
-    pytest.param(lambda p: p.on_startup(hook_with_db), "hook_with_db",
-                 ["unrecognized parameters", "db"], id="startup-hook-unknown"),
-    pytest.param(lambda p: p.on_shutdown(hook_with_db), "hook_with_db",
-                 ["unrecognized parameters"], id="shutdown-hook-unknown"),
-    pytest.param(lambda p: p.on_error(hook_with_db), "hook_with_db",
-                 ["unrecognized parameters"], id="global-handler-unknown"),
-    pytest.param(lambda p: p.step("a", on_error=hook_with_db)(n), None,
-                 ["unrecognized parameters", "db"], id="local-handler-unknown"),
+    pytest.param(
+        lambda p: p.step(two_unknown),
+        "two_unknown",
+        ["unrecognized parameters", "first", "second"],
+        id="too-many-unknown",
+    ),
+    pytest.param(
+        lambda p: p.map("m", each="w")(two_unknown),
+        "'m'",
+        ["unrecognized parameters"],
+        id="map-too-many-unknown",
+    ),
+    pytest.param(
+        lambda p: p.on_startup(hook_with_db),
+        "hook_with_db",
+        ["unrecognized parameters", "db"],
+        id="startup-hook-unknown",
+    ),
+    pytest.param(
+        lambda p: p.on_shutdown(hook_with_db),
+        "hook_with_db",
+        ["unrecognized parameters"],
+        id="shutdown-hook-unknown",
+    ),
+    pytest.param(
+        lambda p: p.on_error(hook_with_db),
+        "hook_with_db",
+        ["unrecognized parameters"],
+        id="global-handler-unknown",
+    ),
+    pytest.param(
+        lambda p: p.step("a", on_error=hook_with_db)(n),
+        None,
+        ["unrecognized parameters", "db"],
+        id="local-handler-unknown",
+    ),
     # our own checks: wrong option types and ranges
-    pytest.param(lambda p: p.step("a", barrier_type="any")(n), "'a'", ["barrier_type",
-                 "BarrierType.ANY"], id="barrier-type-string"),
-    pytest.param(lambda p: p.step("a", barrier_type=1)(n), "'a'", ["barrier_type"],
-                 id="barrier-type-int"),
-    pytest.param(lambda p: p.map("m", each="w", max_concurrency=-1)(n), "'m'",
-                 ["max_concurrency"], id="max-concurrency-negative"),
-    pytest.param(lambda p: p.map("m", each="w", max_concurrency="2")(n), "'m'",
-                 ["max_concurrency"], id="max-concurrency-string"),
-    pytest.param(lambda p: p.map("m", each="w", max_concurrency=1.5)(n), "'m'",
-                 ["max_concurrency"], id="max-concurrency-float"),
-    pytest.param(lambda p: p.map("m", each="w", max_concurrency=True)(n), "'m'",
-                 ["max_concurrency"], id="max-concurrency-bool"),
+    pytest.param(
+        lambda p: p.step("a", barrier_type="any")(n),
+        "'a'",
+        ["barrier_type", "BarrierType.ANY"],
+        id="barrier-type-string",
+    ),
+    pytest.param(
+        lambda p: p.step("a", barrier_type=1)(n), "'a'", ["barrier_type"], id="barrier-type-int"
+    ),
+    pytest.param(
+        lambda p: p.map("m", each="w", max_concurrency=-1)(n),
+        "'m'",
+        ["max_concurrency"],
+        id="max-concurrency-negative",
+    ),
+    pytest.param(
+        lambda p: p.map("m", each="w", max_concurrency="2")(n),
+        "'m'",
+        ["max_concurrency"],
+        id="max-concurrency-string",
+    ),
+    pytest.param(
+        lambda p: p.map("m", each="w", max_concurrency=1.5)(n),
+        "'m'",
+        ["max_concurrency"],
+        id="max-concurrency-float",
+    ),
+    pytest.param(
+        lambda p: p.map("m", each="w", max_concurrency=True)(n),
+        "'m'",
+        ["max_concurrency"],
+        id="max-concurrency-bool",
+    ),
     pytest.param(lambda p: p.step("a", timeout="x")(n), "'a'", ["timeout"], id="timeout-string"),
     pytest.param(lambda p: p.step("a", timeout=-1)(n), "'a'", ["timeout"], id="timeout-negative"),
     pytest.param(lambda p: p.step("a", timeout=True)(n), "'a'", ["timeout"], id="timeout-bool"),
-    pytest.param(lambda p: p.step("a", barrier_timeout="soon")(n), "'a'", ["barrier_timeout"],
-                 id="barrier-timeout-string"),
-    pytest.param(lambda p: p.step("a", barrier_timeout=-2)(n), "'a'", ["barrier_timeout"],
-                 id="barrier-timeout-negative"),
+    pytest.param(
+        lambda p: p.step("a", barrier_timeout="soon")(n),
+        "'a'",
+        ["barrier_timeout"],
+        id="barrier-timeout-string",
+    ),
+    pytest.param(
+        lambda p: p.step("a", barrier_timeout=-2)(n),
+        "'a'",
+        ["barrier_timeout"],
+        id="barrier-timeout-negative",
+    ),
     pytest.param(lambda p: p.step("a", retries="3")(n), "'a'", ["retries"], id="retries-string"),
     pytest.param(lambda p: p.step("a", retries=-1)(n), "'a'", ["retries"], id="retries-negative"),
-    pytest.param(lambda p: p.step("a", on_error="handler")(n), "'a'", ["on_error"],
-                 id="on-error-not-callable"),
+    pytest.param(
+        lambda p: p.step("a", on_error="handler")(n),
+        "'a'",
+        ["on_error"],
+        id="on-error-not-callable",
+    ),
     pytest.param(lambda p: p.sub("sb", pipeline=5)(n), "'sb'", ["pipeline"], id="pipeline-int"),
-    pytest.param(lambda p: p.sub("sb", pipeline="child")(n), "'sb'", ["pipeline"],
-                 id="pipeline-string"),
+    pytest.param(
+        lambda p: p.sub("sb", pipeline="child")(n), "'sb'", ["pipeline"], id="pipeline-string"
+    ),
     pytest.param(lambda p: p.map(n), "@pipe.map", ["parentheses"], id="bare-map"),
     pytest.param(lambda p: p.switch(n), "@pipe.switch", ["parentheses"], id="bare-switch"),
     pytest.param(lambda p: p.sub(n), "@pipe.sub", ["parentheses"], id="bare-sub"),
@@ -154,7 +240,8 @@ def test_failed_registration_leaves_the_pipe_unchanged() -> None:
     pipe: Pipe[Any, Any] = Pipe()
     with pytest.raises(DefinitionError):
         pipe.step("a", to="b", timeout=-1)(n)
-    assert list(pipe.steps()) == [] and pipe.topology == {}
+    assert list(pipe.steps()) == []
+    assert pipe.topology == {}
 
 
 @pytest.mark.parametrize("value", [5, None, "text"])
@@ -165,7 +252,7 @@ def test_decorating_a_non_callable_is_a_type_error(value: Any) -> None:
 
 def test_unnamable_step_name_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="step name"):
-        Pipe().step(5)(n)  # type: ignore[arg-type]
+        Pipe().step(5)(n)  # type: ignore[call-overload]
 
 
 # --------------------------------------------------------------------------- Pipe(...) arguments
@@ -189,7 +276,9 @@ def test_unnamable_step_name_is_a_value_error() -> None:
         ({"metadata": ["a"]}, TypeError, "metadata"),
     ],
 )
-def test_pipe_argument_errors(options: dict[str, Any], error: type[Exception], culprit: str) -> None:
+def test_pipe_argument_errors(
+    options: dict[str, Any], error: type[Exception], culprit: str
+) -> None:
     with pytest.raises(error) as info:
         Pipe(**options)
     assert_helpful(str(info.value), culprit)
@@ -219,8 +308,9 @@ def test_queue_size_zero_and_valid_values_are_accepted() -> None:
         ({"timeout": "x"}, TypeError, "timeout"),
     ],
 )
-async def test_run_argument_errors(kwargs: dict[str, Any], error: type[Exception],
-                                   culprit: str) -> None:
+async def test_run_argument_errors(
+    kwargs: dict[str, Any], error: type[Exception], culprit: str
+) -> None:
     pipe: Pipe[Any, Any] = Pipe()
     pipe.step("a")(n)
     with pytest.raises(error) as info:
@@ -250,7 +340,8 @@ def test_add_observer_lists_missing_hooks() -> None:
     message = str(info.value)
     for name in ("on_pipeline_start", "on_pipeline_end", "on_pipeline_error"):
         assert name in message
-    assert "on_event," not in message and not message.endswith("on_event")
+    assert "on_event," not in message
+    assert not message.endswith("on_event")
 
 
 def test_add_observer_requires_async_methods() -> None:
@@ -297,36 +388,77 @@ def build_join(p: Pipe[Any, Any]) -> None:
 
 
 VALIDATION_ERRORS: list[Any] = [
-    pytest.param(build_unknown_target, None, "'a'",
-                 ["targets unknown step 'fetch_dta'", "Available steps:", "Did you mean"],
-                 id="unknown-target"),
+    pytest.param(
+        build_unknown_target,
+        None,
+        "'a'",
+        ["targets unknown step 'fetch_dta'", "Available steps:", "Did you mean"],
+        id="unknown-target",
+    ),
     pytest.param(build_worker_trap, None, "'w'", ["'m'"], id="worker-with-transitions"),
-    pytest.param(lambda p: (p.map("m", each="ghost")(n), p.step("x")(n)), None, "'m'",
-                 ["(map) targets unknown step", "ghost"], id="unknown-map-worker"),
-    pytest.param(lambda p: (p.switch("sw", to={1: "x"}, default="ghost")(n), p.step("x")(n)),
-                 None, "'sw'", ["(switch) has unknown default route", "ghost"],
-                 id="unknown-switch-default"),
-    pytest.param(lambda p: (p.switch("sw", to={1: "ghost"})(n), p.step("x")(n)), None, "'sw'",
-                 ["routes to unknown step", "Available steps:", "ghost"],
-                 id="unknown-switch-route"),
+    pytest.param(
+        lambda p: (p.map("m", each="ghost")(n), p.step("x")(n)),
+        None,
+        "'m'",
+        ["(map) targets unknown step", "ghost"],
+        id="unknown-map-worker",
+    ),
+    pytest.param(
+        lambda p: (p.switch("sw", to={1: "x"}, default="ghost")(n), p.step("x")(n)),
+        None,
+        "'sw'",
+        ["(switch) has unknown default route", "ghost"],
+        id="unknown-switch-default",
+    ),
+    pytest.param(
+        lambda p: (p.switch("sw", to={1: "ghost"})(n), p.step("x")(n)),
+        None,
+        "'sw'",
+        ["routes to unknown step", "Available steps:", "ghost"],
+        id="unknown-switch-route",
+    ),
     pytest.param(build_no_roots, None, None, ["no entry points found"], id="no-entry-points"),
-    pytest.param(lambda p: p.step("a")(n), "ghost", "ghost",
-                 ["run(start=...) references unknown step"], id="unknown-start"),
-    pytest.param(lambda p: (p.step("a")(n), p.step("b")(n)), None, None,
-                 ["Multiple root steps detected: a, b"], id="multiple-roots"),
-    pytest.param(build_cycle, None, None, ["Circular dependency detected: a -> b -> a"],
-                 id="cycle"),
-    pytest.param(lambda p: (p.step("r")(n), p.step("x", to="y")(n), p.step("y", to="x")(n)),
-                 None, None, ["Unreachable steps detected: x, y"], id="unreachable"),
-    pytest.param(build_join, "b", "'jn'", ["requires ALL parents", "cannot reach parent(s): a"],
-                 id="start-scope-barrier", marks=pytest.mark.xfail(
-                     reason="kernel-bugs: K9 start-scope barrier error gives no fix", strict=True)),
+    pytest.param(
+        lambda p: p.step("a")(n),
+        "ghost",
+        "ghost",
+        ["run(start=...) references unknown step"],
+        id="unknown-start",
+    ),
+    pytest.param(
+        lambda p: (p.step("a")(n), p.step("b")(n)),
+        None,
+        None,
+        ["Multiple root steps detected: a, b"],
+        id="multiple-roots",
+    ),
+    pytest.param(
+        build_cycle, None, None, ["Circular dependency detected: a -> b -> a"], id="cycle"
+    ),
+    pytest.param(
+        lambda p: (p.step("r")(n), p.step("x", to="y")(n), p.step("y", to="x")(n)),
+        None,
+        None,
+        ["Unreachable steps detected: x, y"],
+        id="unreachable",
+    ),
+    pytest.param(
+        build_join,
+        "b",
+        "'jn'",
+        ["requires ALL parents", "cannot reach parent(s): a"],
+        id="start-scope-barrier",
+        marks=pytest.mark.xfail(
+            reason="kernel-bugs: K9 start-scope barrier error gives no fix", strict=True
+        ),
+    ),
 ]
 
 
 @pytest.mark.parametrize(("build", "start", "culprit", "fragments"), VALIDATION_ERRORS)
-async def test_validation_errors(build: Register, start: str | None, culprit: str | None,
-                                 fragments: list[str]) -> None:
+async def test_validation_errors(
+    build: Register, start: str | None, culprit: str | None, fragments: list[str]
+) -> None:
     pipe: Pipe[Any, Any] = Pipe()
     build(pipe)
     with pytest.raises(DefinitionError) as direct:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import helpers  # noqa: F401, I001 - first: installs the _core stand-in until the real core lands
-
 import dataclasses
 import importlib
 import inspect
@@ -115,7 +113,8 @@ def test_failures_module_reexports_the_same_objects_as_types() -> None:
 def test_testing_and_top_level_share_the_harness_classes() -> None:
     from justpipe.testing import TestPipe, TestResult
 
-    assert TestPipe is justpipe.TestPipe and TestResult is justpipe.TestResult
+    assert TestPipe is justpipe.TestPipe
+    assert TestResult is justpipe.TestResult
     assert TestPipe.__test__ is False
 
 
@@ -190,7 +189,7 @@ def test_cli_main_without_click_raises_import_error_naming_the_extra(
 ) -> None:
     for name in [m for m in sys.modules if m == "justpipe.cli.main"]:
         monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "click", None)  # type: ignore[arg-type]
+    monkeypatch.setitem(sys.modules, "click", None)
     with pytest.raises(ImportError, match=r"justpipe\[cli\]"):
         importlib.import_module("justpipe.cli.main")
 
@@ -263,9 +262,12 @@ def test_decorator_signatures(method: str, params: list[str]) -> None:
 
 def test_plain_attributes_and_type_defaults() -> None:
     pipe: Pipe[None, None] = Pipe()
-    assert pipe.name == "Pipe" and pipe.strict is True and pipe.allow_multi_root is False
+    assert pipe.name == "Pipe"
+    assert pipe.strict is True
+    assert pipe.allow_multi_root is False
     assert pipe.queue_size == 1000
-    assert pipe.state_type is type(None) and pipe.context_type is type(None)
+    assert pipe.state_type is type(None)
+    assert pipe.context_type is type(None)
     assert isinstance(pipe.cancellation_token, jt.CancellationToken)
 
 
@@ -275,7 +277,8 @@ def test_subscripted_construction_works() -> None:
         x: int = 0
 
     pipe = Pipe[S, None](S, type(None))
-    assert pipe.state_type is S and pipe.context_type is type(None)
+    assert pipe.state_type is S
+    assert pipe.context_type is type(None)
 
 
 def test_default_middleware_is_the_tenacity_retry_middleware() -> None:
@@ -331,8 +334,11 @@ def test_event_field_order_and_defaults() -> None:
         "meta",
     ]
     event = jt.Event(jt.EventType.START, "system")
-    assert event.payload is None and event.node_kind is jt.NodeKind.SYSTEM
-    assert event.attempt == 1 and event.scope == () and event.meta is None
+    assert event.payload is None
+    assert event.node_kind is jt.NodeKind.SYSTEM
+    assert event.attempt == 1
+    assert event.scope == ()
+    assert event.meta is None
     assert isinstance(event.timestamp, float)
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.stage = "x"  # type: ignore[misc]
@@ -340,10 +346,13 @@ def test_event_field_order_and_defaults() -> None:
 
 def test_pipeline_end_data_defaults() -> None:
     data = jt.PipelineEndData(jt.PipelineTerminalStatus.SUCCESS, 0.5)
-    assert data.error is None and data.reason is None and data.failed_step is None
+    assert data.error is None
+    assert data.reason is None
+    assert data.failed_step is None
     assert data.failure_kind is jt.FailureKind.NONE
     assert data.failure_source is jt.FailureSource.NONE
-    assert data.errors == [] and data.metrics is None
+    assert data.errors == []
+    assert data.metrics is None
     assert jt.PipelineEndData(jt.PipelineTerminalStatus.SUCCESS, 0).errors is not data.errors
 
 
@@ -373,10 +382,12 @@ def test_definition_error_carries_the_step_name() -> None:
 
 def test_cancellation_token_first_reason_wins() -> None:
     token = jt.CancellationToken()
-    assert token.reason is None and not token.is_cancelled()
+    assert token.reason is None
+    assert not token.is_cancelled()
     token.cancel()
     token.cancel("later")
-    assert token.is_cancelled() and token.reason == "Cancelled"
+    assert token.is_cancelled()
+    assert token.reason == "Cancelled"
 
 
 async def test_checkpoint_raises_pipeline_cancelled_with_the_reason() -> None:

@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import helpers  # noqa: F401, I001 - first: installs the _core stand-in until the real core lands
-
 import asyncio
 import dataclasses
 import warnings
 from typing import Any
 
 import pytest
-from helpers import collect, end_data, of_type, pairs, stages
 
+from helpers import collect, end_data, of_type, pairs, stages
 from justpipe import DefinitionError, EventType, Pipe, Retry
 from justpipe.observability import Observer, ObserverMeta
 from justpipe.types import (
     CancellationToken,
     FailureClassificationConfig,
     FailureSource,
-    PipelineTerminalStatus,
     Meta,
+    PipelineTerminalStatus,
     PipelineValidationWarning,
     StepContext,
 )
-
 
 
 def two_roots(**options: Any) -> Pipe[Any, Any]:
@@ -62,7 +59,8 @@ async def test_name_reaches_step_context_and_observer_meta() -> None:
         pass
 
     await collect(pipe)
-    assert seen["ctx"].pipe_name == "orders" and seen["ctx"].name == "a"
+    assert seen["ctx"].pipe_name == "orders"
+    assert seen["ctx"].name == "a"
     assert seen["meta"].pipe_name == "orders"
     assert pipe.describe()["name"] == "orders"
 
@@ -280,7 +278,9 @@ def single_step(**options: Any) -> Pipe[Any, Any]:
 async def test_debug_true_logs_the_run_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     await collect(single_step(debug=True))
     err = capsys.readouterr().err
-    assert "START" in err and "STEP_END" in err and "Pipeline completed in" in err
+    assert "START" in err
+    assert "STEP_END" in err
+    assert "Pipeline completed in" in err
 
 
 @pytest.mark.parametrize("value", ["1", "true", " YES ", "On"])

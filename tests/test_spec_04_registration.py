@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import helpers  # noqa: F401, I001 - first: installs the _core stand-in until the real core lands
-
 import functools
 import logging
 from typing import Any
 
 import pytest
-from helpers import collect, drain, end_data, of_type, pairs, stages
 
+from helpers import collect, end_data, of_type, pairs, stages
 from justpipe import DefinitionError, Event, EventType, Pipe, Stop, simple_logging_middleware
 from justpipe.types import (
     FailureKind,
@@ -147,8 +145,9 @@ def test_bare_step_form_is_used_only_without_options() -> None:
     async def a(s: Any) -> None:
         pass
 
-    decorator = pipe.step(a, to="b")
-    assert callable(decorator) and decorator is not a
+    decorator = pipe.step(a, to="b")  # type: ignore[call-overload]
+    assert callable(decorator)
+    assert decorator is not a
     assert list(pipe.steps()) == []
 
 
@@ -167,7 +166,8 @@ def test_duplicate_step_name_is_rejected_naming_both_functions() -> None:
     pipe.step("dup")(first)
     with pytest.raises(DefinitionError, match="already registered") as info:
         pipe.step("dup")(second)
-    assert "first" in str(info.value) and "second" in str(info.value)
+    assert "first" in str(info.value)
+    assert "second" in str(info.value)
 
 
 def test_duplicate_across_kinds_is_rejected() -> None:
@@ -241,7 +241,10 @@ def test_kinds_and_targets_of_each_decorator() -> None:
     infos = {i.name: i for i in pipe.steps()}
     assert [i.name for i in pipe.steps()] == ["s", "m", "w", "sw", "sb"]
     assert {n: i.kind for n, i in infos.items()} == {
-        "s": NodeKind.STEP, "m": NodeKind.MAP, "w": NodeKind.STEP, "sw": NodeKind.SWITCH,
+        "s": NodeKind.STEP,
+        "m": NodeKind.MAP,
+        "w": NodeKind.STEP,
+        "sw": NodeKind.SWITCH,
         "sb": NodeKind.SUB,
     }
     steps = pipe.registry.steps
@@ -592,7 +595,7 @@ async def run_until_raise(pipe: Pipe[Any, Any], got: list[Event]) -> BaseExcepti
     try:
         async for event in pipe.run({}):
             got.append(event)
-    except BaseException as exc:  # noqa: BLE001 - the test inspects what escaped
+    except BaseException as exc:
         return exc
     raise AssertionError("the run did not raise")
 
@@ -605,11 +608,14 @@ async def test_bad_event_hook_during_execution_fails_the_run_then_raises_a_group
     log: list[str] = []
     got: list[Event] = []
     exc = await run_until_raise(failing_hook_pipe(bad, when, log), got)
-    assert isinstance(exc, ExceptionGroup) and exc.subgroup(error) is not None
+    assert isinstance(exc, ExceptionGroup)
+    assert exc.subgroup(error) is not None
     data = end_data(got)
     assert data.status is PipelineTerminalStatus.FAILED
     assert (data.failure_kind, data.failure_source, data.reason) == (
-        FailureKind.INFRA, FailureSource.FRAMEWORK, FailureReason.INTERNAL_ERROR
+        FailureKind.INFRA,
+        FailureSource.FRAMEWORK,
+        FailureReason.INTERNAL_ERROR,
     )
     assert log == ["shutdown"]
     expected = [("start", "system")] + ([("step_start", "a")] if when is EventType.STEP_END else [])

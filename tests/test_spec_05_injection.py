@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import helpers  # noqa: F401, I001 - first: installs the _core stand-in until the real core lands
-
 import dataclasses
 from typing import Any
 
 import pytest
-from helpers import collect, end_data, of_type
 
+from helpers import collect, end_data, of_type
 from justpipe import DefinitionError, EventType, Pipe
 from justpipe.types import CancellationToken, InjectionSource, PipelineTerminalStatus
 
@@ -53,8 +51,10 @@ def test_type_based_matches_in_priority_order() -> None:
         pass
 
     assert metadata(pipe, "a") == {
-        "x": InjectionSource.STATE, "y": InjectionSource.CONTEXT,
-        "z": InjectionSource.CANCEL, "w": InjectionSource.ERROR,
+        "x": InjectionSource.STATE,
+        "y": InjectionSource.CONTEXT,
+        "z": InjectionSource.CANCEL,
+        "w": InjectionSource.ERROR,
     }
 
 
@@ -111,12 +111,18 @@ def test_base_exception_annotation_is_an_error_but_a_subclass_is_not() -> None:
 @pytest.mark.parametrize(
     ("name", "source"),
     [
-        ("s", InjectionSource.STATE), ("state", InjectionSource.STATE),
-        ("c", InjectionSource.CONTEXT), ("ctx", InjectionSource.CONTEXT),
-        ("context", InjectionSource.CONTEXT), ("e", InjectionSource.ERROR),
-        ("error", InjectionSource.ERROR), ("exception", InjectionSource.ERROR),
-        ("step_name", InjectionSource.STEP_NAME), ("stage", InjectionSource.STEP_NAME),
-        ("cancel", InjectionSource.CANCEL), ("cancellation_token", InjectionSource.CANCEL),
+        ("s", InjectionSource.STATE),
+        ("state", InjectionSource.STATE),
+        ("c", InjectionSource.CONTEXT),
+        ("ctx", InjectionSource.CONTEXT),
+        ("context", InjectionSource.CONTEXT),
+        ("e", InjectionSource.ERROR),
+        ("error", InjectionSource.ERROR),
+        ("exception", InjectionSource.ERROR),
+        ("step_name", InjectionSource.STEP_NAME),
+        ("stage", InjectionSource.STEP_NAME),
+        ("cancel", InjectionSource.CANCEL),
+        ("cancellation_token", InjectionSource.CANCEL),
         ("item", InjectionSource.UNKNOWN),
     ],
 )
@@ -135,7 +141,8 @@ def test_non_matching_annotations_fall_back_to_the_name(annotation: str) -> None
     exec(f"async def fn(state: {annotation}, other: {annotation}): pass", namespace)
     pipe.step("fn")(namespace["fn"])
     assert metadata(pipe, "fn") == {
-        "state": InjectionSource.STATE, "other": InjectionSource.UNKNOWN,
+        "state": InjectionSource.STATE,
+        "other": InjectionSource.UNKNOWN,
     }
 
 
@@ -182,7 +189,8 @@ def test_one_unknown_parameter_is_allowed_two_are_not() -> None:
     with pytest.raises(DefinitionError, match="unrecognized parameters") as info:
         pipe.step(too_many)
     assert "too_many" in str(info.value)
-    assert "first" in str(info.value) and "second" in str(info.value)
+    assert "first" in str(info.value)
+    assert "second" in str(info.value)
 
 
 @pytest.mark.parametrize("decorator", ["map", "switch", "sub"])
@@ -190,9 +198,12 @@ def test_every_step_kind_allows_one_unknown_parameter(decorator: str) -> None:
     child: Pipe[Any, Any] = Pipe()
     child.step("x")(lambda s: None)
     pipe = typed_pipe()
-    options: dict[str, Any] = {
-        "map": {"each": "w"}, "switch": {"to": {"a": "w"}}, "sub": {"pipeline": child},
-    }[decorator]
+    table: dict[str, dict[str, Any]] = {
+        "map": {"each": "w"},
+        "switch": {"to": {"a": "w"}},
+        "sub": {"pipeline": child},
+    }
+    options = table[decorator]
     register = getattr(pipe, decorator)
 
     async def one(state: State, extra: int) -> None:
@@ -235,7 +246,11 @@ async def test_steps_receive_state_context_token_and_none_for_error_and_name() -
 
     @pipe.step
     async def a(
-        s: State, c: Context, token: CancellationToken, error: Exception, step_name: str,
+        s: State,
+        c: Context,
+        token: CancellationToken,
+        error: Exception,
+        step_name: str,
         stage: str,
     ) -> None:
         s.seen.update(c=c, token=token, error=error, step_name=step_name, stage=stage)
@@ -243,7 +258,10 @@ async def test_steps_receive_state_context_token_and_none_for_error_and_name() -
     state, context = State(), Context()
     await run_one(pipe, state, context)
     assert state.seen == {
-        "c": context, "token": pipe.cancellation_token, "error": None, "step_name": None,
+        "c": context,
+        "token": pipe.cancellation_token,
+        "error": None,
+        "step_name": None,
         "stage": None,
     }
 
@@ -260,7 +278,8 @@ async def test_state_is_passed_by_reference_between_steps() -> None:
         s.seen["b"] = s
 
     state, _ = await run_one(pipe)
-    assert state.seen["a"] is state and state.seen["b"] is state
+    assert state.seen["a"] is state
+    assert state.seen["b"] is state
 
 
 async def test_context_defaults_to_none() -> None:
@@ -303,7 +322,10 @@ async def test_local_handler_receives_the_exception_and_the_failing_step_name() 
     state, context = State(), Context()
     await run_one(pipe, state, context)
     assert seen == {
-        "error": boom, "step_name": "failing", "s": state, "c": context,
+        "error": boom,
+        "step_name": "failing",
+        "s": state,
+        "c": context,
         "cancel": pipe.cancellation_token,
     }
 
@@ -326,7 +348,11 @@ async def test_global_handler_receives_no_cancellation_token() -> None:
     state, context = State(), Context()
     await run_one(pipe, state, context)
     assert seen == {
-        "exception": boom, "stage": "failing", "state": state, "ctx": context, "cancel": None,
+        "exception": boom,
+        "stage": "failing",
+        "state": state,
+        "ctx": context,
+        "cancel": None,
     }
 
 
@@ -374,5 +400,6 @@ async def test_unknown_parameter_outside_a_map_is_a_missing_argument_step_error(
 
     _, events = await run_one(pipe)
     (error,) = of_type(events, EventType.STEP_ERROR)
-    assert error.stage == "lonely" and "item" in error.payload
+    assert error.stage == "lonely"
+    assert "item" in error.payload
     assert end_data(events).status is PipelineTerminalStatus.FAILED

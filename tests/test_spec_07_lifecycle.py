@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import helpers  # noqa: F401, I001 - first: installs the _core stand-in until the real core lands
-
 import asyncio
 import logging
 import re
 from typing import Any
 
 import pytest
-from helpers import collect, end_data, of_type, pairs, run_with_watchdog
 
+from helpers import collect, end_data, of_type, pairs, run_with_watchdog
 from justpipe import Event, EventType, Pipe
 from justpipe.observability import Observer, ObserverMeta
 from justpipe.types import FailureKind, FailureReason, FailureSource, PipelineTerminalStatus
@@ -90,8 +88,14 @@ async def test_observer_start_then_startup_hooks_then_start_event() -> None:
     # we tell observers before yielding FINISH, so a consumer that stops there loses nothing.
     log.remove("observer:end")
     assert log == [
-        "observer:start", "startup", "event:start", "step", "event:step_start",
-        "event:step_end", "shutdown", "event:finish",
+        "observer:start",
+        "startup",
+        "event:start",
+        "step",
+        "event:step_start",
+        "event:step_end",
+        "shutdown",
+        "event:finish",
     ]
 
 
@@ -113,7 +117,8 @@ async def test_observer_meta_carries_pipe_name_and_start_time() -> None:
     pipe, recorder = lifecycle_pipe(log)
     await collect(pipe)
     (meta,) = recorder.metas
-    assert meta.pipe_name == "Pipe" and isinstance(meta.started_at, float)
+    assert meta.pipe_name == "Pipe"
+    assert isinstance(meta.started_at, float)
 
 
 async def test_observers_see_every_yielded_event() -> None:
@@ -146,7 +151,7 @@ async def test_failed_run_ends_with_on_pipeline_error() -> None:
 
 async def test_startup_failure_skips_later_hooks_and_execution_but_runs_shutdown() -> None:
     log: list[str] = []
-    pipe, recorder = lifecycle_pipe(log)
+    pipe, _ = lifecycle_pipe(log)
 
     @pipe.on_startup
     def broken() -> None:
@@ -162,10 +167,13 @@ async def test_startup_failure_skips_later_hooks_and_execution_but_runs_shutdown
     assert log == ["observer:start", "startup", "shutdown", "observer:error"]
     data = end_data(events)
     assert (data.status, data.failure_kind, data.failure_source, data.reason) == (
-        PipelineTerminalStatus.FAILED, FailureKind.STARTUP, FailureSource.USER_CODE,
+        PipelineTerminalStatus.FAILED,
+        FailureKind.STARTUP,
+        FailureSource.USER_CODE,
         FailureReason.STARTUP_HOOK_ERROR,
     )
-    assert data.error == "Startup hook failed: no db" and data.failed_step is None
+    assert data.error == "Startup hook failed: no db"
+    assert data.failed_step is None
 
 
 async def test_empty_pipe_reports_no_steps_and_still_runs_hooks() -> None:
@@ -179,7 +187,9 @@ async def test_empty_pipe_reports_no_steps_and_still_runs_hooks() -> None:
     assert log == ["startup", "shutdown"]
     data = end_data(events)
     assert (data.failure_kind, data.failure_source, data.reason, data.error) == (
-        FailureKind.VALIDATION, FailureSource.FRAMEWORK, FailureReason.NO_STEPS,
+        FailureKind.VALIDATION,
+        FailureSource.FRAMEWORK,
+        FailureReason.NO_STEPS,
         "No steps registered",
     )
 
@@ -202,15 +212,20 @@ async def test_every_shutdown_hook_runs_and_each_failure_is_reported() -> None:
 
     events = await collect(pipe)
     assert [(t, s) for t, s in pairs(events)][-3:] == [
-        ("step_error", "shutdown"), ("step_error", "shutdown"), ("finish", "system"),
+        ("step_error", "shutdown"),
+        ("step_error", "shutdown"),
+        ("finish", "system"),
     ]
     assert [e.payload for e in of_type(events, EventType.STEP_ERROR)] == [
-        "close fail", "flush fail",
+        "close fail",
+        "flush fail",
     ]
     assert log[1:5] == ["startup", "step", "shutdown", "after-bad"]
     data = end_data(events)
     assert (data.status, data.failure_kind, data.reason) == (
-        PipelineTerminalStatus.FAILED, FailureKind.SHUTDOWN, FailureReason.SHUTDOWN_HOOK_ERROR,
+        PipelineTerminalStatus.FAILED,
+        FailureKind.SHUTDOWN,
+        FailureReason.SHUTDOWN_HOOK_ERROR,
     )
     assert data.error == "Shutdown hook failed: close fail"
     assert [r.kind for r in data.errors] == [FailureKind.SHUTDOWN, FailureKind.SHUTDOWN]
@@ -222,7 +237,8 @@ async def test_shutdown_hook_errors_have_system_kind_and_no_ids() -> None:
     pipe.step("a")(lambda s: None)
     events = await collect(pipe)
     (error,) = of_type(events, EventType.STEP_ERROR)
-    assert error.node_kind.value == "system" and error.invocation_id is None
+    assert error.node_kind.value == "system"
+    assert error.invocation_id is None
 
 
 async def test_shutdown_runs_after_a_run_timeout() -> None:
@@ -249,7 +265,9 @@ async def test_timeout_then_shutdown_errors_then_finish() -> None:
 
     events = await collect(pipe, timeout=0.05)
     assert pairs(events)[-3:] == [
-        ("timeout", "system"), ("step_error", "shutdown"), ("finish", "system"),
+        ("timeout", "system"),
+        ("step_error", "shutdown"),
+        ("finish", "system"),
     ]
     assert end_data(events).status is PipelineTerminalStatus.TIMEOUT
 
@@ -269,8 +287,9 @@ async def test_observer_errors_are_logged_and_swallowed(caplog: pytest.LogCaptur
     with caplog.at_level(logging.ERROR):
         events = await collect(pipe)
     assert end_data(events).status is PipelineTerminalStatus.SUCCESS
-    assert any("Observer Broken.on_event error: observer bug" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "Observer Broken.on_event error: observer bug" in r.getMessage() for r in caplog.records
+    )
 
 
 async def test_observers_are_called_in_registration_order() -> None:
@@ -354,9 +373,13 @@ async def test_internal_error_still_yields_finish_then_raises() -> None:
     pipe.add_event_hook(lambda e: None if e.type is EventType.STEP_END else e)  # type: ignore[arg-type,return-value]
     pipe.step("a")(lambda s: None)
     got: list[Event] = []
-    with pytest.raises(ExceptionGroup):
+
+    async def consume() -> None:
         async for event in pipe.run({}):
             got.append(event)
+
+    with pytest.raises(ExceptionGroup):
+        await consume()
     assert got[-1].type is EventType.FINISH
     assert end_data(got).failure_kind is FailureKind.INFRA
     assert calls == ["shutdown"]

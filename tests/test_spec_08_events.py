@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import helpers  # noqa: F401, I001 - first: installs the _core stand-in until the real core lands
-
 import asyncio
 import time
 from typing import Any
 
 import pytest
-from helpers import collect, end_data, index_of, normalise, of_type, pairs, shape
 
+from helpers import collect, end_data, index_of, normalise, of_type, pairs, shape
 from justpipe import Event, EventType, Pipe, Retry, Skip, Stop, Suspend
 from justpipe.types import BarrierType, NodeKind, PipelineTerminalStatus, StepStatus
 
@@ -69,12 +67,16 @@ async def test_map_trace() -> None:
         {"index": i, "total": 2, "target": "worker", "owner": "mapper"} for i in (0, 1)
     ]
     assert norm[9].payload == {
-        "target": "worker", "item_count": 2, "owner_invocation_id": "I1", "owner_scope": (),
+        "target": "worker",
+        "item_count": 2,
+        "owner_invocation_id": "I1",
+        "owner_scope": (),
     }
     assert isinstance(events[9].payload["owner_scope"], tuple)
     assert [e.payload for e in norm if e.type == "step_end"] == ["<S>"] * 4
     assert events[10].meta is None, "owner-level STEP_END of a map carries no step meta"
-    assert events[6].meta is not None and events[6].meta["framework"]["attempt"] == 1
+    assert events[6].meta is not None
+    assert events[6].meta["framework"]["attempt"] == 1
 
 
 EMPTY_MAP_TRACE = lines("""
@@ -96,11 +98,11 @@ async def test_empty_map_trace_in_fixed_order() -> None:
     assert events[3].payload["item_count"] == 0
 
 
-@pytest.mark.xfail(reason="kernel-bugs: K4 empty-map STEP_END has no step meta", strict=True)
 async def test_empty_map_owner_step_end_carries_step_meta() -> None:
     events = await collect(map_pipe([]))
     meta = events[4].meta
-    assert meta is not None and meta["framework"]["status"] == StepStatus.SUCCESS
+    assert meta is not None
+    assert meta["framework"]["status"] == StepStatus.SUCCESS
 
 
 SWITCH_TRACE = lines("""
@@ -174,8 +176,11 @@ async def test_sub_pipeline_trace() -> None:
     assert [e.seq for e in events] == list(range(1, 14))
 
 
-def barrier_pipe(timeout: float | None, slow_s: float, kind: BarrierType = BarrierType.ALL,
-                 ) -> Pipe[Any, Any]:
+def barrier_pipe(
+    timeout: float | None,
+    slow_s: float,
+    kind: BarrierType = BarrierType.ALL,
+) -> Pipe[Any, Any]:
     pipe: Pipe[Any, Any] = Pipe()
     pipe.step("root", to=["fast", "slow"])(noop)
     pipe.step("fast", to="join")(noop)
@@ -191,19 +196,27 @@ def barrier_pipe(timeout: float | None, slow_s: float, kind: BarrierType = Barri
 async def test_all_barrier_timeout_trace() -> None:
     events = await collect(barrier_pipe(0.1, 0.3))
     assert pairs(events) == [
-        ("start", "system"), ("step_start", "root"), ("step_end", "root"),
-        ("step_start", "fast"), ("step_end", "fast"), ("step_start", "slow"),
-        ("barrier_wait", "join"), ("step_error", "join"), ("step_end", "slow"),
+        ("start", "system"),
+        ("step_start", "root"),
+        ("step_end", "root"),
+        ("step_start", "fast"),
+        ("step_end", "fast"),
+        ("step_start", "slow"),
+        ("barrier_wait", "join"),
+        ("step_error", "join"),
+        ("step_end", "slow"),
         ("finish", "system"),
     ]
     wait, error = events[6], events[7]
-    assert wait.node_kind is NodeKind.BARRIER and wait.invocation_id is None
+    assert wait.node_kind is NodeKind.BARRIER
+    assert wait.invocation_id is None
     assert wait.payload["timeout"] == 0.1
     assert sorted(wait.payload["dependencies"]) == ["fast", "slow"]
     assert sorted(wait.payload["waiting_for"]) == ["fast", "slow"]
     assert (wait.payload["expected_count"], wait.payload["completed_count"]) == (2, 0)
     assert error.payload == "Barrier timeout for step 'join' after 0.1s"
-    assert error.node_kind is NodeKind.STEP and error.invocation_id is None
+    assert error.node_kind is NodeKind.STEP
+    assert error.invocation_id is None
     data = end_data(events)
     assert (data.status, data.failed_step) == (PipelineTerminalStatus.FAILED, "join")
 
@@ -212,14 +225,23 @@ async def test_all_barrier_released_in_time_trace() -> None:
     events = await collect(barrier_pipe(1.0, 0.02))
     without_release = [p for p in pairs(events) if p[0] != "barrier_release"]
     assert without_release == [
-        ("start", "system"), ("step_start", "root"), ("step_end", "root"),
-        ("step_start", "fast"), ("step_end", "fast"), ("step_start", "slow"),
-        ("barrier_wait", "join"), ("step_end", "slow"), ("step_start", "join"),
-        ("step_end", "join"), ("finish", "system"),
+        ("start", "system"),
+        ("step_start", "root"),
+        ("step_end", "root"),
+        ("step_start", "fast"),
+        ("step_end", "fast"),
+        ("step_start", "slow"),
+        ("barrier_wait", "join"),
+        ("step_end", "slow"),
+        ("step_start", "join"),
+        ("step_end", "join"),
+        ("finish", "system"),
     ]
     (release,) = of_type(events, EventType.BARRIER_RELEASE)
-    assert release.node_kind is NodeKind.BARRIER and release.stage == "join"
-    assert set(release.payload) == {"duration"} and release.payload["duration"] >= 0
+    assert release.node_kind is NodeKind.BARRIER
+    assert release.stage == "join"
+    assert set(release.payload) == {"duration"}
+    assert release.payload["duration"] >= 0
     assert round(release.payload["duration"], 6) == release.payload["duration"]
     assert events.index(release) > index_of(events, EventType.STEP_END, "slow")
     assert end_data(events).status is PipelineTerminalStatus.SUCCESS
@@ -228,9 +250,15 @@ async def test_all_barrier_released_in_time_trace() -> None:
 async def test_any_barrier_trace_runs_the_join_once() -> None:
     events = await collect(barrier_pipe(None, 0.02, BarrierType.ANY))
     assert pairs(events) == [
-        ("start", "system"), ("step_start", "root"), ("step_end", "root"),
-        ("step_start", "fast"), ("step_end", "fast"), ("step_start", "slow"),
-        ("step_start", "join"), ("step_end", "join"), ("step_end", "slow"),
+        ("start", "system"),
+        ("step_start", "root"),
+        ("step_end", "root"),
+        ("step_start", "fast"),
+        ("step_end", "fast"),
+        ("step_start", "slow"),
+        ("step_start", "join"),
+        ("step_end", "join"),
+        ("step_end", "slow"),
         ("finish", "system"),
     ]
 
@@ -270,12 +298,17 @@ async def test_unhandled_error_trace_successor_still_runs() -> None:
     pipe.step("b")(noop)
     events = await collect(pipe)
     assert pairs(events) == [
-        ("start", "system"), ("step_start", "a"), ("step_error", "a"), ("step_start", "b"),
-        ("step_end", "b"), ("finish", "system"),
+        ("start", "system"),
+        ("step_start", "a"),
+        ("step_error", "a"),
+        ("step_start", "b"),
+        ("step_end", "b"),
+        ("finish", "system"),
     ]
     error = events[2]
     assert error.payload == "boom"
-    assert error.meta is not None and error.meta["framework"]["status"] == StepStatus.ERROR
+    assert error.meta is not None
+    assert error.meta["framework"]["status"] == StepStatus.ERROR
     assert error.invocation_id == events[1].invocation_id
 
 
@@ -288,7 +321,10 @@ async def test_run_timeout_trace() -> None:
 
     events = await collect(pipe, timeout=0.05)
     assert pairs(events) == [
-        ("start", "system"), ("step_start", "a"), ("timeout", "system"), ("finish", "system"),
+        ("start", "system"),
+        ("step_start", "a"),
+        ("timeout", "system"),
+        ("finish", "system"),
     ]
     assert events[2].payload == "Pipeline exceeded timeout of 0.05s"
     assert events[2].node_kind is NodeKind.SYSTEM
@@ -303,7 +339,10 @@ async def test_step_timeout_trace() -> None:
 
     events = await collect(pipe)
     assert pairs(events) == [
-        ("start", "system"), ("step_start", "a"), ("step_error", "a"), ("finish", "system"),
+        ("start", "system"),
+        ("step_start", "a"),
+        ("step_error", "a"),
+        ("finish", "system"),
     ]
     assert events[2].payload.startswith("Step 'a' timed out after 0.05s")
 
@@ -357,7 +396,10 @@ async def test_stop_trace(stop: Any) -> None:
     pipe.step("b")(noop)
     events = await collect(pipe)
     assert pairs(events) == [
-        ("start", "system"), ("step_start", "a"), ("step_end", "a"), ("finish", "system"),
+        ("start", "system"),
+        ("step_start", "a"),
+        ("step_end", "a"),
+        ("finish", "system"),
     ]
     assert end_data(events).status is PipelineTerminalStatus.SUCCESS
 
@@ -407,7 +449,11 @@ async def test_attempt_counts_invocations_per_step_name() -> None:
     events = await collect(pipe, start="a")
     starts = of_type(events, EventType.STEP_START)
     assert [(e.stage, e.attempt) for e in starts] == [
-        ("a", 1), ("b", 1), ("a", 2), ("b", 2), ("a", 3),
+        ("a", 1),
+        ("b", 1),
+        ("a", 2),
+        ("b", 2),
+        ("a", 3),
     ]
     parents = [e.parent_invocation_id for e in starts]
     assert parents == [None] + [e.invocation_id for e in starts[:-1]]
@@ -418,7 +464,8 @@ async def test_step_meta_framework_fields() -> None:
     for event in of_type(events, EventType.STEP_END)[:1]:
         framework = event.meta["framework"]  # type: ignore[index]
         assert set(framework) == {"duration_s", "attempt", "status"}
-        assert framework["status"] == "success" and framework["duration_s"] >= 0
+        assert framework["status"] == "success"
+        assert framework["duration_s"] >= 0
         assert round(framework["duration_s"], 6) == framework["duration_s"]
 
 
@@ -441,7 +488,8 @@ async def test_token_and_suspend_are_system_events_without_lineage() -> None:
     events = await collect(pipe)
     for event in of_type(events, EventType.TOKEN) + of_type(events, EventType.SUSPEND):
         assert event.node_kind is NodeKind.SYSTEM
-        assert event.invocation_id is None and event.scope == ()
+        assert event.invocation_id is None
+        assert event.scope == ()
     assert [e.payload for e in of_type(events, EventType.TOKEN)] == ["hello"]
 
 
@@ -484,7 +532,9 @@ async def test_nested_sub_stages_scopes_and_run_ids() -> None:
     mid_finish = next(e for e in norm if e.type == "finish" and e.stage == "to_mid:system")
     assert (mid_finish.origin_run_id, mid_finish.parent_run_id) == ("R1", "R1")
     assert [e.stage for e in norm if e.type == "finish"] == [
-        "to_mid:to_leaf:system", "to_mid:system", "system",
+        "to_mid:to_leaf:system",
+        "to_mid:system",
+        "system",
     ]
     assert {e.run_id for e in norm} == {"R0"}
 
@@ -501,6 +551,7 @@ async def test_forwarded_events_keep_the_child_timestamp_and_payload() -> None:
         async def on_pipeline_start(self, *a: Any) -> None: ...
         async def on_event(self, state: Any, ctx: Any, meta: Any, event: Event) -> None:
             seen.append(event)
+
         async def on_pipeline_end(self, *a: Any) -> None: ...
         async def on_pipeline_error(self, *a: Any) -> None: ...
 
@@ -525,8 +576,12 @@ async def test_linear_order() -> None:
     pipe.step("b")(noop)
     events = await collect(pipe)
     assert pairs(events) == [
-        ("start", "system"), ("step_start", "a"), ("step_end", "a"), ("step_start", "b"),
-        ("step_end", "b"), ("finish", "system"),
+        ("start", "system"),
+        ("step_start", "a"),
+        ("step_end", "a"),
+        ("step_start", "b"),
+        ("step_end", "b"),
+        ("finish", "system"),
     ]
 
 
@@ -541,9 +596,11 @@ async def test_tokens_fall_between_their_step_start_and_end() -> None:
 
     pipe.step("b")(noop)
     events = await collect(pipe)
-    start, end = index_of(events, EventType.STEP_START, "a"), index_of(events, EventType.STEP_END, "a")
+    start = index_of(events, EventType.STEP_START, "a")
+    end = index_of(events, EventType.STEP_END, "a")
     tokens = [i for i, e in enumerate(events) if e.type is EventType.TOKEN]
-    assert len(tokens) == 3 and all(start < i < end for i in tokens)
+    assert len(tokens) == 3
+    assert all(start < i < end for i in tokens)
 
 
 async def test_join_starts_after_every_all_parent_ended() -> None:
@@ -575,7 +632,8 @@ async def test_every_invocation_gets_its_own_step_end() -> None:
     events = await collect(pipe, start="root")
     starts = [e.invocation_id for e in events if e.type is EventType.STEP_START and e.stage == "c"]
     ends = [e.invocation_id for e in events if e.type is EventType.STEP_END and e.stage == "c"]
-    assert len(starts) == 2 and sorted(starts) == sorted(ends)  # type: ignore[type-var]
+    assert len(starts) == 2
+    assert set(starts) == set(ends)
 
 
 async def test_cancelled_step_gets_no_step_end_or_error() -> None:
@@ -598,8 +656,9 @@ async def test_map_worker_events_precede_worker_steps_in_index_order() -> None:
     assert index_of(events, EventType.MAP_START, "mapper") < last_worker_event < first_worker_start
     assert [e.payload["index"] for e in of_type(events, EventType.MAP_WORKER)] == list(range(5))
     complete = index_of(events, EventType.MAP_COMPLETE, "mapper")
-    worker_ends = [i for i, e in enumerate(events)
-                   if e.type is EventType.STEP_END and e.stage == "worker"]
+    worker_ends = [
+        i for i, e in enumerate(events) if e.type is EventType.STEP_END and e.stage == "worker"
+    ]
     assert max(worker_ends) < complete < index_of(events, EventType.STEP_END, "mapper")
     assert index_of(events, EventType.STEP_END, "mapper") < index_of(
         events, EventType.STEP_START, "after"

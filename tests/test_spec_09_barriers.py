@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import helpers  # noqa: F401, I001 - first: installs the _core stand-in until the real core lands
-
 import asyncio
 from typing import Any
 
 from helpers import collect, end_data, index_of, of_type, stages
-
 from justpipe import EventType, Pipe, Skip
 from justpipe.types import BarrierType, PipelineTerminalStatus
 
@@ -38,8 +35,9 @@ def diamond(
     async def join(s: Any) -> None:
         s.setdefault("ran", []).append("join")
 
-    pipe.step("join", to="tail", barrier_type=barrier, barrier_timeout=timeout,
-              on_error=join_error)(join)
+    pipe.step(
+        "join", to="tail", barrier_type=barrier, barrier_timeout=timeout, on_error=join_error
+    )(join)
     pipe.step("tail")(lambda s: s.setdefault("ran", []).append("tail"))
     return pipe
 
@@ -56,7 +54,8 @@ async def ran(pipe: Pipe[Any, Any], **kw: Any) -> tuple[list[str], list[Any]]:
 async def test_all_join_runs_once_after_both_parents() -> None:
     result, events = await ran(diamond(delays=(0.01, 0.0)))
     assert result == ["p2", "p1", "join", "tail"]
-    assert index_of(events, EventType.STEP_END, "p1") < index_of(events, EventType.STEP_START, "join")
+    join_start = index_of(events, EventType.STEP_START, "join")
+    assert index_of(events, EventType.STEP_END, "p1") < join_start
 
 
 async def test_failed_parent_still_counts_as_completed() -> None:
@@ -104,7 +103,8 @@ async def test_any_join_runs_on_the_first_parent_only_once() -> None:
 
 async def test_any_join_still_fires_when_one_parent_skips() -> None:
     result, _ = await ran(diamond(barrier=BarrierType.ANY, results=(Skip(), None)))
-    assert result.count("join") == 1 and "tail" in result
+    assert result.count("join") == 1
+    assert "tail" in result
 
 
 # --------------------------------------------------------------------------- barrier timeouts
@@ -112,7 +112,8 @@ async def test_any_join_still_fires_when_one_parent_skips() -> None:
 
 async def test_barrier_timeout_fails_the_join_and_it_never_runs_later() -> None:
     result, events = await ran(diamond(timeout=0.05, delays=(0.0, 0.2)))
-    assert "join" not in result and "tail" not in result
+    assert "join" not in result
+    assert "tail" not in result
     assert "p2" in result, "the slow parent still finishes"
     (error,) = of_type(events, EventType.STEP_ERROR)
     assert error.payload == "Barrier timeout for step 'join' after 0.05s"
@@ -124,7 +125,9 @@ async def test_barrier_timeout_fails_the_join_and_it_never_runs_later() -> None:
 async def test_barrier_timeout_goes_through_the_join_error_handler() -> None:
     handled: list[str] = []
     result, events = await ran(
-        diamond(timeout=0.05, delays=(0.0, 0.2), join_error=lambda error: handled.append(str(error)))
+        diamond(
+            timeout=0.05, delays=(0.0, 0.2), join_error=lambda error: handled.append(str(error))
+        )
     )
     assert handled == ["Barrier timeout for step 'join' after 0.05s"]
     assert of_type(events, EventType.STEP_ERROR) == []
@@ -172,14 +175,16 @@ async def test_barrier_timeout_is_ignored_for_any_and_single_parent_joins() -> N
     pipe.step("b", barrier_timeout=0.01)(lambda s: s.update(b=True))
     state: dict[str, Any] = {}
     events = await collect(pipe, state)
-    assert state == {"b": True} and of_type(events, EventType.BARRIER_WAIT) == []
+    assert state == {"b": True}
+    assert of_type(events, EventType.BARRIER_WAIT) == []
 
 
 async def test_skipped_parent_with_a_barrier_timeout_reports_the_timeout() -> None:
     result, events = await ran(diamond(timeout=0.05, results=(Skip(), None)))
     assert "join" not in result
     (error,) = of_type(events, EventType.STEP_ERROR)
-    assert error.stage == "join" and error.payload.startswith("Barrier timeout")
+    assert error.stage == "join"
+    assert error.payload.startswith("Barrier timeout")
     assert end_data(events).status is PipelineTerminalStatus.FAILED
 
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import helpers  # noqa: F401, I001 - first: installs the _core stand-in until the real core lands
-
 import asyncio
 from typing import Any
 
 from helpers import collect, end_data, of_type, pairs, stages
-
 from justpipe import EventType, Pipe
 from justpipe.types import (
     CancellationToken,
@@ -43,11 +40,15 @@ async def test_cancel_before_run_cancels_at_the_first_checkpoint() -> None:
     assert state == {"ran": ["a"]}
     (cancelled,) = of_type(events, EventType.CANCELLED)
     assert (cancelled.stage, cancelled.payload) == ("a", "maintenance")
-    assert cancelled.node_kind.value == "step" and cancelled.invocation_id is not None
+    assert cancelled.node_kind.value == "step"
+    assert cancelled.invocation_id is not None
     data = end_data(events)
     assert (data.status, data.reason, data.failure_kind, data.failure_source, data.error) == (
-        PipelineTerminalStatus.CANCELLED, FailureReason.CANCELLED, FailureKind.NONE,
-        FailureSource.NONE, None,
+        PipelineTerminalStatus.CANCELLED,
+        FailureReason.CANCELLED,
+        FailureKind.NONE,
+        FailureSource.NONE,
+        None,
     )
 
 
@@ -142,7 +143,8 @@ async def test_local_handler_can_swallow_cancellation() -> None:
     pipe2.cancellation_token.cancel("soft")
     state: dict[str, Any] = {}
     events = await collect(pipe2, state)
-    assert handled == ["soft"] and state == {"b": True}
+    assert handled == ["soft"]
+    assert state == {"b": True}
     assert of_type(events, EventType.CANCELLED) == []
     assert end_data(events).status is PipelineTerminalStatus.SUCCESS
 
@@ -176,7 +178,10 @@ async def test_pipeline_cancelled_raised_directly_behaves_like_a_checkpoint() ->
     state: dict[str, Any] = {}
     events = await collect(pipe, state)
     assert pairs(events) == [
-        ("start", "system"), ("step_start", "a"), ("cancelled", "a"), ("finish", "system"),
+        ("start", "system"),
+        ("step_start", "a"),
+        ("cancelled", "a"),
+        ("finish", "system"),
     ]
     assert state == {}
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import helpers  # noqa: F401, I001 - first: installs the _core stand-in until the real core lands
-
 import asyncio
 import logging
 import warnings
 from typing import Any
 
 import pytest
-from helpers import collect, end_data, of_type, pairs, stages
 
+from helpers import collect, end_data, of_type, pairs, stages
 from justpipe import EventType, Pipe, Raise, Retry, Skip, Stop, Suspend
 from justpipe.types import PipelineCancelled, PipelineTerminalStatus, _Next
 
@@ -52,7 +50,7 @@ async def test_none_continues_with_static_successors() -> None:
 async def test_a_step_name_routes_and_suppresses_static_successors(value: Any) -> None:
     result, events = await ran(chain(value))
     assert result == ["a", "c"]
-    a_start, c_start = of_type(events, EventType.STEP_START)[0], of_type(events, EventType.STEP_START)[1]
+    a_start, c_start = of_type(events, EventType.STEP_START)[:2]
     assert c_start.parent_invocation_id == a_start.invocation_id
 
 
@@ -72,7 +70,9 @@ async def test_routing_to_an_unknown_name_fails_the_target_invocation() -> None:
     result, events = await ran(chain("nowhere"))
     assert result == ["a"]
     assert pairs(events)[-3:] == [
-        ("step_start", "nowhere"), ("step_error", "nowhere"), ("finish", "system"),
+        ("step_start", "nowhere"),
+        ("step_error", "nowhere"),
+        ("finish", "system"),
     ]
     error = of_type(events, EventType.STEP_ERROR)[0]
     assert error.payload.startswith("Step 'nowhere' not found. Registered steps:")
@@ -121,11 +121,13 @@ async def test_retry_reruns_the_step_with_a_new_attempt() -> None:
     "value", [{"k": 1}, [1, 2], 42, object(), print], ids=["dict", "list", "int", "obj", "func"]
 )
 async def test_other_values_are_ignored_with_a_warning(value: Any) -> None:
-    with pytest.warns(UserWarning) as caught:
+    with pytest.warns(UserWarning, match="ignored") as caught:
         result, events = await ran(chain(lambda: value))
     assert result == ["a", "b"]
     text = " ".join(str(w.message) for w in caught)
-    assert "'a'" in text and type(value).__name__ in text and "ignored" in text
+    assert "'a'" in text
+    assert type(value).__name__ in text
+    assert "ignored" in text
     assert "mutate state" in text or "yield" in text
     assert end_data(events).status is PipelineTerminalStatus.SUCCESS
 
@@ -169,7 +171,8 @@ async def test_local_handler_result_acts_as_the_step_result(
 async def test_handled_step_end_meta_says_error() -> None:
     _, events = await ran(failing(lambda: None))
     a_end = next(e for e in events if e.type is EventType.STEP_END and e.stage == "a")
-    assert a_end.meta is not None and a_end.meta["framework"]["status"] == "error"
+    assert a_end.meta is not None
+    assert a_end.meta["framework"]["status"] == "error"
 
 
 @pytest.mark.parametrize("flavour", ["sync", "async", "sync-awaitable"])
@@ -201,7 +204,8 @@ async def test_handler_raising_passes_the_new_error_to_the_global_handler() -> N
 
     result, events = await ran(pipe)
     (error,) = seen
-    assert str(error) == "handler crashed" and error.__cause__ is original
+    assert str(error) == "handler crashed"
+    assert error.__cause__ is original
     assert result == ["a", "b"]
     assert end_data(events).status is PipelineTerminalStatus.SUCCESS
 
@@ -256,7 +260,8 @@ async def test_first_failing_step_is_the_failed_step() -> None:
 
     events = await collect(pipe)
     data = end_data(events)
-    assert data.failed_step == "a" and data.error == "division by zero"
+    assert data.failed_step == "a"
+    assert data.error == "division by zero"
     assert [r.step for r in data.errors] == ["a", "b"]
 
 
@@ -305,8 +310,12 @@ async def test_streaming_failure_keeps_the_tokens_already_yielded() -> None:
 
     events = await collect(pipe)
     assert pairs(events) == [
-        ("start", "system"), ("step_start", "talk"), ("token", "talk"), ("token", "talk"),
-        ("step_error", "talk"), ("finish", "system"),
+        ("start", "system"),
+        ("step_start", "talk"),
+        ("token", "talk"),
+        ("token", "talk"),
+        ("step_error", "talk"),
+        ("finish", "system"),
     ]
     assert events[4].payload == "Mid-stream failure"
 
@@ -322,7 +331,7 @@ async def test_raise_from_a_handler_reports_that_exception_once() -> None:
         calls.append(1)
         return Raise(replacement)
 
-    result, events = await ran(failing(local))
+    _, events = await ran(failing(local))
     assert calls == [1]
     assert [p for p in pairs(events) if p[1] == "a"] == [("step_start", "a"), ("step_error", "a")]
     assert of_type(events, EventType.STEP_ERROR)[0].payload == str(replacement)
@@ -337,7 +346,7 @@ async def test_bare_raise_reports_the_original_error() -> None:
 
 
 async def test_raise_returned_by_a_step_fails_that_step() -> None:
-    result, events = await ran(chain(Raise(ValueError("asked to fail"))))
+    _, events = await ran(chain(Raise(ValueError("asked to fail"))))
     assert of_type(events, EventType.STEP_ERROR)[0].payload == "asked to fail"
     assert ("step_end", "a") not in pairs(events)
     assert end_data(events).status is PipelineTerminalStatus.FAILED

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import helpers  # noqa: F401, I001 - first: installs the _core stand-in until the real core lands
-
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from helpers import collect, end_data, index_of, of_type, pairs, stages
 
+from helpers import collect, end_data, index_of, of_type, pairs, stages
 from justpipe import EventType, Pipe, Retry, Skip, Stop
 from justpipe.types import PipelineTerminalStatus
 
 
-def fan_pipe(produce: Any, worker: Any = None, *, to: Any = None, **map_options: Any,
-             ) -> Pipe[Any, Any]:
+def fan_pipe(
+    produce: Any,
+    worker: Any = None,
+    *,
+    to: Any = None,
+    **map_options: Any,
+) -> Pipe[Any, Any]:
     pipe: Pipe[Any, Any] = Pipe()
     pipe.map("fan", each="work", to=to, **map_options)(produce)
 
@@ -51,7 +54,8 @@ def fan_pipe(produce: Any, worker: Any = None, *, to: Any = None, **map_options:
 async def test_any_iterable_result_fans_out(make: Any) -> None:
     state: dict[str, Any] = {}
     events = await collect(fan_pipe(lambda s: make(), to="after"), state)
-    assert sorted(state["done"]) == [1, 2, 3] and state["after"] is True
+    assert sorted(state["done"]) == [1, 2, 3]
+    assert state["after"] is True
     assert end_data(events).status is PipelineTerminalStatus.SUCCESS
 
 
@@ -92,7 +96,8 @@ async def test_non_iterable_result_is_a_map_step_error(result: Any) -> None:
     state: dict[str, Any] = {}
     events = await collect(fan_pipe(lambda s: result, to="after"), state)
     (error,) = of_type(events, EventType.STEP_ERROR)
-    assert error.stage == "fan" and "must return an iterable" in error.payload
+    assert error.stage == "fan"
+    assert "must return an iterable" in error.payload
     assert of_type(events, EventType.MAP_START) == []
     assert "done" not in state
 
@@ -103,7 +108,10 @@ async def test_map_function_raising_goes_through_the_failure_chain() -> None:
 
     events = await collect(fan_pipe(produce))
     assert pairs(events) == [
-        ("start", "system"), ("step_start", "fan"), ("step_error", "fan"), ("finish", "system"),
+        ("start", "system"),
+        ("step_start", "fan"),
+        ("step_error", "fan"),
+        ("finish", "system"),
     ]
 
 
@@ -127,7 +135,8 @@ async def test_map_worker_events_use_the_owner_ids() -> None:
     for event in of_type(events, EventType.MAP_WORKER):
         assert event.invocation_id == owner.invocation_id
         assert event.owner_invocation_id == owner.invocation_id
-        assert event.payload["owner"] == "fan" and event.payload["target"] == "work"
+        assert event.payload["owner"] == "fan"
+        assert event.payload["target"] == "work"
 
 
 async def test_worker_failure_does_not_stop_the_others_or_the_successors() -> None:
@@ -138,7 +147,8 @@ async def test_worker_failure_does_not_stop_the_others_or_the_successors() -> No
 
     state: dict[str, Any] = {}
     events = await collect(fan_pipe(lambda s: [1, 2, 3], work, to="after"), state)
-    assert sorted(state["done"]) == [1, 3] and state["after"] is True
+    assert sorted(state["done"]) == [1, 3]
+    assert state["after"] is True
     (error,) = of_type(events, EventType.STEP_ERROR)
     assert (error.stage, error.payload, error.scope) == ("work", "bad item", ("work[1]",))
     assert of_type(events, EventType.MAP_COMPLETE)[0].payload["item_count"] == 3
@@ -186,7 +196,8 @@ async def test_worker_retry_reruns_the_same_item_with_lineage() -> None:
 
     state: dict[str, Any] = {}
     events = await collect(fan_pipe(lambda s: [1, 2], work, to="after"), state)
-    assert sorted(state["seen"]) == [1, 2, 2] and state["after"] is True
+    assert sorted(state["seen"]) == [1, 2, 2]
+    assert state["after"] is True
     starts = [e for e in of_type(events, EventType.STEP_START) if e.stage == "work"]
     retried = [e for e in starts if e.scope == ("work[1]",)]
     assert len(retried) == 2
@@ -257,8 +268,9 @@ def concurrency_probe(limit: int | None, items: Any, log: dict[str, Any]) -> Pip
         await asyncio.sleep(0.001)
         log["active"] -= 1
 
-    return fan_pipe(lambda s: items() if callable(items) else items, work, to="after",
-                    max_concurrency=limit)
+    return fan_pipe(
+        lambda s: items() if callable(items) else items, work, to="after", max_concurrency=limit
+    )
 
 
 @pytest.mark.parametrize("limit", [1, 2, 3])
@@ -295,7 +307,8 @@ async def test_sized_result_with_a_limit_announces_every_worker_up_front() -> No
     events = await collect(concurrency_probe(2, list(range(4)), log))
     workers = [i for i, e in enumerate(events) if e.type is EventType.MAP_WORKER]
     first_start = index_of(events, EventType.STEP_START, "work")
-    assert len(workers) == 4 and max(workers) < first_start
+    assert len(workers) == 4
+    assert max(workers) < first_start
     assert {e.payload["total"] for e in of_type(events, EventType.MAP_WORKER)} == {4}
 
 
@@ -313,7 +326,8 @@ async def test_unsized_generator_with_a_limit_is_consumed_lazily() -> None:
             yield i
 
     events = await collect(concurrency_probe(2, items, log))
-    assert sorted(log["order"]) == list(range(20)) and log["peak"] == 2
+    assert sorted(log["order"]) == list(range(20))
+    assert log["peak"] == 2
     (start,) = of_type(events, EventType.MAP_START)
     assert start.payload == {"target": "work", "item_count": None}
     workers = of_type(events, EventType.MAP_WORKER)
@@ -327,13 +341,19 @@ async def test_unsized_generator_with_a_limit_is_consumed_lazily() -> None:
 async def test_lazy_map_announces_each_worker_right_before_it_starts() -> None:
     log: dict[str, Any] = {}
     events = await collect(concurrency_probe(1, lambda: iter(range(3)), log))
-    announced = [(e.type, e.stage) for e in events
-                 if e.type in (EventType.MAP_WORKER, EventType.STEP_START)
-                 and e.stage not in ("fan", "after")]
+    announced = [
+        (e.type, e.stage)
+        for e in events
+        if e.type in (EventType.MAP_WORKER, EventType.STEP_START)
+        and e.stage not in ("fan", "after")
+    ]
     assert announced == [
-        (EventType.MAP_WORKER, "work[0]"), (EventType.STEP_START, "work"),
-        (EventType.MAP_WORKER, "work[1]"), (EventType.STEP_START, "work"),
-        (EventType.MAP_WORKER, "work[2]"), (EventType.STEP_START, "work"),
+        (EventType.MAP_WORKER, "work[0]"),
+        (EventType.STEP_START, "work"),
+        (EventType.MAP_WORKER, "work[1]"),
+        (EventType.STEP_START, "work"),
+        (EventType.MAP_WORKER, "work[2]"),
+        (EventType.STEP_START, "work"),
     ]
 
 
@@ -352,7 +372,8 @@ async def test_lazy_async_generator_with_a_limit() -> None:
         log["active"] -= 1
 
     events = await collect(fan_pipe(produce, work, max_concurrency=2))
-    assert sorted(log["order"]) == list(range(5)) and log["peak"] == 2
+    assert sorted(log["order"]) == list(range(5))
+    assert log["peak"] == 2
     assert of_type(events, EventType.MAP_COMPLETE)[0].payload["item_count"] == 5
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import helpers  # noqa: F401, I001 - first: installs the _core stand-in until the real core lands
-
 from typing import Any
 
 import pytest
-from helpers import collect, end_data, of_type, pairs
 
+from helpers import collect, end_data, of_type, pairs
 from justpipe import EventType, Pipe
 from justpipe.types import PipelineTerminalStatus, StepContext
 
@@ -19,7 +17,7 @@ def flaky(failures: int, **options: Any) -> tuple[Pipe[Any, Any], list[int]]:
     calls: list[int] = []
     pipe: Pipe[Any, Any] = Pipe()
 
-    @pipe.step(**options)
+    @pipe.step("step", **options)
     async def step(s: Any) -> None:
         calls.append(1)
         if len(calls) <= failures:
@@ -28,9 +26,16 @@ def flaky(failures: int, **options: Any) -> tuple[Pipe[Any, Any], list[int]]:
     return pipe, calls
 
 
-@pytest.mark.parametrize(("failures", "retries", "calls", "ok"), [
-    (0, 2, 1, True), (1, 2, 2, True), (2, 2, 3, True), (3, 2, 3, False), (5, 0, 1, False),
-])
+@pytest.mark.parametrize(
+    ("failures", "retries", "calls", "ok"),
+    [
+        (0, 2, 1, True),
+        (1, 2, 2, True),
+        (2, 2, 3, True),
+        (3, 2, 3, False),
+        (5, 0, 1, False),
+    ],
+)
 async def test_int_retries_make_up_to_retries_plus_one_calls(
     failures: int, retries: int, calls: int, ok: bool
 ) -> None:
@@ -45,7 +50,10 @@ async def test_retries_happen_inside_one_invocation() -> None:
     pipe, made = flaky(2, retries=3, **FAST)
     events = await collect(pipe)
     assert pairs(events) == [
-        ("start", "system"), ("step_start", "step"), ("step_end", "step"), ("finish", "system"),
+        ("start", "system"),
+        ("step_start", "step"),
+        ("step_end", "step"),
+        ("finish", "system"),
     ]
     assert len(made) == 3
 
@@ -60,8 +68,9 @@ async def test_exhausted_retries_report_the_last_error() -> None:
 async def test_dict_retries_are_tenacity_arguments() -> None:
     import tenacity
 
-    pipe, made = flaky(10, retries={"stop": tenacity.stop_after_attempt(4),
-                                    "wait": tenacity.wait_none()})
+    pipe, made = flaky(
+        10, retries={"stop": tenacity.stop_after_attempt(4), "wait": tenacity.wait_none()}
+    )
     events = await collect(pipe)
     assert len(made) == 4
     assert of_type(events, EventType.STEP_ERROR)[0].payload == "attempt 4 failed"
@@ -72,7 +81,7 @@ async def test_retries_wrap_map_workers_per_item() -> None:
     pipe: Pipe[Any, Any] = Pipe()
     pipe.map("fan", each="work")(lambda s: [1, 2])
 
-    @pipe.step(retries=1, **FAST)
+    @pipe.step(retries=1, retry_wait_min=0, retry_wait_max=0)
     async def work(s: Any, item: int) -> None:
         seen[item] = seen.get(item, 0) + 1
         if seen[item] == 1:
@@ -108,7 +117,8 @@ async def test_retry_middleware_reads_retries_from_the_step_context() -> None:
         return "ok"
 
     wrapped = tenacity_retry_middleware(fn, StepContext("s", dict(FAST), "P", retries=1))
-    assert await wrapped() == "ok" and len(calls) == 2
+    assert await wrapped() == "ok"
+    assert len(calls) == 2
     assert tenacity_retry_middleware(fn, StepContext("s", {}, "P")) is fn
     via_kwargs = tenacity_retry_middleware(fn, StepContext("s", {"retries": 2, **FAST}, "P"))
     assert via_kwargs is not fn
@@ -133,6 +143,7 @@ async def test_retry_cap_emits_a_step_error_and_fails_the_run() -> None:
     starts = [e for e in of_type(events, EventType.STEP_START) if e.stage == "again"]
     assert [e.attempt for e in starts] == [1, 2]
     (error,) = of_type(events, EventType.STEP_ERROR)
-    assert error.stage == "again" and error.invocation_id == starts[-1].invocation_id
+    assert error.stage == "again"
+    assert error.invocation_id == starts[-1].invocation_id
     data = end_data(events)
     assert (data.status, data.failed_step) == (PipelineTerminalStatus.FAILED, "again")

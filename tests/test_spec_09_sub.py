@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import helpers  # noqa: F401, I001 - first: installs the _core stand-in until the real core lands
-
 import asyncio
 from typing import Any
 
 from helpers import collect, end_data, index_of, of_type, pairs, stages
-
 from justpipe import Event, EventType, Pipe, Suspend
 from justpipe.observability import Observer
 from justpipe.types import PipelineTerminalStatus
@@ -47,7 +44,9 @@ async def test_sub_runs_the_child_with_the_returned_state_and_parent_context() -
     state: dict[str, Any] = {}
     events = await collect(parent_pipe(child_pipe(log)), state, "CTX")
     assert log == [
-        "child:startup", "child:inner state={'child': True} ctx='CTX'", "child:shutdown",
+        "child:startup",
+        "child:inner state={'child': True} ctx='CTX'",
+        "child:shutdown",
     ]
     assert state == {"after": True}
     assert end_data(events).status is PipelineTerminalStatus.SUCCESS
@@ -71,8 +70,10 @@ async def test_child_is_an_independent_run_with_its_own_observers() -> None:
     child.add_observer(Spy())
     events = await collect(parent_pipe(child))
     child_run = {e.run_id for e in seen}
-    assert len(child_run) == 1 and child_run != {events[0].run_id}
-    assert seen[-1].type is EventType.FINISH and seen[-1].stage == "system"
+    assert len(child_run) == 1
+    assert child_run != {events[0].run_id}
+    assert seen[-1].type is EventType.FINISH
+    assert seen[-1].stage == "system"
     forwarded = [e for e in events if e.parent_run_id is not None]
     assert [e.type for e in forwarded] == [e.type for e in seen]
     assert [e.stage for e in forwarded] == [f"call:{e.stage}" for e in seen]
@@ -115,7 +116,9 @@ async def test_child_failure_fails_the_parent_but_the_sub_completes() -> None:
     assert "call" in stages(events, EventType.STEP_END)
     data = end_data(events)
     assert (data.status, data.failed_step, data.error) == (
-        PipelineTerminalStatus.FAILED, "call:inner", "child broke",
+        PipelineTerminalStatus.FAILED,
+        "call:inner",
+        "child broke",
     )
     child_finish = events[index_of(events, EventType.FINISH, "call:system")]
     assert child_finish.payload.status is PipelineTerminalStatus.FAILED
@@ -136,7 +139,8 @@ async def test_nested_failure_reports_the_full_prefixed_step() -> None:
     state: dict[str, Any] = {}
     events = await collect(outer, state)
     data = end_data(events)
-    assert (data.status, data.failed_step) == (PipelineTerminalStatus.FAILED, "to_mid:to_leaf:lstep")
+    assert data.status is PipelineTerminalStatus.FAILED
+    assert data.failed_step == "to_mid:to_leaf:lstep"
     assert state == {"after": True}
 
 
@@ -157,7 +161,8 @@ async def test_child_validation_error_is_reported_as_sub_colon_sub() -> None:
     state: dict[str, Any] = {}
     events = await collect(parent_pipe(child), state)
     (error,) = of_type(events, EventType.STEP_ERROR)
-    assert error.stage == "call:sub" and "ghost" in error.payload
+    assert error.stage == "call:sub"
+    assert "ghost" in error.payload
     assert end_data(events).failed_step == "call:sub"
 
 
@@ -181,7 +186,8 @@ async def test_sub_function_error_uses_the_sub_step_chain() -> None:
     pipe.sub("call", pipeline=child_pipe([]))(lambda s: 1 / 0)
     events = await collect(pipe)
     (error,) = of_type(events, EventType.STEP_ERROR)
-    assert error.stage == "call" and error.node_kind.value == "sub"
+    assert error.stage == "call"
+    assert error.node_kind.value == "sub"
     assert EventType.START not in [e.type for e in events[1:]]
 
 
@@ -208,8 +214,11 @@ async def test_the_same_child_can_be_used_by_two_subs() -> None:
     pipe.sub("second", pipeline=child)(lambda s: 2)
     events = await collect(pipe)
     assert [line for line in log if "inner" in line] == [
-        "child:inner state=1 ctx=None", "child:inner state=2 ctx=None",
+        "child:inner state=1 ctx=None",
+        "child:inner state=2 ctx=None",
     ]
     assert {e.stage for e in of_type(events, EventType.FINISH)} == {
-        "first:system", "second:system", "system",
+        "first:system",
+        "second:system",
+        "system",
     }

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import helpers  # noqa: F401, I001 - first: installs the _core stand-in until the real core lands
-
 from typing import Any
 
 import pytest
-from helpers import collect, end_data, index_of, of_type, pairs, stages
 
+from helpers import collect, end_data, index_of, of_type, pairs, stages
 from justpipe import EventType, Pipe, Skip, Stop
 from justpipe.types import PipelineTerminalStatus
 
@@ -87,7 +85,9 @@ async def test_stop_route_ends_the_run_quietly() -> None:
     result, events = await ran(routed("x", {"x": Stop, "y": "left"}))
     assert result == []
     assert pairs(events) == [
-        ("start", "system"), ("step_start", "decide"), ("step_end", "decide"),
+        ("start", "system"),
+        ("step_start", "decide"),
+        ("step_end", "decide"),
         ("finish", "system"),
     ]
     assert end_data(events).status is PipelineTerminalStatus.SUCCESS
@@ -99,7 +99,8 @@ async def test_no_match_without_default_is_a_switch_step_error() -> None:
     (error,) = of_type(events, EventType.STEP_ERROR)
     assert error.stage == "decide"
     assert "matches no route" in error.payload
-    assert "'l'" in error.payload and "2" in error.payload
+    assert "'l'" in error.payload
+    assert "2" in error.payload
     assert "default" in error.payload
     assert end_data(events).failed_step == "decide"
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import helpers  # noqa: F401, I001 - first: installs the _core stand-in until the real core lands
-
 import asyncio
 from typing import Any
 
 from helpers import collect, end_data, of_type, pairs
-
 from justpipe import EventType, Pipe
 from justpipe.types import FailureKind, FailureReason, FailureSource, PipelineTerminalStatus
 
@@ -32,10 +29,13 @@ async def test_run_timeout_cancels_running_steps_and_reports_timeout() -> None:
     assert sorted(cancelled) == ["x", "y"]
     data = end_data(events)
     assert (data.status, data.reason, data.failure_kind, data.failure_source) == (
-        PipelineTerminalStatus.TIMEOUT, FailureReason.TIMEOUT, FailureKind.NONE,
+        PipelineTerminalStatus.TIMEOUT,
+        FailureReason.TIMEOUT,
+        FailureKind.NONE,
         FailureSource.NONE,
     )
-    assert data.error is None and data.failed_step is None
+    assert data.error is None
+    assert data.failed_step is None
     assert of_type(events, EventType.STEP_END)[-1].stage == "root"
 
 
@@ -73,7 +73,7 @@ async def test_run_timeout_applies_to_the_whole_run_not_each_step() -> None:
         pipe.step(name, to=nxt)(step)
     events = await collect(pipe, timeout=0.09)
     assert end_data(events).status is PipelineTerminalStatus.TIMEOUT
-    assert [p for p in pairs(events) if p[0] == "step_end"] == [("step_end", "a"), ("step_end", "b")]
+    assert [p[1] for p in pairs(events) if p[0] == "step_end"] == ["a", "b"]
 
 
 async def test_events_already_produced_before_the_timeout_are_delivered() -> None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import helpers  # noqa: F401, I001 - first: installs the _core stand-in until the real core lands
-
 import asyncio
 from typing import Any
 
 import pytest
-from helpers import collect, end_data
 
+from helpers import collect, end_data
 from justpipe import Pipe, Skip, Stop, Suspend
 from justpipe.types import (
     FailureClassificationConfig,
@@ -29,7 +27,8 @@ FAILED = PipelineTerminalStatus.FAILED
 
 def make_error(module: str, message: str = "remote down") -> Exception:
     cls = type("RemoteError", (Exception,), {"__module__": module})
-    return cls(message)
+    error: Exception = cls(message)
+    return error
 
 
 def raising(exc: Exception, **options: Any) -> Pipe[Any, Any]:
@@ -52,18 +51,25 @@ async def test_success_payload() -> None:
     assert isinstance(data, PipelineEndData)
     assert (data.status, data.error, data.reason, data.failed_step) == (SUCCESS, None, None, None)
     assert (data.failure_kind, data.failure_source) == (FailureKind.NONE, FailureSource.NONE)
-    assert data.errors == [] and data.duration_s >= 0
+    assert data.errors == []
+    assert data.duration_s >= 0
     assert isinstance(data.metrics, RuntimeMetrics)
 
 
 async def test_step_failure_payload() -> None:
     data = end_data(await collect(raising(ValueError("bad value"))))
     assert (data.status, data.error, data.reason, data.failed_step) == (
-        FAILED, "bad value", FailureReason.STEP_ERROR, "call",
+        FAILED,
+        "bad value",
+        FailureReason.STEP_ERROR,
+        "call",
     )
     assert (data.failure_kind, data.failure_source) == (FailureKind.STEP, FailureSource.USER_CODE)
-    assert data.errors == [FailureRecord(FailureKind.STEP, FailureSource.USER_CODE,
-                                         FailureReason.STEP_ERROR, "bad value", "call")]
+    assert data.errors == [
+        FailureRecord(
+            FailureKind.STEP, FailureSource.USER_CODE, FailureReason.STEP_ERROR, "bad value", "call"
+        )
+    ]
 
 
 async def test_duration_covers_startup_hooks() -> None:
@@ -87,7 +93,9 @@ async def test_finish_meta_is_none_without_run_meta() -> None:
 # --------------------------------------------------------------------------- status resolution
 
 
-@pytest.mark.parametrize("result", [Stop, Suspend("later"), Skip()], ids=["stop", "suspend", "skip"])
+@pytest.mark.parametrize(
+    "result", [Stop, Suspend("later"), Skip()], ids=["stop", "suspend", "skip"]
+)
 async def test_stop_suspend_and_skip_end_in_success(result: Any) -> None:
     pipe: Pipe[Any, Any] = Pipe()
     pipe.step("a", to="b")(lambda s: result)
@@ -99,7 +107,8 @@ async def test_handled_errors_end_in_success() -> None:
     pipe: Pipe[Any, Any] = Pipe()
     pipe.step("a", on_error=lambda: None)(lambda s: 1 / 0)
     data = end_data(await collect(pipe))
-    assert data.status is SUCCESS and data.errors == []
+    assert data.status is SUCCESS
+    assert data.errors == []
 
 
 async def test_shutdown_failure_on_a_clean_run_is_failed() -> None:
@@ -108,7 +117,9 @@ async def test_shutdown_failure_on_a_clean_run_is_failed() -> None:
     pipe.step("a")(lambda s: None)
     data = end_data(await collect(pipe))
     assert (data.status, data.failure_kind, data.error) == (
-        FAILED, FailureKind.SHUTDOWN, "Shutdown hook failed: division by zero",
+        FAILED,
+        FailureKind.SHUTDOWN,
+        "Shutdown hook failed: division by zero",
     )
     assert data.failed_step is None
 
@@ -151,7 +162,11 @@ async def test_cancellation_wins_over_recorded_failures_but_keeps_them() -> None
 
     data = end_data(await collect(pipe))
     assert (data.status, data.reason, data.failure_kind, data.error, data.failed_step) == (
-        PipelineTerminalStatus.CANCELLED, FailureReason.CANCELLED, FailureKind.NONE, None, None,
+        PipelineTerminalStatus.CANCELLED,
+        FailureReason.CANCELLED,
+        FailureKind.NONE,
+        None,
+        None,
     )
     assert [r.step for r in data.errors] == ["bad"]
 
@@ -162,7 +177,9 @@ async def test_forwarded_child_failure_is_recorded_with_the_prefixed_step() -> N
     pipe.sub("outer", pipeline=child)(lambda s: s)
     data = end_data(await collect(pipe))
     assert (data.status, data.failed_step, data.failure_kind) == (
-        FAILED, "outer:call", FailureKind.STEP,
+        FAILED,
+        "outer:call",
+        FailureKind.STEP,
     )
 
 
@@ -171,9 +188,20 @@ async def test_forwarded_child_failure_is_recorded_with_the_prefixed_step() -> N
 
 @pytest.mark.parametrize(
     "module",
-    ["httpx", "requests.exceptions", "aiohttp.client", "openai", "anthropic._errors",
-     "google.api_core", "botocore.exceptions", "boto3", "redis.exceptions",
-     "sqlalchemy.exc", "psycopg", "asyncpg.exceptions"],
+    [
+        "httpx",
+        "requests.exceptions",
+        "aiohttp.client",
+        "openai",
+        "anthropic._errors",
+        "google.api_core",
+        "botocore.exceptions",
+        "boto3",
+        "redis.exceptions",
+        "sqlalchemy.exc",
+        "psycopg",
+        "asyncpg.exceptions",
+    ],
 )
 async def test_builtin_external_dependency_prefixes(module: str) -> None:
     data = end_data(await collect(raising(make_error(module))))
@@ -182,11 +210,13 @@ async def test_builtin_external_dependency_prefixes(module: str) -> None:
 
 async def test_configured_prefixes_are_plain_startswith() -> None:
     config = FailureClassificationConfig(external_dependency_prefixes=("acme",))
-    data = end_data(await collect(raising(make_error("acme_client.http"),
-                                          failure_classification=config)))
+    data = end_data(
+        await collect(raising(make_error("acme_client.http"), failure_classification=config))
+    )
     assert data.failure_source is FailureSource.EXTERNAL_DEP
-    plain = end_data(await collect(raising(make_error("mycompany.acme"),
-                                           failure_classification=config)))
+    plain = end_data(
+        await collect(raising(make_error("mycompany.acme"), failure_classification=config))
+    )
     assert plain.failure_source is FailureSource.USER_CODE
 
 
@@ -203,7 +233,11 @@ async def test_classifier_receives_the_context_and_can_override() -> None:
     assert data.failure_source is FailureSource.FRAMEWORK
     (ctx,) = seen
     assert (ctx.error, ctx.kind, ctx.reason, ctx.step, ctx.default_source) == (
-        boom, FailureKind.STEP, FailureReason.STEP_ERROR, "call", FailureSource.EXTERNAL_DEP,
+        boom,
+        FailureKind.STEP,
+        FailureReason.STEP_ERROR,
+        "call",
+        FailureSource.EXTERNAL_DEP,
     )
 
 
@@ -213,8 +247,9 @@ async def test_classifier_returning_none_keeps_the_builtin_result() -> None:
     assert data.failure_source is FailureSource.USER_CODE
 
 
-@pytest.mark.parametrize("classifier", [lambda ctx: 1 / 0, lambda ctx: "external_dep"],
-                         ids=["raises", "wrong-type"])
+@pytest.mark.parametrize(
+    "classifier", [lambda ctx: 1 / 0, lambda ctx: "external_dep"], ids=["raises", "wrong-type"]
+)
 async def test_broken_classifier_keeps_builtin_and_adds_a_diagnostic(classifier: Any) -> None:
     config = FailureClassificationConfig(source_classifier=classifier)
     data = end_data(await collect(raising(ValueError("x"), failure_classification=config)))
@@ -222,7 +257,10 @@ async def test_broken_classifier_keeps_builtin_and_adds_a_diagnostic(classifier:
     assert len(data.errors) == 2
     diagnostic = data.errors[1]
     assert (diagnostic.kind, diagnostic.source, diagnostic.reason, diagnostic.step) == (
-        FailureKind.INFRA, FailureSource.FRAMEWORK, FailureReason.CLASSIFIER_ERROR, "call",
+        FailureKind.INFRA,
+        FailureSource.FRAMEWORK,
+        FailureReason.CLASSIFIER_ERROR,
+        "call",
     )
     assert diagnostic.error
 
@@ -236,7 +274,8 @@ async def test_hook_failures_are_never_external_dependencies() -> None:
 
     pipe.step("a")(lambda s: None)
     data = end_data(await collect(pipe))
-    assert (data.failure_kind, data.failure_source) == (FailureKind.STARTUP, FailureSource.USER_CODE)
+    assert data.failure_kind is FailureKind.STARTUP
+    assert data.failure_source is FailureSource.USER_CODE
 
 
 async def test_classifier_sees_hook_failures_with_their_kind() -> None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import helpers  # noqa: F401, I001 - first: installs the _core stand-in until the real core lands
-
 import asyncio
 from collections import Counter
 from typing import Any
 
 import pytest
-from helpers import collect, end_data, of_type
 
+from helpers import collect, end_data, of_type
 from justpipe import Event, EventType, Pipe, Suspend
 from justpipe.types import RuntimeMetrics, StepTiming
 
@@ -43,7 +41,8 @@ async def test_event_counts_match_the_stream_without_the_finish() -> None:
     metrics = metrics_of(events)
     expected = Counter(e.type.value for e in events[:-1])
     assert metrics.events == dict(expected)
-    assert metrics.tokens == 2 and metrics.suspends == 0
+    assert metrics.tokens == 2
+    assert metrics.suspends == 0
 
 
 async def test_forwarded_child_events_are_counted() -> None:
@@ -67,8 +66,11 @@ async def test_step_latency_per_stage_from_start_end_pairs() -> None:
     latency = metrics_of(events).step_latency
     assert set(latency) == {"fan", "work", "talk"}, "STEP_ERROR does not count"
     assert (latency["work"].count, latency["fan"].count, latency["talk"].count) == (3, 1, 1)
-    work_durations = [e.meta["framework"]["duration_s"] for e in of_type(events, EventType.STEP_END)
-                      if e.stage == "work" and e.meta]
+    work_durations = [
+        e.meta["framework"]["duration_s"]
+        for e in of_type(events, EventType.STEP_END)
+        if e.stage == "work" and e.meta
+    ]
     timing = latency["work"]
     assert timing.total_s == pytest.approx(sum(work_durations), abs=1e-6)
     assert timing.min_s == pytest.approx(min(work_durations), abs=1e-6)
@@ -133,7 +135,8 @@ async def test_barrier_metrics_for_a_release() -> None:
     barriers = metrics_of(await collect(barrier_pipe(1.0, 0.01))).barriers
     join = barriers["join"]
     assert (join.waits, join.releases, join.timeouts) == (1, 1, 0)
-    assert join.max_wait_s >= 0 and join.total_wait_s >= join.max_wait_s - 1e-9
+    assert join.max_wait_s >= 0
+    assert join.total_wait_s >= join.max_wait_s - 1e-9
 
 
 async def test_barrier_metrics_for_a_timeout() -> None:
@@ -147,7 +150,8 @@ async def test_queue_and_task_metrics_are_consistent() -> None:
     metrics = metrics_of(events)
     assert metrics.queue.max_depth >= 1
     tasks = metrics.tasks
-    assert tasks.started >= 1 and tasks.completed >= 1
+    assert tasks.started >= 1
+    assert tasks.completed >= 1
     assert 1 <= tasks.peak_active <= tasks.started
 
 

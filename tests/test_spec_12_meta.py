@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import helpers  # noqa: F401, I001 - first: installs the _core stand-in until the real core lands
-
 import asyncio
 import dataclasses
 from typing import Any, Optional
 
 import pytest
-from helpers import collect, end_data, of_type
 
+from helpers import collect, end_data, of_type
 from justpipe import EventType, Meta, Pipe
 from justpipe.types import PipelineTerminalStatus
 
@@ -23,7 +21,7 @@ class Ctx:
 @dataclasses.dataclass
 class OptionalCtx:
     name: str = "x"
-    meta: Optional[Meta] = None  # noqa: UP045 - the Optional spelling is what is tested
+    meta: Optional[Meta] = None  # noqa: UP045 - the Optional spelling is under test
 
 
 class PlainCtx:
@@ -39,6 +37,12 @@ def step_end_meta(events: list[Any], stage: str) -> dict[str, Any]:
     return dict(event.meta)
 
 
+def worker_metas(events: list[Any]) -> list[dict[str, Any]]:
+    metas = [e.meta for e in of_type(events, EventType.STEP_END) if e.stage == "work"]
+    assert all(m is not None for m in metas)
+    return [m for m in metas if m is not None]
+
+
 @pytest.mark.parametrize("make", [Ctx, OptionalCtx, PlainCtx], ids=["union", "optional", "plain"])
 async def test_a_fresh_meta_is_assigned_to_the_context_field_every_run(make: Any) -> None:
     seen: list[Any] = []
@@ -51,7 +55,9 @@ async def test_a_fresh_meta_is_assigned_to_the_context_field_every_run(make: Any
     context = make()
     await collect(pipe, {}, context)
     await collect(pipe, {}, context)
-    assert seen[0] is not None and seen[1] is not None and seen[0] is not seen[1]
+    assert seen[0] is not None
+    assert seen[1] is not None
+    assert seen[0] is not seen[1]
     assert context.meta is seen[1]
 
 
@@ -63,7 +69,8 @@ async def test_step_meta_snapshot_shape() -> None:
         assert ctx.meta is not None
         step = ctx.meta.step
         step.set("model", "gpt")
-        assert step.get("model") == "gpt" and step.get("missing", 7) == 7
+        assert step.get("model") == "gpt"
+        assert step.get("missing", 7) == 7
         step.add_tag("b")
         step.add_tag("a")
         step.add_tag("b")
@@ -128,8 +135,7 @@ async def test_map_workers_have_isolated_step_meta() -> None:
         ctx.meta.step.increment("items", item)
 
     events = await collect(pipe, {}, Ctx())
-    counters = sorted(e.meta["counters"]["items"] for e in of_type(events, EventType.STEP_END)
-                      if e.stage == "work")
+    counters = sorted(step_meta["counters"]["items"] for step_meta in worker_metas(events))
     assert counters == [1, 2, 3]
 
 
@@ -152,7 +158,9 @@ async def test_run_meta_is_shared_and_lands_on_finish() -> None:
 
     events = await collect(pipe, {}, Ctx())
     assert events[-1].meta == {
-        "data": {"source": "a"}, "tags": ["done"], "metrics": {"score": [1.0]},
+        "data": {"source": "a"},
+        "tags": ["done"],
+        "metrics": {"score": [1.0]},
         "counters": {"steps": 2},
     }
     assert set(step_end_meta(events, "a")) == {"framework"}, "run meta stays off step events"
@@ -210,6 +218,7 @@ async def test_partial_step_meta_survives_a_failure() -> None:
 
     events = await collect(pipe, {}, Ctx())
     (error,) = of_type(events, EventType.STEP_ERROR)
+    assert error.meta is not None
     assert error.meta["data"] == {"progress": "half"}
     assert error.meta["framework"]["status"] == "error"
     assert end_data(events).status is PipelineTerminalStatus.FAILED
@@ -229,7 +238,8 @@ async def test_retried_invocations_start_with_empty_step_meta() -> None:
 
     events = await collect(pipe, {}, Ctx())
     meta = step_end_meta(events, "a")
-    assert meta["counters"] == {"seen": 1} and meta["framework"]["attempt"] == 2
+    assert meta["counters"] == {"seen": 1}
+    assert meta["framework"]["attempt"] == 2
 
 
 async def test_meta_context_is_shared_with_sub_pipelines() -> None:
@@ -244,4 +254,5 @@ async def test_meta_context_is_shared_with_sub_pipelines() -> None:
     pipe.sub("sb", pipeline=child)(lambda s: s)
     events = await collect(pipe, {}, Ctx())
     forwarded = [e for e in events if e.type is EventType.STEP_END and e.stage == "sb:c"]
+    assert forwarded[0].meta is not None
     assert forwarded[0].meta["data"] == {"in": "child"}
