@@ -393,6 +393,30 @@ def test_older_file_is_migrated_without_losing_data(tmp_path: Path) -> None:
     conn.close()
 
 
+def test_upstream_file_gets_the_unique_seq_index(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    write_old_store(path, 1, 2)
+    conn = raw(path)
+    conn.execute("ALTER TABLE runs RENAME COLUMN user_meta TO run_meta")
+    conn.execute("ALTER TABLE runs ADD COLUMN error_step TEXT")
+    for ddl in (
+        "CREATE INDEX idx_runs_time ON runs(start_time DESC)",
+        "CREATE INDEX idx_runs_status ON runs(status, start_time DESC)",
+        "CREATE INDEX idx_events_type ON events(run_id, event_type)",
+        "CREATE INDEX idx_events_step ON events(run_id, step_name, event_type)",
+    ):
+        conn.execute(ddl)
+    conn.close()
+
+    with SQLiteBackend(path) as store:
+        store.append_events("old", [event_json("token", seq=2)])
+        assert [e.seq for e in store.get_events("old")] == [1, 2]
+
+    conn = raw(path)
+    assert indexes(conn)["idx_events_run_seq"] is True
+    conn.close()
+
+
 def test_older_file_with_duplicate_seqs_keeps_every_row_and_warns(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -394,14 +394,14 @@ class SQLiteBackend:
 
 
 def _schema_is_current(conn: sqlite3.Connection) -> bool:
+    """Whether nothing needs creating or migrating (files kept with a plain seq index retry)."""
     columns = _column_names(conn, "runs")
     if not columns or "run_meta" not in columns or "error_step" not in columns:
         return False
     if not _column_names(conn, "events"):
         return False
     return (
-        _index_names(conn).issuperset(_PLAIN_INDEXES)
-        and _index_is_unique(conn, _SEQ_INDEX) is not None
+        _index_names(conn).issuperset(_PLAIN_INDEXES) and _index_is_unique(conn, _SEQ_INDEX) is True
     )
 
 
