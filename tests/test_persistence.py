@@ -780,3 +780,15 @@ async def test_unwritable_storage_path_leaves_the_run_untouched(
     assert events[-1].type is EventType.FINISH
     assert events[-1].payload.status is Status.SUCCESS
     assert "cannot create the run store directory" in caplog.text
+
+
+async def test_concurrent_runs_of_one_pipe_are_all_stored(storage_root: Path) -> None:
+    pipe = two_step_pipe(persist=True)
+
+    streams = await asyncio.gather(*(collect(pipe, {}) for _ in range(5)))
+
+    with store_of(pipe, storage_root) as store:
+        runs = store.list_runs()
+        assert {r.run_id for r in runs} == {events[0].run_id for events in streams}
+        for events in streams:
+            assert len(store.get_events(events[0].run_id)) == len(events)

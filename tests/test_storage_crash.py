@@ -297,3 +297,59 @@ def test_persisted_pipe_killed_mid_run_is_listed_with_its_flushed_events(
         assert run.error_message == UNFINISHED_RUN_MESSAGE
         types = [e.event_type for e in store.get_events(run.run_id)]
     assert types == [EventType.START, EventType.STEP_START] + [EventType.TOKEN] * 3
+
+
+# Runs `count` persisted runs of one pipeline (same hash, so the same runs.db).
+PIPE_WRITER_CHILD = """
+import asyncio, sys
+from justpipe import Pipe
+
+count = int(sys.argv[1])
+pipe = Pipe(dict, name="shared", persist=True, flush_interval=2)
+
+@pipe.step()
+async def stream(state):
+    for n in range(3):
+        yield n
+
+async def main():
+    for _ in range(count):
+        async for _ in pipe.run({}):
+            pass
+    print(pipe.describe()["pipeline_hash"])
+
+asyncio.run(main())
+"""
+
+
+def test_two_processes_running_persisted_pipes_into_one_store_lose_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JUSTPIPE_STORAGE_PATH", str(tmp_path / "storage"))
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", PIPE_WRITER_CHILD, "40"],
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+
+    hashes = set()
+    for writer in writers:
+        stdout, stderr = writer.communicate(timeout=CHILD_TIMEOUT_S * 2)
+        assert writer.returncode == 0, stderr.decode()
+        assert b"Failed" not in stderr
+        hashes.add(stdout.decode().strip())
+
+    (pipeline_hash,) = hashes
+    with opened(tmp_path / "storage" / pipeline_hash / "runs.db") as store:
+        runs = store.list_runs(limit=1000)
+        assert len(runs) == 80
+        assert all(r.status is PipelineTerminalStatus.SUCCESS for r in runs)
+        for run in runs:
+            types = [e.event_type for e in store.get_events(run.run_id)]
+            assert types[0] is EventType.START
+            assert types[-1] is EventType.FINISH
+            assert types.count(EventType.TOKEN) == 3
