@@ -791,4 +791,4 @@ async def test_concurrent_runs_of_one_pipe_are_all_stored(storage_root: Path) ->
         runs = store.list_runs()
         assert {r.run_id for r in runs} == {events[0].run_id for events in streams}
         for events in streams:
-            assert len(store.get_events(events[0].run_id)) == len(events)
+            assert len(store.get_events(events[0].run_id or "")) == len(events)
