@@ -26,7 +26,9 @@ class ObserverMeta:
 class ObserverProtocol(Protocol):
     async def on_pipeline_start(self, state: Any, context: Any, meta: ObserverMeta) -> None: ...
 
-    async def on_event(self, state: Any, context: Any, meta: ObserverMeta, event: Event) -> None: ...
+    async def on_event(
+        self, state: Any, context: Any, meta: ObserverMeta, event: Event
+    ) -> None: ...
 
     async def on_pipeline_end(
         self, state: Any, context: Any, meta: ObserverMeta, duration_s: float
@@ -59,9 +61,7 @@ class Observer:
 
 def validate_observer(observer: object) -> None:
     """Raise TypeError unless `observer` has the four hooks, each an ``async def``."""
-    missing = [
-        name for name in _REQUIRED_HOOKS if not callable(getattr(observer, name, None))
-    ]
+    missing = [name for name in _REQUIRED_HOOKS if not callable(getattr(observer, name, None))]
     cls = type(observer).__name__
     if missing:
         raise TypeError(
