@@ -11,6 +11,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from helpers import collect
 from justpipe import Pipe
@@ -385,3 +387,39 @@ async def test_a_slow_parent_of_a_real_join_is_reported_once() -> None:
     assert [r.barrier_name for r in records] == ["join"]
     assert records[0].kind in {"slow", "hang"}
     assert records[0].wait_time_s >= 0.04
+
+
+# --------------------------------------------------------------------------- any payload
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+_ODD_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=300)
+    | st.binary(max_size=20)
+    | st.sampled_from([object(), _Unprintable(), float("nan"), 10**400]),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=5) | st.integers(), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(kinds=st.lists(st.sampled_from(EventType), min_size=1, max_size=6), payload=_ODD_VALUES)
+async def test_no_payload_makes_the_debugger_raise(kinds: list[EventType], payload: Any) -> None:
+    debugger, records, _ = make_debugger(warn_after=0.0)
+    await debugger.on_pipeline_start(None, None, META)
+    for n, kind in enumerate(kinds):
+        await feed(debugger, kind, "join", payload, at=float(n))
+    await debugger.on_pipeline_error(None, None, META, ValueError("x"))
+    assert all(isinstance(r.waiting_for, tuple) for r in records)
+    assert debugger.waiting_barriers == {}

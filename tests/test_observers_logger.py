@@ -11,6 +11,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from helpers import collect, run_with_watchdog
 from justpipe import Pipe
@@ -406,3 +408,29 @@ async def test_client_close_of_a_real_run_is_logged() -> None:
 
     await run_with_watchdog(start_then_close())
     assert re.fullmatch(r"Pipeline closed by client after \d+\.\d\ds", records[-1].message)
+
+
+# --------------------------------------------------------------------------- any payload
+
+_ODD_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=300)
+    | st.binary(max_size=20)
+    | st.sampled_from([object(), _Unprintable(), float("nan"), 10**400]),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=5) | st.integers(), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(kind=st.sampled_from(EventType), payload=_ODD_VALUES)
+async def test_no_payload_makes_the_logger_raise(kind: EventType, payload: Any) -> None:
+    logger, records = make_logger(colors=True)
+    await feed(logger, ev(kind, "stage", payload))
+    assert records[0].message.startswith("[\x1b[90m00:00:00.000\x1b[0m] ")

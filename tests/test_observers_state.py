@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from helpers import collect
 from justpipe import Pipe
@@ -304,3 +306,36 @@ async def test_real_run_is_snapshotted_after_every_step() -> None:
     assert tracker.summary().endswith(
         "a:\n  Changes: ~1\n    ~ items\n\nb:\n  Changes: +1\n    + done\n"
     )
+
+
+# --------------------------------------------------------------------------- any state
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+_ODD_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=300)
+    | st.binary(max_size=20)
+    | st.sampled_from([object(), _Unprintable(), float("nan"), 10**400]),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=5) | st.integers(), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(start=_ODD_VALUES, after=_ODD_VALUES)
+async def test_no_state_makes_the_tracker_raise(start: Any, after: Any) -> None:
+    tracker = StateDiffTracker(max_value_length=20)
+    await run(tracker, start, ("s", after), end=after)
+    for text in (tracker.diff("__start__", "s"), tracker.summary(), tracker.export_json()):
+        assert isinstance(text, str)
