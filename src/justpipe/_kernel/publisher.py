@@ -68,7 +68,9 @@ class _EventPublisher:
         self.metrics.record(event)
         etype = event.type
         if etype is _STEP_ERROR:
-            if event.stage not in _HOOK_STAGES:
+            if event.stage in _HOOK_STAGES:
+                self._record_run_error(event)
+            else:
                 self._record_step_error(event)
         elif etype is _CANCELLED and event.parent_run_id is None:
             self.cancelled_seen = True
@@ -88,6 +90,22 @@ class _EventPublisher:
                 f"{type(result).__name__}; event hooks must return an Event."
             )
         return result
+
+    def _record_run_error(self, event: Event) -> None:
+        """Failures outside steps are recorded when their event is published, like step errors."""
+        message = str(event.payload)
+        if event.stage == "startup":
+            self.journal.record(
+                FailureKind.STARTUP, FailureReason.STARTUP_HOOK_ERROR,
+                f"Startup hook failed: {message}", error=RuntimeError(message),
+            )
+        elif event.stage == "shutdown":
+            self.journal.record(
+                FailureKind.SHUTDOWN, FailureReason.SHUTDOWN_HOOK_ERROR,
+                f"Shutdown hook failed: {message}", error=RuntimeError(message),
+            )
+        else:
+            self.journal.record(FailureKind.VALIDATION, FailureReason.NO_STEPS, message)
 
     def _record_step_error(self, event: Event) -> None:
         key = event.invocation_id if event.parent_run_id is None else None

@@ -245,16 +245,11 @@ class _PipelineRunner:
                 await _call_hook(hook, self.ctx)
             except Exception as exc:
                 self.orch.emit(EventType.STEP_ERROR, "startup", str(exc))
-                self.journal.record(
-                    FailureKind.STARTUP, FailureReason.STARTUP_HOOK_ERROR,
-                    f"Startup hook failed: {exc}", error=RuntimeError(str(exc)),
-                )
                 return False
         return True
 
     def _no_steps(self) -> None:
         self.orch.emit(EventType.STEP_ERROR, "system", "No steps registered")
-        self.journal.record(FailureKind.VALIDATION, FailureReason.NO_STEPS, "No steps registered")
 
     async def _run_shutdown_hooks(self, report: bool) -> None:
         for hook in self.registry.shutdown_hooks:
@@ -263,10 +258,6 @@ class _PipelineRunner:
             except Exception as exc:
                 if report:
                     self.orch.emit(EventType.STEP_ERROR, "shutdown", str(exc))
-                    self.journal.record(
-                        FailureKind.SHUTDOWN, FailureReason.SHUTDOWN_HOOK_ERROR,
-                        f"Shutdown hook failed: {exc}", error=RuntimeError(str(exc)),
-                    )
 
     def _end_data(self) -> PipelineEndData:
         if self.publisher.cancelled_seen and self.journal.terminal is None:
@@ -351,7 +342,7 @@ class _PipelineRunner:
             if isinstance(closing, GeneratorExit)
             else FailureReason.CANCELLED
         )
-        self.channel.clear()
+        self.channel.clear()  # observers see what the consumer saw, then the FINISH
         self.publisher._hooks = []
         finish = self.publisher.finish(self.publisher.factory.build(
             EventType.FINISH, "system", self._end_data(), time.time(), NodeKind.SYSTEM,
