@@ -1,0 +1,122 @@
+"""Event construction for one run's stream (compiled twin of `_events_py.py`, which documents it).
+
+An event is a bare instance of the event class (`object.__new__`, called through its C slot)
+whose instance dict is filled in field order, key by key, so it shares the class's key table
+like an instance made by `__init__`.
+"""
+
+from cpython.object cimport PyObject_GenericGetDict
+
+from justpipe._core._events_py import EVENT_FIELDS, check_event_class
+
+__all__ = ["EVENT_FIELDS", "EventFactory", "check_event_class"]
+
+cdef extern from *:
+    """
+    static PyObject *justpipe_bare_instance(PyObject *cls, PyObject *no_args) {
+        return PyBaseObject_Type.tp_new((PyTypeObject *)cls, no_args, NULL);
+    }
+    """
+    object _bare_instance "justpipe_bare_instance"(object cls, object no_args)
+
+cdef tuple _NO_ARGS = ()
+
+
+cdef class EventFactory:
+    """Builds the events of one run's stream, numbering them 1, 2, 3, ... (`seq`)."""
+
+    cdef object _cls
+    cdef object _run_id
+    cdef long long _seq
+
+    def __init__(self, event_cls, run_id):
+        check_event_class(event_cls)
+        self._cls = event_cls
+        self._run_id = run_id
+        self._seq = 0
+
+    @property
+    def seq(self):
+        """The last sequence number issued (0 before the first event)."""
+        return self._seq
+
+    @property
+    def run_id(self):
+        """The id of the stream the events belong to."""
+        return self._run_id
+
+    def build(self, type, stage, payload, timestamp, node_kind, invocation_id,
+              parent_invocation_id, owner_invocation_id, attempt, scope, meta):
+        """A native event of this run (see `_events_py.EventFactory.build`)."""
+        cdef object event
+        cdef dict fields
+        self._seq += 1
+        event = _bare_instance(self._cls, _NO_ARGS)
+        fields = <dict>PyObject_GenericGetDict(event, NULL)
+        fields["type"] = type
+        fields["stage"] = stage
+        fields["payload"] = payload
+        fields["timestamp"] = timestamp
+        fields["run_id"] = self._run_id
+        fields["origin_run_id"] = self._run_id
+        fields["parent_run_id"] = None
+        fields["seq"] = self._seq
+        fields["node_kind"] = node_kind
+        fields["invocation_id"] = invocation_id
+        fields["parent_invocation_id"] = parent_invocation_id
+        fields["owner_invocation_id"] = owner_invocation_id
+        fields["attempt"] = attempt
+        fields["scope"] = scope
+        fields["meta"] = meta
+        return event
+
+    def forward(self, child, stage, parent_invocation_id, owner_invocation_id, scope):
+        """Re-emit a child pipeline's event here (see `_events_py.EventFactory.forward`)."""
+        cdef object event
+        cdef dict fields
+        cdef object child_run_id = child.run_id
+        cdef object origin = child.origin_run_id
+        self._seq += 1
+        event = _bare_instance(self._cls, _NO_ARGS)
+        fields = <dict>PyObject_GenericGetDict(event, NULL)
+        fields["type"] = child.type
+        fields["stage"] = stage
+        fields["payload"] = child.payload
+        fields["timestamp"] = child.timestamp
+        fields["run_id"] = self._run_id
+        fields["origin_run_id"] = origin or child_run_id
+        fields["parent_run_id"] = child_run_id
+        fields["seq"] = self._seq
+        fields["node_kind"] = child.node_kind
+        fields["invocation_id"] = child.invocation_id
+        fields["parent_invocation_id"] = parent_invocation_id
+        fields["owner_invocation_id"] = owner_invocation_id
+        fields["attempt"] = child.attempt
+        fields["scope"] = scope
+        fields["meta"] = child.meta
+        return event
+
+    def restamp(self, event):
+        """A copy of a whole event placed here (see `_events_py.EventFactory.restamp`)."""
+        cdef object copy
+        cdef dict fields
+        cdef object origin = event.origin_run_id
+        self._seq += 1
+        copy = _bare_instance(self._cls, _NO_ARGS)
+        fields = <dict>PyObject_GenericGetDict(copy, NULL)
+        fields["type"] = event.type
+        fields["stage"] = event.stage
+        fields["payload"] = event.payload
+        fields["timestamp"] = event.timestamp
+        fields["run_id"] = self._run_id
+        fields["origin_run_id"] = origin or self._run_id
+        fields["parent_run_id"] = event.parent_run_id
+        fields["seq"] = self._seq
+        fields["node_kind"] = event.node_kind
+        fields["invocation_id"] = event.invocation_id
+        fields["parent_invocation_id"] = event.parent_invocation_id
+        fields["owner_invocation_id"] = event.owner_invocation_id
+        fields["attempt"] = event.attempt
+        fields["scope"] = event.scope
+        fields["meta"] = event.meta
+        return copy
