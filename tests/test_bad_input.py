@@ -221,7 +221,6 @@ def test_decoration_errors(register: Register, culprit: str | None, fragments: l
     assert_helpful(message, culprit)
 
 
-@pytest.mark.xfail(reason="kernel-bugs: K8 bare switch/sub hint shows a map example", strict=True)
 @pytest.mark.parametrize("decorator", ["switch", "sub"])
 def test_bare_decorator_hint_matches_the_decorator(decorator: str) -> None:
     with pytest.raises(DefinitionError) as info:
@@ -284,7 +283,6 @@ def test_pipe_argument_errors(
     assert_helpful(str(info.value), culprit)
 
 
-@pytest.mark.xfail(reason="kernel-bugs: K8 Pipe(middleware=5) gives a raw TypeError", strict=True)
 def test_middleware_must_be_a_list() -> None:
     with pytest.raises(TypeError) as info:
         Pipe(middleware=5)  # type: ignore[arg-type]
@@ -448,9 +446,6 @@ VALIDATION_ERRORS: list[Any] = [
         "'jn'",
         ["requires ALL parents", "cannot reach parent(s): a"],
         id="start-scope-barrier",
-        marks=pytest.mark.xfail(
-            reason="kernel-bugs: K9 start-scope barrier error gives no fix", strict=True
-        ),
     ),
 ]
 

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from helpers import collect, end_data, index_of, of_type, pairs, run_with_watchdog
 
+from helpers import collect, end_data, index_of, of_type, pairs, run_with_watchdog
 from justpipe import Event, EventType, Pipe, Raise, Retry
 from justpipe.observability import Observer, ObserverMeta
 from justpipe.types import PipelineTerminalStatus

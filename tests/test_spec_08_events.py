@@ -663,3 +663,103 @@ async def test_map_worker_events_precede_worker_steps_in_index_order() -> None:
     assert index_of(events, EventType.STEP_END, "mapper") < index_of(
         events, EventType.STEP_START, "after"
     )
+
+
+# --------------------------------------------------------------------------- compiled vs pure
+
+
+def differential_scenarios() -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Deterministic pipelines (builder, run kwargs) whose traces must not depend on the core."""
+
+    def linear() -> Pipe[Any, Any]:
+        pipe: Pipe[Any, Any] = Pipe()
+        pipe.step("a", to="b")(noop)
+        pipe.step("b")(noop)
+        return pipe
+
+    def lazy_map() -> Pipe[Any, Any]:
+        pipe: Pipe[Any, Any] = Pipe()
+        pipe.map("fan", each="work", to="after", max_concurrency=2)(lambda s: iter(range(5)))
+
+        @pipe.step
+        async def work(s: Any, item: int) -> Any:
+            await asyncio.sleep(0)
+            yield item
+
+        pipe.step("after")(noop)
+        return pipe
+
+    def switch() -> Pipe[Any, Any]:
+        pipe: Pipe[Any, Any] = Pipe()
+        pipe.switch("route", to={"x": "bx"}, default="other")(lambda s: "x")
+        pipe.step("bx")(noop)
+        pipe.step("other")(noop)
+        return pipe
+
+    def errors() -> Pipe[Any, Any]:
+        calls: list[int] = []
+
+        def handler(error: Exception) -> Any:
+            calls.append(1)
+            return Retry() if len(calls) == 1 else "tail"
+
+        pipe: Pipe[Any, Any] = Pipe()
+        pipe.step("a", to="b", on_error=handler)(lambda s: 1 / 0)
+        pipe.step("b")(lambda s: [].pop())
+        pipe.step("tail")(lambda s: Suspend("done"))
+        return pipe
+
+    def joins() -> Pipe[Any, Any]:
+        pipe: Pipe[Any, Any] = Pipe()
+        pipe.step("root", to=["p1", "p2", "p3"])(noop)
+        pipe.step("p1", to=["all", "any"])(noop)
+        pipe.step("p2", to=["all", "any"])(noop)
+        pipe.step("p3", to="all")(lambda s: Skip())
+        pipe.step("all")(noop)
+        pipe.step("any", barrier_type=BarrierType.ANY)(noop)
+        return pipe
+
+    def cancel() -> Pipe[Any, Any]:
+        pipe: Pipe[Any, Any] = Pipe()
+        pipe.map("fan", each="work")(lambda s: [1, 2, 3])
+
+        @pipe.step
+        async def work(s: Any, item: int, cancel: Any) -> None:
+            if item == 2:
+                cancel.cancel("stop")
+            await cancel.checkpoint()
+
+        return pipe
+
+    return {
+        "linear": (linear, {}),
+        "map": (lambda: map_pipe([1, 2, 3]), {"queue_size": 1}),
+        "empty-map": (lambda: map_pipe([]), {}),
+        "lazy-map": (lazy_map, {"queue_size": 2}),
+        "switch": (switch, {}),
+        "sub": (sub_pipe, {}),
+        "errors": (errors, {"start": "a"}),
+        "joins": (joins, {}),
+        "cancel": (cancel, {}),
+    }
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("scenario", list(differential_scenarios()))
+async def test_compiled_and_pure_cores_give_identical_traces(scenario: str) -> None:
+    from justpipe import _core
+
+    if not {"cython", "python"} <= set(_core.AVAILABLE_BACKENDS):
+        pytest.skip(f"only {_core.AVAILABLE_BACKENDS} available: nothing to compare")
+    build, run_kwargs = differential_scenarios()[scenario]
+    traces = {}
+    previous = _core.BACKEND
+    try:
+        for backend in ("cython", "python"):
+            _core._use(backend)
+            state: dict[str, Any] = {}
+            traces[backend] = normalise(await collect(build(), state, **run_kwargs), state)
+    finally:
+        _core._use(previous)
+    assert traces["cython"] == traces["python"]
+    assert traces["python"][-1].type == "finish"

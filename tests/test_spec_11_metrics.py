@@ -155,7 +155,6 @@ async def test_queue_and_task_metrics_are_consistent() -> None:
     assert 1 <= tasks.peak_active <= tasks.started
 
 
-@pytest.mark.xfail(reason="kernel-bugs: K6 tasks.started misses pooled map workers", strict=True)
 async def test_tasks_started_counts_every_map_worker() -> None:
     pipe: Pipe[Any, Any] = Pipe()
     pipe.map("fan", each="work", max_concurrency=1)(lambda s: [1, 2, 3])

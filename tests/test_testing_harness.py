@@ -126,16 +126,10 @@ async def test_mock_side_effect_async_generator_streams_tokens() -> None:
         yield "fake-2"
 
     tester.mock("notify", side_effect=fake_stream)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # K7, pinned separately
-        result = await run(tester)
-        gc.collect()
+    result = await run(tester)
     assert result.tokens == ["fake-1", "fake-2"]
 
 
-@pytest.mark.xfail(
-    reason="kernel-bugs: K7 async-gen side_effect leaves a coroutine unawaited", strict=True
-)
 async def test_mock_with_streaming_side_effect_leaves_no_unawaited_coroutine() -> None:
     tester: TestPipe[Any, Any] = TestPipe(order_pipe())
 
