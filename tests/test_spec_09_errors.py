@@ -372,3 +372,48 @@ async def test_stages_of_error_events_name_the_invocation() -> None:
     start = of_type(events, EventType.STEP_START)[0]
     error = of_type(events, EventType.STEP_ERROR)[0]
     assert error.invocation_id == start.invocation_id
+
+
+# --------------------------------------------------------------------------- §9.12 resume
+
+
+async def test_suspended_run_resumes_with_the_same_state_and_start() -> None:
+    pipe: Pipe[Any, Any] = Pipe()
+
+    @pipe.step(to="approve")
+    async def draft(s: Any) -> Any:
+        s["draft"] = True
+        return Suspend("needs approval")
+
+    @pipe.step(to="publish")
+    async def approve(s: Any) -> None:
+        s["approved"] = True
+
+    @pipe.step
+    async def publish(s: Any) -> None:
+        s["published"] = True
+
+    state: dict[str, Any] = {}
+    first = await collect(pipe, state)
+    assert state == {"draft": True}
+    assert end_data(first).status is PipelineTerminalStatus.SUCCESS
+    second = await collect(pipe, state, start=approve)
+    assert state == {"draft": True, "approved": True, "published": True}
+    assert stages(second, EventType.STEP_START) == ["approve", "publish"]
+    assert second[0].payload is state
+
+
+async def test_a_step_routing_to_itself_gets_one_step_end_per_invocation() -> None:
+    pipe: Pipe[Any, Any] = Pipe()
+
+    @pipe.step
+    async def a(s: Any) -> Any:
+        s["n"] = s.get("n", 0) + 1
+        return "a" if s["n"] < 3 else None
+
+    events = await collect(pipe)
+    assert [(t, s) for t, s in pairs(events) if s == "a"] == [
+        ("step_start", "a"),
+        ("step_end", "a"),
+    ] * 3
+    assert [e.attempt for e in of_type(events, EventType.STEP_START)] == [1, 2, 3]
