@@ -90,7 +90,7 @@ class Pipe(Generic[StateT, ContextT]):
         self.persist = _env_flag("JUSTPIPE_PERSIST") if persist is None else bool(persist)
         self.registry = _PipelineRegistry(name, self.state_type, self.context_type)
         self.registry.middleware.extend(
-            [tenacity_retry_middleware] if middleware is None else list(middleware)
+            [tenacity_retry_middleware] if middleware is None else _check_middleware(middleware)
         )
         self._validated: dict[tuple[int, str | None, bool, bool], list[str]] = {}
         self._plans: dict[tuple[int, str | None], ExecutionPlan] = {}
@@ -226,9 +226,13 @@ class Pipe(Generic[StateT, ContextT]):
     @staticmethod
     def _assert_factory_name(what: str, name: Any) -> None:
         if callable(name) and not isinstance(name, str):
+            example = {
+                "map": "@pipe.map(each='worker')",
+                "switch": "@pipe.switch(to={'yes': 'accept', 'no': 'reject'})",
+                "sub": "@pipe.sub(pipeline=child_pipe)",
+            }[what]
             raise DefinitionError(
-                f"@pipe.{what} needs arguments: write @pipe.{what}(...) with parentheses "
-                f"(e.g. @pipe.{what}(each='worker') for a map).",
+                f"@pipe.{what} needs arguments: write it with parentheses, e.g. {example}.",
                 step_name=resolve_name(name),
             )
 
@@ -382,6 +386,15 @@ def _check_options(
         )
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"Pipe(metadata=...) must be a dict, got {type(metadata).__name__}")
+
+
+def _check_middleware(middleware: Any) -> list[Middleware]:
+    if not isinstance(middleware, (list, tuple)) or not all(callable(m) for m in middleware):
+        raise TypeError(
+            f"Pipe(middleware=...) must be a list of callables (func, StepContext) -> func, "
+            f"got {middleware!r}. Pass [] for none, or omit it to keep the retry middleware."
+        )
+    return list(middleware)
 
 
 def _check_int(option: str, value: Any, *, minimum: int, allow_none: bool) -> None:

@@ -54,7 +54,7 @@ def _mock_wrapper(mock: AsyncMock) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(side):
 
         async def stream(**kwargs: Any) -> Any:
-            mock(**kwargs)
+            mock(**kwargs).close()  # records the call; the side effect itself streams below
             async for item in side(**kwargs):
                 yield item
 

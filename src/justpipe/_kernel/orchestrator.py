@@ -113,6 +113,7 @@ class _Orchestrator:
         self.ids = _core.InvocationIds(ctx.run_id)
         self.attempts = _core.AttemptCounter()
         self.completed = 0
+        self.pooled = 0  # worker invocations run inside pool tasks (counted as tasks in metrics)
         self._meta_on = ctx.meta is not None
         self._kwargs = ctx.base_kwargs
 
@@ -533,17 +534,25 @@ class _Orchestrator:
         if is_async:
             source = result.__aiter__()
             lock = asyncio_lock()
-            await self._run_pool(map_run, limit, None, (source, lock))
+            await self._run_pool(map_run, limit, None, (source, lock), closing=result)
         else:
             sync_source = iter(enumerate(result))
-            await self._run_pool(map_run, limit, lambda: _next_sync(sync_source), None)
+            await self._run_pool(
+                map_run, limit, lambda: _next_sync(sync_source), None, closing=result
+            )
         return OK, _DEFERRED
 
     async def _run_pool(
-        self, map_run: _MapRun, limit: int, next_sync: Any, async_source: Any
+        self, map_run: _MapRun, limit: int, next_sync: Any, async_source: Any,
+        closing: Any = None,
     ) -> None:
-        """A fixed pool of `limit` workers pulling items: O(limit) tasks and memory."""
+        """A fixed pool of `limit` workers pulling items: O(limit) tasks and memory.
+
+        `closing` is a lazy source (generator) closed by the last worker to leave, also
+        when the run is cancelled or times out.
+        """
         counter = _PoolCounter(limit)
+        counter.source = closing
         for _ in range(limit - 1):
             self.kernel.spawn(self._pool_worker(map_run, counter, next_sync, async_source))
         await self._pool_worker(map_run, counter, next_sync, async_source)
@@ -567,12 +576,15 @@ class _Orchestrator:
                     break
                 index, item = got
                 map_run.started += 1
+                self.pooled += 1
                 if lazy:
                     await self._map_worker_event(map_run, index)
                 await self._run_worker(map_run, index, item)
         finally:
             counter.live -= 1
             last = counter.live == 0
+            if last and counter.source is not None:
+                await _close_source(counter.source)
         if last:
             await self._close_feed(map_run, counter.error)
 
@@ -653,13 +665,28 @@ _DEFERRED = _Deferred()
 
 
 class _PoolCounter:
-    __slots__ = ("live", "failed", "error", "index")
+    __slots__ = ("live", "failed", "error", "index", "source")
 
     def __init__(self, live: int) -> None:
         self.live = live
         self.failed = False
         self.error: BaseException | None = None
         self.index = 0
+        self.source: Any = None
+
+
+async def _close_source(source: Any) -> None:
+    """Close a lazy map source (async or sync generator) we stopped consuming."""
+    try:
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        else:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+    except Exception:  # a source failing while closing must not hide the run's outcome
+        logging.getLogger(__name__).warning("map source %r failed while closing", source)
 
 
 def asyncio_lock() -> asyncio.Lock:

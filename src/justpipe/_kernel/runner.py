@@ -264,7 +264,10 @@ class _PipelineRunner:
             self.journal.terminal = FailureReason.CANCELLED
         kernel = self.kernel
         metrics = self.metrics.snapshot(
-            self.channel.max_depth, kernel.started, self.orch.completed, kernel.peak_active
+            self.channel.max_depth,
+            kernel.started + self.orch.pooled,
+            self.orch.completed,
+            max(kernel.peak_active, self.metrics.peak_workers),
         )
         return self.journal.end_data(time.perf_counter() - self._started, metrics)
 

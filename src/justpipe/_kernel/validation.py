@@ -170,7 +170,9 @@ def _start_scope_problems(
             problems.append(
                 f"Step '{name}' requires ALL parents [{_names(ps)}], but run(start='{start}') "
                 f"cannot reach parent(s): {_names(missing)}. This step will never execute in "
-                "this run."
+                f"this run. Fix: start from a step that reaches all of its parents, make "
+                f"'{name}' barrier_type=BarrierType.ANY, or validate with strict=False to only "
+                "warn."
             )
     return problems
 
