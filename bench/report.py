@@ -48,6 +48,8 @@ class Result:
     backend: str
     median: float
     minimum: float
+    q1: float
+    q3: float
     rounds: int
     units: int
     extra: dict[str, Any]
@@ -78,6 +80,8 @@ def results(data: dict[str, Any]) -> Table:
             backend=info.get("backend", info["implementation"]),
             median=float(stats["median"]),
             minimum=float(stats["min"]),
+            q1=float(stats.get("q1", stats["median"])),
+            q3=float(stats.get("q3", stats["median"])),
             rounds=int(stats["rounds"]),
             units=int(info["units"]),
             extra=info,
@@ -163,22 +167,42 @@ TARGETS = (
 
 
 @dataclass(frozen=True)
+class Quotient:
+    """a / b from two sets of rounds: the medians' quotient and its quartile range."""
+
+    value: float
+    low: float  # a.q1 / b.q3
+    high: float  # a.q3 / b.q1
+
+
+def quotient(a: Result, b: Result, *, per_unit: bool = False) -> Quotient:
+    scale = b.units / a.units if per_unit else 1.0
+    return Quotient(a.median / b.median * scale, a.q1 / b.q3 * scale, a.q3 / b.q1 * scale)
+
+
+@dataclass(frozen=True)
 class Verdict:
     target: Target
-    value: float | None
+    measured: Quotient | float | None  # a float for memory (one round)
     note: str = ""
 
     @property
     def met(self) -> bool | None:
-        if self.value is None:
+        """True/False when the whole quartile range is on one side of the limit, else None."""
+        m, limit = self.measured, self.target.limit
+        if m is None:
             return None
+        if isinstance(m, float):
+            return m < limit
         if self.target.kind == "speedup":
-            return self.value >= self.target.limit
-        return (
-            self.value <= self.target.limit
-            if self.target.kind != "memory"
-            else (self.value < self.target.limit)
-        )
+            return True if m.low >= limit else (False if m.high < limit else None)
+        return True if m.high <= limit else (False if m.low > limit else None)
+
+    @property
+    def median_met(self) -> bool:
+        m, limit = self.measured, self.target.limit
+        assert isinstance(m, Quotient)
+        return m.value >= limit if self.target.kind == "speedup" else m.value <= limit
 
     def limit_text(self) -> str:
         t = self.target
@@ -189,13 +213,20 @@ class Verdict:
         return f"<= {t.limit:g}x"
 
     def value_text(self) -> str:
-        if self.value is None:
+        m = self.measured
+        if m is None:
             return "not measured"
-        return f"{self.value:.1f} MB" if self.target.kind == "memory" else f"{self.value:.2f}x"
+        if isinstance(m, float):
+            return f"{m:.1f} MB"
+        return f"{m.value:.2f}x ({m.low:.2f}-{m.high:.2f})"
 
     def met_text(self) -> str:
+        if self.measured is None:
+            return "n/a"
         met = self.met
-        return "n/a" if met is None else ("met" if met else "**MISSED**")
+        if met is None:
+            return "borderline: median met" if self.median_met else "**borderline: median missed**"
+        return "met" if met else "**MISSED**"
 
 
 def evaluate(table: Table, target: Target) -> Verdict:
@@ -205,13 +236,13 @@ def evaluate(table: Table, target: Target) -> Verdict:
         return Verdict(target, None, "compiled backend not measured")
     if target.kind == "ratio":
         floor = row.get("floor")
-        return Verdict(target, compiled.median / floor.median if floor else None)
+        return Verdict(target, quotient(compiled, floor) if floor else None)
     if target.kind == "speedup":
         pure = row.get("python")
-        return Verdict(target, pure.median / compiled.median if pure else None)
+        return Verdict(target, quotient(pure, compiled) if pure else None)
     if target.kind == "scaling":
         small = table.get((target.scenario, target.variant_small), {}).get("cython")
-        return Verdict(target, compiled.per_unit / small.per_unit if small else None)
+        return Verdict(target, quotient(compiled, small, per_unit=True) if small else None)
     growth = compiled.extra.get("rss_growth")
     return Verdict(target, growth / MB if growth is not None else None)
 
@@ -394,6 +425,13 @@ def render_section(data: dict[str, Any]) -> str:
         *machine_lines(data),
         "",
         "### Targets (compiled backend; ratios to the floor measured in the same run)",
+        "",
+        (
+            "Measured = quotient of the medians, with its quartile range in parentheses "
+            "(q1/q3 to q3/q1 of the rounds). The verdict is met or MISSED when the whole "
+            "range is on one side of the limit, borderline when the limit lies inside it "
+            "(the run was too noisy to decide)."
+        ),
         "",
         *targets_table(table),
         "",
