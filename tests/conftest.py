@@ -74,7 +74,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         "core_backend",
         selected_backends(metafunc.config),
         indirect=True,
-        scope="session",
+        # grouped per module: a module's tests run on one backend, then on the other, so
+        # module-level state (fixtures, a timestamp taken at import) is not hours apart
+        scope="module",
     )
 
 
