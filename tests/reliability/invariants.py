@@ -78,7 +78,6 @@ from typing import Any
 from justpipe.types import (
     Event,
     EventType,
-    FailureKind,
     PipelineEndData,
     PipelineTerminalStatus,
 )
@@ -95,40 +94,7 @@ _ABNORMAL = (PipelineTerminalStatus.CLIENT_CLOSED,)
 # Violations caused by bugs filed in /tmp/kernel-bugs.md, tolerated here so that the fuzz
 # keeps hunting for new ones. Each has a strict-xfail test pinning it (test_regressions.py);
 # when that test XPASSes, delete its entry here.
-def _lazy_map_source_left_open(problem: str, record: RunRecord) -> bool:
-    """Only asyncgen-finalizer tasks (an un-closed map source being closed late) are left."""
-    return problem.startswith("L3 ") and all(
-        type(t.get_coro()).__name__ == "async_generator_athrow" for t in record.leftover_tasks
-    )
-
-
-def _cancel_drops_queued_hook_error(problem: str, record: RunRecord) -> bool:
-    """Cancelled after a shutdown hook failed: its STEP_ERROR is dropped, its record kept."""
-    text = _unlabel(problem)
-    run = _observed_for(problem, record)
-    if run is None or not text.startswith("T2 FINISH lists") or not run.events:
-        return False
-    data = run.events[-1].payload
-    published = sum(e.type is EventType.STEP_ERROR for e in run.events)
-    extra = data.errors[published:] if isinstance(data, PipelineEndData) else []
-    return not _natural_finish(run.events[-1], run.events) and bool(extra) and all(
-        r.kind is FailureKind.SHUTDOWN for r in extra)
-
-
-KNOWN_BUGS: dict[str, Callable[[str, RunRecord], bool]] = {
-    "lazy-map-source-left-open": _lazy_map_source_left_open,
-    "cancel-drops-queued-hook-error": _cancel_drops_queued_hook_error,
-}
-
-
-def _observed_for(problem: str, record: RunRecord) -> ObservedRun | None:
-    """The observed run a problem is about: its "[pipe runid]" label, else the root."""
-    if problem.startswith("["):
-        prefix = problem[1:].split("]", 1)[0].split(" ")[1]
-        found = [o for r, o in record.recorder.observed.items() if r.startswith(prefix)]
-        return found[0] if found else None
-    root = record.root_run_id
-    return record.recorder.observed[root] if root is not None else None
+KNOWN_BUGS: dict[str, Callable[[str, RunRecord], bool]] = {}
 
 
 def _tolerated(problem: str, record: RunRecord) -> bool:

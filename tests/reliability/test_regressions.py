@@ -138,7 +138,6 @@ def test_finish_metrics_count_the_shutdown_hook_error() -> None:
     assert events[-1].payload.metrics.events.get("step_error") == 1
 
 
-@pytest.mark.xfail(reason="kernel-bugs: lazy map source left open on timeout", strict=True)
 def test_lazy_map_source_is_closed_when_the_run_times_out() -> None:
     closed: list[bool] = []
     sources: list[Any] = []  # keeps the generator alive: only the runtime may close it
