@@ -8,6 +8,8 @@ real persisted runs is ``test_cli_e2e.py``.
 
 from __future__ import annotations
 
+import re
+
 import functools
 import json
 import os
@@ -623,7 +625,8 @@ def test_stats_summarises_outcomes_durations_activity_and_errors(two_pipelines: 
     assert "  etl                                 3 ( 60.0%)" in out
     assert "  Today           4 ██" in out
     assert "Recent Errors:     2 error(s)" in out
-    assert f"  {short_id(rid('f2'))}  flaky                 4m ago    bang" in out
+    # the store was written moments ago; a slow machine may cross a minute boundary
+    assert re.search(rf"  {short_id(rid('f2'))}  flaky                 [345]m ago    bang", out), out
     assert "Warning" not in out
 
 
