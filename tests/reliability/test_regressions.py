@@ -167,3 +167,33 @@ def test_lazy_map_source_is_closed_when_the_run_times_out() -> None:
         return list(closed)  # before asyncio.run() finalises leftover async generators
 
     assert asyncio.run(asyncio.wait_for(main(), WATCHDOG_S)) == [True]
+
+
+@pytest.mark.xfail(reason="kernel-bugs: BARRIER_WAIT lost when the join fires fast", strict=True)
+def test_a_fast_timed_join_reports_its_wait_before_its_release() -> None:
+    pipe: Pipe[Any, Any] = Pipe(name="join")
+
+    @pipe.step(to=["left", "right"])
+    async def start() -> None:
+        return None
+
+    @pipe.step(to="join")
+    async def left() -> None:
+        return None
+
+    @pipe.step(to="join")
+    async def right() -> None:
+        return None
+
+    @pipe.step(barrier_timeout=5.0)
+    async def join() -> None:
+        return None
+
+    async def main() -> list[Event]:
+        return [event async for event in pipe.run(None)]
+
+    events = asyncio.run(asyncio.wait_for(main(), WATCHDOG_S))
+    kinds = [e.type for e in events if e.stage == "join"]
+    assert kinds.index(EventType.BARRIER_WAIT) < kinds.index(EventType.BARRIER_RELEASE)
+    barrier = events[-1].payload.metrics.barriers["join"]
+    assert (barrier.waits, barrier.releases) == (1, 1)
