@@ -21,7 +21,12 @@ async def main() -> None:
     state: dict = {}
     events = [event async for event in pipe.run(state)]
     for event in events:
-        print(event.seq, event.type.value, event.stage, event.payload if event.type is EventType.TOKEN else "")
+        print(
+            event.seq,
+            event.type.value,
+            event.stage,
+            event.payload if event.type is EventType.TOKEN else "",
+        )
     assert [e.payload for e in events if e.type is EventType.TOKEN] == ["HELLO, JUSTPIPE"]
     assert events[-1].type is EventType.FINISH
 

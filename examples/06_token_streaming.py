@@ -9,7 +9,7 @@ pipe = Pipe(name="llm", queue_size=4)  # backpressure: the producer waits for th
 
 @pipe.step
 async def generate(state: dict):  # type: ignore[no-untyped-def]
-    for word in "the quick brown fox jumps".split():
+    for word in ["the", "quick", "brown", "fox", "jumps"]:
         await asyncio.sleep(0.001)  # pretend a model is thinking
         yield word + " "
 

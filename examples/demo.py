@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from justpipe import EventType, Pipe
-from justpipe import _core
+from justpipe import EventType, Pipe, _core
 
 
 class Research:

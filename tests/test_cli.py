@@ -8,11 +8,10 @@ real persisted runs is ``test_cli_e2e.py``.
 
 from __future__ import annotations
 
-import re
-
 import functools
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -251,7 +250,7 @@ def test_resolve_run_finds_exact_ids_then_unique_prefixes(two_pipelines: Path) -
 def test_resolve_run_refuses_an_ambiguous_prefix_naming_the_candidates(
     two_pipelines: Path,
 ) -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="Ambiguous run ID prefix") as info:
         PipelineRegistry(two_pipelines).resolve_run("e")
     assert str(info.value) == (
         "Ambiguous run ID prefix 'e' matches 3 runs: e20000000000, e10000000000, e30000000000"
@@ -263,7 +262,7 @@ def test_ambiguity_shows_full_ids_when_their_short_forms_look_alike(root: Path) 
     add_pipeline(
         root, "aaaa", "p", [RunSpec(t, age=timedelta(minutes=n)) for n, t in enumerate(twins)]
     )
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="Ambiguous run ID prefix") as info:
         PipelineRegistry(root).resolve_run("abcd")
     assert str(info.value) == (
         f"Ambiguous run ID prefix 'abcd' matches 7 runs: {', '.join(twins[:5])} (and 2 more)"
@@ -331,7 +330,8 @@ def test_list_plain_layout_without_rich(
         "Run ID          Pipeline             Status         Started                Duration",
         "-" * 89,
         f"f20000000000... flaky                failed         {started}       500ms",
-        f"f10000000000... flaky                failed         {format_timestamp(NOW - timedelta(minutes=5))}       500ms",
+        f"f10000000000... flaky                failed         "
+        f"{format_timestamp(NOW - timedelta(minutes=5))}       500ms",
     ]
     assert "(Limited to 2, use --limit to show more)" in result.output
 
@@ -626,7 +626,8 @@ def test_stats_summarises_outcomes_durations_activity_and_errors(two_pipelines: 
     assert "  Today           4 ██" in out
     assert "Recent Errors:     2 error(s)" in out
     # the store was written moments ago; a slow machine may cross a minute boundary
-    assert re.search(rf"  {short_id(rid('f2'))}  flaky                 [345]m ago    bang", out), out
+    row = rf"  {short_id(rid('f2'))}  flaky                 [345]m ago    bang"
+    assert re.search(row, out), out
     assert "Warning" not in out
 
 

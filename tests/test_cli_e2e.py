@@ -165,7 +165,8 @@ async def test_cleanup_keeps_the_newest_runs_and_deletes_only_the_listed_ones(
 def run_console_script(*args: str) -> subprocess.CompletedProcess[str]:
     """Run ``main()`` as the console script does, in a fresh interpreter."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    code = f"import sys; from justpipe.cli.main import main; sys.argv = {['justpipe', *args]!r}; main()"
+    argv = ["justpipe", *args]
+    code = f"import sys; from justpipe.cli.main import main; sys.argv = {argv!r}; main()"
     return subprocess.run(
         [sys.executable, "-c", code],
         check=False,

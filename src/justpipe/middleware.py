@@ -22,7 +22,7 @@ try:
 
     HAS_TENACITY = True
 except ImportError:  # pragma: no cover - depends on the environment
-    tenacity = None
+    tenacity = None  # type: ignore[assignment]
     HAS_TENACITY = False
 
 __all__ = [
@@ -65,7 +65,7 @@ def tenacity_retry_middleware(func: Callable[..., Any], ctx: StepContext) -> Cal
             f"Step '{ctx.name}': retries must be an int >= 0 or a dict of tenacity.retry() "
             f"arguments, got {retries!r}"
         )
-    return tenacity.retry(  # type: ignore[no-any-return]
+    return tenacity.retry(
         stop=tenacity.stop_after_attempt(retries + 1),
         wait=tenacity.wait_exponential(
             min=ctx.kwargs.get("retry_wait_min", 0.1), max=ctx.kwargs.get("retry_wait_max", 10)

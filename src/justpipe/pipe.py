@@ -73,8 +73,16 @@ class Pipe(Generic[StateT, ContextT]):
         flush_interval: int | None = None,
         max_retries: int = 100,
     ) -> None:
-        _check_options(name, queue_size, max_map_items, flush_interval, max_retries,
-                       cancellation_token, failure_classification, metadata)
+        _check_options(
+            name,
+            queue_size,
+            max_map_items,
+            flush_interval,
+            max_retries,
+            cancellation_token,
+            failure_classification,
+            metadata,
+        )
         self.name = name
         self.strict = strict
         self.allow_multi_root = allow_multi_root
@@ -141,14 +149,26 @@ class Pipe(Generic[StateT, ContextT]):
         **kwargs: Any,
     ) -> Any:
         """Register a step: `@pipe.step`, `@pipe.step("name", to=...)` or `pipe.step(func)`."""
-        if callable(name) and to is None and not kwargs and barrier_timeout is None \
-                and barrier_type is None and on_error is None:
+        if (
+            callable(name)
+            and to is None
+            and not kwargs
+            and barrier_timeout is None
+            and barrier_type is None
+            and on_error is None
+        ):
             return self._register(NodeKind.STEP, name, None)
 
         def decorator(func: F) -> F:
             self._register(
-                NodeKind.STEP, func, name, to=to, barrier_timeout=barrier_timeout,
-                barrier_type=barrier_type, on_error=on_error, options=kwargs,
+                NodeKind.STEP,
+                func,
+                name,
+                to=to,
+                barrier_timeout=barrier_timeout,
+                barrier_type=barrier_type,
+                on_error=on_error,
+                options=kwargs,
             )
             return func
 
@@ -170,9 +190,17 @@ class Pipe(Generic[StateT, ContextT]):
 
         def decorator(func: F) -> F:
             self._register(
-                NodeKind.MAP, func, name, to=to, barrier_timeout=barrier_timeout,
-                barrier_type=barrier_type, on_error=on_error, options=kwargs, each=each,
-                max_concurrency=max_concurrency, max_map_items=self.max_map_items,
+                NodeKind.MAP,
+                func,
+                name,
+                to=to,
+                barrier_timeout=barrier_timeout,
+                barrier_type=barrier_type,
+                on_error=on_error,
+                options=kwargs,
+                each=each,
+                max_concurrency=max_concurrency,
+                max_map_items=self.max_map_items,
             )
             return func
 
@@ -193,8 +221,14 @@ class Pipe(Generic[StateT, ContextT]):
 
         def decorator(func: F) -> F:
             self._register(
-                NodeKind.SWITCH, func, name, routes=to, default=default,
-                barrier_timeout=barrier_timeout, barrier_type=barrier_type, on_error=on_error,
+                NodeKind.SWITCH,
+                func,
+                name,
+                routes=to,
+                default=default,
+                barrier_timeout=barrier_timeout,
+                barrier_type=barrier_type,
+                on_error=on_error,
                 options=kwargs,
             )
             return func
@@ -216,8 +250,15 @@ class Pipe(Generic[StateT, ContextT]):
 
         def decorator(func: F) -> F:
             self._register(
-                NodeKind.SUB, func, name, to=to, barrier_timeout=barrier_timeout,
-                barrier_type=barrier_type, on_error=on_error, options=kwargs, pipeline=pipeline,
+                NodeKind.SUB,
+                func,
+                name,
+                to=to,
+                barrier_timeout=barrier_timeout,
+                barrier_type=barrier_type,
+                on_error=on_error,
+                options=kwargs,
+                pipeline=pipeline,
             )
             return func
 

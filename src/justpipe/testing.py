@@ -49,7 +49,7 @@ class TestResult(Generic[S]):
 
 
 def _mock_wrapper(mock: AsyncMock) -> Callable[..., Any]:
-    """An async function awaiting `mock`; streams when the mock's side effect is an async generator."""
+    """An async function awaiting `mock`; it streams when the side effect is an async generator."""
     side = mock.side_effect
     if inspect.isasyncgenfunction(side):
 
@@ -78,17 +78,13 @@ class TestPipe(Generic[S, C]):
         self._error_hook: HookSpec | None = None
         self._error_hook_saved = False
 
-    def mock(
-        self, step_name: str, return_value: Any = None, side_effect: Any = None
-    ) -> AsyncMock:
+    def mock(self, step_name: str, return_value: Any = None, side_effect: Any = None) -> AsyncMock:
         steps = self.pipe.registry.steps
         step = steps.get(step_name)
         if step is None:
             close = difflib.get_close_matches(step_name, list(steps), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ValueError(
-                f"Step '{step_name}' not found. Available: {', '.join(steps)}.{hint}"
-            )
+            raise ValueError(f"Step '{step_name}' not found. Available: {', '.join(steps)}.{hint}")
         mock = AsyncMock(return_value=return_value, side_effect=side_effect)
         self._steps.setdefault(step_name, step._active_func)
         step.set_active_func(_mock_wrapper(mock))
@@ -148,8 +144,8 @@ class TestPipe(Generic[S, C]):
         own = self.pipe.registry.steps
         async for event in self.pipe.run(state, context, **kwargs):
             result.events.append(event)
-            if event.type is EventType.START:
-                result.final_state = event.payload
-            elif event.type is EventType.STEP_END and event.stage in own:
+            if event.type is EventType.START or (
+                event.type is EventType.STEP_END and event.stage in own
+            ):
                 result.final_state = event.payload
         return result

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "BarrierMetrics",
@@ -204,7 +204,7 @@ class FailureClassificationContext:
     default_source: FailureSource
 
 
-FailureSourceClassifier = Callable[[FailureClassificationContext], Optional[FailureSource]]
+FailureSourceClassifier = Callable[[FailureClassificationContext], FailureSource | None]
 
 
 @dataclass(frozen=True)
@@ -294,7 +294,7 @@ class Stop:
 
 @dataclass
 class Suspend:
-    """Return `Suspend(reason)` to end the run with a SUSPEND event; resume with `run(start=...)`."""
+    """Return `Suspend(reason)` to end the run with a SUSPEND event; resume via `run(start=...)`."""
 
     reason: str
 

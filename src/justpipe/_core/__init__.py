@@ -7,7 +7,8 @@ This module is the one place that chooses between them:
   (a pure ``py3-none-any`` install, an interpreter other than CPython, a broken build).
 
 `BACKEND` names the active backend (``"cython"`` or ``"python"``), `AVAILABLE_BACKENDS`
-those importable in this install. The runtime reads ``_core.X`` when it builds a run, so
+those importable in this install (the compiled modules are probed even when the
+environment switch selects the pure ones, so `AVAILABLE_BACKENDS` stays accurate). The runtime reads ``_core.X`` when it builds a run, so
 `_use()` can switch backends in-process (the test suite runs everything on both).
 Type checkers see the pure twins.
 """

@@ -58,9 +58,19 @@ class _BarrierManager:
         if task is not None:
             task.cancel()
         self._channel.put_nowait(
-            (EventType.BARRIER_RELEASE, node.name,
-             {"duration": round(time.monotonic() - started, 6)}, time.time(),
-             NodeKind.BARRIER, None, None, None, 1, (), None)
+            (
+                EventType.BARRIER_RELEASE,
+                node.name,
+                {"duration": round(time.monotonic() - started, 6)},
+                time.time(),
+                NodeKind.BARRIER,
+                None,
+                None,
+                None,
+                1,
+                (),
+                None,
+            )
         )
 
     async def _watch(self, node: NodePlan) -> None:
@@ -72,10 +82,25 @@ class _BarrierManager:
         assert timeout is not None
         parents = list(node.parents)
         await self._channel.put(
-            (EventType.BARRIER_WAIT, node.name,
-             {"timeout": timeout, "dependencies": parents, "expected_count": len(parents),
-              "completed_count": 0, "waiting_for": list(parents)},
-             time.time(), NodeKind.BARRIER, None, None, None, 1, (), None)
+            (
+                EventType.BARRIER_WAIT,
+                node.name,
+                {
+                    "timeout": timeout,
+                    "dependencies": parents,
+                    "expected_count": len(parents),
+                    "completed_count": 0,
+                    "waiting_for": list(parents),
+                },
+                time.time(),
+                NodeKind.BARRIER,
+                None,
+                None,
+                None,
+                1,
+                (),
+                None,
+            )
         )
         await asyncio.sleep(timeout)
         if self._watchers.pop(node.index, None) is None:

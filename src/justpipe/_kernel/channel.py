@@ -20,7 +20,14 @@ __all__ = ["_ControlChannel"]
 
 class _ControlChannel:
     __slots__ = (
-        "_items", "_maxsize", "_low", "_loop", "_consumer", "_putters", "_granted", "max_depth",
+        "_items",
+        "_maxsize",
+        "_low",
+        "_loop",
+        "_consumer",
+        "_putters",
+        "_granted",
+        "max_depth",
     )
 
     def __init__(self, maxsize: int) -> None:
@@ -50,9 +57,7 @@ class _ControlChannel:
     async def put(self, item: tuple[Any, ...]) -> None:
         """Append as a producer: wait (in FIFO order) while the channel is full."""
         items = self._items
-        if self._maxsize and (
-            self._putters or len(items) + self._granted >= self._maxsize
-        ):
+        if self._maxsize and (self._putters or len(items) + self._granted >= self._maxsize):
             await self._wait_for_room()
         items.append(item)
         if len(items) > self.max_depth:

@@ -60,7 +60,7 @@ class _RunContext:
         *,
         error: BaseException | None = None,
         step_name: str | None = None,
-        token: CancellationToken | None | bool = True,
+        token: CancellationToken | bool | None = True,
     ) -> dict[str, Any]:
         values = {
             InjectionSource.STATE: self.state,
@@ -76,7 +76,15 @@ class _MapRun:
     """Bookkeeping of one map fan-out: workers started/finished, feeding done."""
 
     __slots__ = (
-        "inv", "worker", "total", "started", "finished", "fed", "skipped", "errored", "closed",
+        "inv",
+        "worker",
+        "total",
+        "started",
+        "finished",
+        "fed",
+        "skipped",
+        "errored",
+        "closed",
         "t0",
     )
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from justpipe.types import CancellationToken, DefinitionError, InjectionSource
 
-__all__ = ["STEP_UNKNOWN_ALLOWED", "HOOK_UNKNOWN_ALLOWED", "analyze", "resolve_name"]
+__all__ = ["HOOK_UNKNOWN_ALLOWED", "STEP_UNKNOWN_ALLOWED", "analyze", "resolve_name"]
 
 STEP_UNKNOWN_ALLOWED = 1
 HOOK_UNKNOWN_ALLOWED = 0
@@ -136,9 +136,7 @@ def _too_many_unknown(
     context_type: type,
 ) -> str:
     if allowed:
-        purpose = (
-            f"A {role} may take one extra parameter (a map worker receives its item there)."
-        )
+        purpose = f"A {role} may take one extra parameter (a map worker receives its item there)."
     else:
         purpose = f"A {role} receives only injected values; it takes no extra parameters."
     return (

@@ -53,9 +53,7 @@ class _LocalInvoker:
                 raise timeout_error(node.name, node.timeout) from None
             raise
 
-    async def _call(
-        self, node: NodePlan, kwargs: dict[str, Any], stage: str, put: Put
-    ) -> Any:
+    async def _call(self, node: NodePlan, kwargs: dict[str, Any], stage: str, put: Put) -> Any:
         mode = node.call_mode
         if mode == CALL_ASYNC:
             result = await node.func(**kwargs)

@@ -41,7 +41,9 @@ class _MetricsRecorder:
         self.counts: dict[str, int] = {}  # keyed by the enum's value: Enum.__hash__ is slow
         self._open: dict[Any, float] = {}
         self._timings: dict[str, list[float]] = {}  # stage -> [count, total, min, max]
-        self._barriers: dict[str, list[float]] = {}  # stage -> [waits, releases, timeouts, total, max]
+        self._barriers: dict[
+            str, list[float]
+        ] = {}  # stage -> [waits, releases, timeouts, total, max]
         self._barrier_open: dict[str, float] = {}
         self.maps_started = 0
         self.maps_completed = 0

@@ -205,18 +205,51 @@ class _Orchestrator:
         assert node is not None
         worker = mr.worker.name if mr.worker is not None else node.step.each  # type: ignore[attr-defined]
         put = self.channel.put_nowait
-        put((EventType.MAP_COMPLETE, inv.name,
-             {"target": worker, "item_count": mr.started if mr.total is None else mr.total,
-              "owner_invocation_id": inv.inv_id,
-              "owner_scope": inv.scope},
-             _time(), _MAP, inv.inv_id, None, inv.inv_id, inv.attempt, inv.scope, None))
+        put(
+            (
+                EventType.MAP_COMPLETE,
+                inv.name,
+                {
+                    "target": worker,
+                    "item_count": mr.started if mr.total is None else mr.total,
+                    "owner_invocation_id": inv.inv_id,
+                    "owner_scope": inv.scope,
+                },
+                _time(),
+                _MAP,
+                inv.inv_id,
+                None,
+                inv.inv_id,
+                inv.attempt,
+                inv.scope,
+                None,
+            )
+        )
         if not mr.errored:
             meta = None
             if mr.total == 0:  # an empty map's STEP_END is its own invocation's end
-                meta = {"framework": {"duration_s": round(_perf() - mr.t0, 6),
-                                      "attempt": inv.attempt, "status": _SUCCESS}}
-            put((_STEP_END, inv.name, self.ctx.state, _time(), _MAP, inv.inv_id,
-                 inv.parent_id, inv.owner_id, inv.attempt, inv.scope, meta))
+                meta = {
+                    "framework": {
+                        "duration_s": round(_perf() - mr.t0, 6),
+                        "attempt": inv.attempt,
+                        "status": _SUCCESS,
+                    }
+                }
+            put(
+                (
+                    _STEP_END,
+                    inv.name,
+                    self.ctx.state,
+                    _time(),
+                    _MAP,
+                    inv.inv_id,
+                    inv.parent_id,
+                    inv.owner_id,
+                    inv.attempt,
+                    inv.scope,
+                    meta,
+                )
+            )
         if not mr.skipped:
             self._advance(node)
 
@@ -231,8 +264,21 @@ class _Orchestrator:
         ch = self.channel
         node = inv.node
         kind = inv.kind
-        await ch.put((_STEP_START, inv.name, None, _time(), kind, inv.inv_id, inv.parent_id,
-                      inv.owner_id, inv.attempt, inv.scope, None))
+        await ch.put(
+            (
+                _STEP_START,
+                inv.name,
+                None,
+                _time(),
+                kind,
+                inv.inv_id,
+                inv.parent_id,
+                inv.owner_id,
+                inv.attempt,
+                inv.scope,
+                None,
+            )
+        )
         scope_meta = None
         meta_token = None
         if self._meta_on:
@@ -240,6 +286,8 @@ class _Orchestrator:
             meta_token = _step_meta.set(scope_meta)
         started = _perf()
         failed = False
+        outcome: int
+        value: Any
         try:
             try:
                 if node is None:
@@ -283,8 +331,21 @@ class _Orchestrator:
                 return None  # the map's feeder reports its completion
             if outcome <= SKIP or outcome == SUSPEND:
                 if outcome == SUSPEND:
-                    await ch.put((EventType.SUSPEND, inv.name, value.reason, _time(), _SYSTEM,
-                                  None, None, None, 1, (), None))
+                    await ch.put(
+                        (
+                            EventType.SUSPEND,
+                            inv.name,
+                            value.reason,
+                            _time(),
+                            _SYSTEM,
+                            None,
+                            None,
+                            None,
+                            1,
+                            (),
+                            None,
+                        )
+                    )
                 self._step_end(inv, started, scope_meta, _ERROR if failed else _SUCCESS)
             ch.put_nowait((inv, outcome, value))
         finally:
@@ -299,7 +360,10 @@ class _Orchestrator:
         return await self.invoker.call(node, kwargs, inv.name, self.channel.put)
 
     def _meta_snapshot(
-        self, inv: _Invocation, started: float, scope_meta: _ScopedMetaImpl | None,
+        self,
+        inv: _Invocation,
+        started: float,
+        scope_meta: _ScopedMetaImpl | None,
         status: StepStatus,
     ) -> dict[str, Any] | None:
         if inv.inv_id is None or (inv.kind is NodeKind.SUB and status is _SUCCESS):
@@ -313,12 +377,27 @@ class _Orchestrator:
         return meta
 
     def _step_end(
-        self, inv: _Invocation, started: float, scope_meta: _ScopedMetaImpl | None,
+        self,
+        inv: _Invocation,
+        started: float,
+        scope_meta: _ScopedMetaImpl | None,
         status: StepStatus,
     ) -> None:
-        self.channel.put_nowait((_STEP_END, inv.name, self.ctx.state, _time(), inv.kind,
-                                inv.inv_id, inv.parent_id, inv.owner_id, inv.attempt, inv.scope,
-                                self._meta_snapshot(inv, started, scope_meta, status)))
+        self.channel.put_nowait(
+            (
+                _STEP_END,
+                inv.name,
+                self.ctx.state,
+                _time(),
+                inv.kind,
+                inv.inv_id,
+                inv.parent_id,
+                inv.owner_id,
+                inv.attempt,
+                inv.scope,
+                self._meta_snapshot(inv, started, scope_meta, status),
+            )
+        )
 
     # ------------------------------------------------------------------ results
 
@@ -390,14 +469,25 @@ class _Orchestrator:
         if self.ctx.stopping:
             return DROPPED, None
         return RETRY, _Invocation(
-            inv.node, inv.name, self.ids.next(), inv.inv_id, inv.owner_id,
-            self.attempts.next(inv.name), inv.scope, inv.has_item, inv.item, inv.map_run,
+            inv.node,
+            inv.name,
+            self.ids.next(),
+            inv.inv_id,
+            inv.owner_id,
+            self.attempts.next(inv.name),
+            inv.scope,
+            inv.has_item,
+            inv.item,
+            inv.map_run,
         )
 
     # ------------------------------------------------------------------ failures
 
     async def _handle_failure(
-        self, inv: _Invocation, exc: Exception, started: float,
+        self,
+        inv: _Invocation,
+        exc: Exception,
+        started: float,
         scope_meta: _ScopedMetaImpl | None,
     ) -> tuple[int, Any]:
         """Local handler, then global handler, then report (spec §9.6)."""
@@ -414,14 +504,19 @@ class _Orchestrator:
         return await self._global_handler(inv, exc, started, scope_meta)
 
     async def _global_handler(
-        self, inv: _Invocation, exc: Exception, started: float,
+        self,
+        inv: _Invocation,
+        exc: Exception,
+        started: float,
         scope_meta: _ScopedMetaImpl | None,
     ) -> tuple[int, Any]:
         hook = self.error_hook
         if hook is not None:
             try:
                 kwargs = self.ctx.inject(
-                    tuple(hook.injection_metadata.items()), error=exc, step_name=inv.name,
+                    tuple(hook.injection_metadata.items()),
+                    error=exc,
+                    step_name=inv.name,
                     token=None,
                 )
                 result = await _maybe_await(hook.func(**kwargs))
@@ -431,7 +526,11 @@ class _Orchestrator:
         return await self._report(inv, exc, started, scope_meta)
 
     async def _after_handler(
-        self, inv: _Invocation, result: Any, exc: Exception, started: float,
+        self,
+        inv: _Invocation,
+        result: Any,
+        exc: Exception,
+        started: float,
         scope_meta: _ScopedMetaImpl | None,
     ) -> tuple[int, Any]:
         outcome, value = self._interpret(inv, result, exc)
@@ -440,30 +539,67 @@ class _Orchestrator:
         return outcome, value
 
     async def _report(
-        self, inv: _Invocation, exc: BaseException, started: float,
+        self,
+        inv: _Invocation,
+        exc: BaseException,
+        started: float,
         scope_meta: _ScopedMetaImpl | None,
     ) -> tuple[int, Any]:
         """The error is final: CANCELLED for PipelineCancelled, else log + STEP_ERROR."""
         if isinstance(exc, PipelineCancelled):
             self.ctx.stopping = True
-            self.channel.put_nowait((EventType.CANCELLED, inv.name, str(exc), _time(),
-                                    inv.kind, inv.inv_id, inv.parent_id, inv.owner_id,
-                                    inv.attempt, inv.scope, None))
+            self.channel.put_nowait(
+                (
+                    EventType.CANCELLED,
+                    inv.name,
+                    str(exc),
+                    _time(),
+                    inv.kind,
+                    inv.inv_id,
+                    inv.parent_id,
+                    inv.owner_id,
+                    inv.attempt,
+                    inv.scope,
+                    None,
+                )
+            )
             return CANCELLED, None
         _log_failure(inv.name, exc, self.ctx.state)
         self.publisher.errors[inv.inv_id or inv.name] = exc
-        self.channel.put_nowait((_STEP_ERROR, inv.name, str(exc), _time(), inv.kind,
-                                inv.inv_id, inv.parent_id, inv.owner_id, inv.attempt, inv.scope,
-                                self._meta_snapshot(inv, started, scope_meta, _ERROR)))
+        self.channel.put_nowait(
+            (
+                _STEP_ERROR,
+                inv.name,
+                str(exc),
+                _time(),
+                inv.kind,
+                inv.inv_id,
+                inv.parent_id,
+                inv.owner_id,
+                inv.attempt,
+                inv.scope,
+                self._meta_snapshot(inv, started, scope_meta, _ERROR),
+            )
+        )
         return FAIL, None
 
     async def _sub_failed(
-        self, inv: _Invocation, exc: BaseException, started: float,
+        self,
+        inv: _Invocation,
+        exc: BaseException,
+        started: float,
         scope_meta: _ScopedMetaImpl | None,
     ) -> tuple[int, Any]:
         """An exception escaped the child run: only the global handler applies."""
-        sub_inv = _Invocation(inv.node, f"{inv.name}:sub", inv.inv_id, inv.parent_id,
-                              inv.owner_id, inv.attempt, inv.scope)
+        sub_inv = _Invocation(
+            inv.node,
+            f"{inv.name}:sub",
+            inv.inv_id,
+            inv.parent_id,
+            inv.owner_id,
+            inv.attempt,
+            inv.scope,
+        )
         if not isinstance(exc, Exception):
             raise exc
         outcome, value = await self._global_handler(sub_inv, exc, started, scope_meta)
@@ -482,9 +618,7 @@ class _Orchestrator:
 
     # ------------------------------------------------------------------ map
 
-    async def _start_map(
-        self, node: NodePlan, inv: _Invocation, result: Any
-    ) -> tuple[int, Any]:
+    async def _start_map(self, node: NodePlan, inv: _Invocation, result: Any) -> tuple[int, Any]:
         step = node.step
         worker = self.nodes[node.worker] if node.worker >= 0 else None
         is_async = hasattr(result, "__aiter__")
@@ -500,14 +634,37 @@ class _Orchestrator:
             return await self._lazy_map(node, inv, worker, result, is_async, limit)
         items = await _materialize(node, result, is_async)
         n = len(items)
-        await ch.put((EventType.MAP_START, node.name, {"target": target, "item_count": n},
-                      _time(), _MAP, inv.inv_id, inv.parent_id, inv.owner_id, inv.attempt,
-                      inv.scope, None))
+        await ch.put(
+            (
+                EventType.MAP_START,
+                node.name,
+                {"target": target, "item_count": n},
+                _time(),
+                _MAP,
+                inv.inv_id,
+                inv.parent_id,
+                inv.owner_id,
+                inv.attempt,
+                inv.scope,
+                None,
+            )
+        )
         for i in range(n):
-            await ch.put((EventType.MAP_WORKER, f"{target}[{i}]",
-                          {"index": i, "total": n, "target": target, "owner": node.name},
-                          _time(), _MAP, inv.inv_id, inv.parent_id, inv.owner_id, inv.attempt,
-                          inv.scope, None))
+            await ch.put(
+                (
+                    EventType.MAP_WORKER,
+                    f"{target}[{i}]",
+                    {"index": i, "total": n, "target": target, "owner": node.name},
+                    _time(),
+                    _MAP,
+                    inv.inv_id,
+                    inv.parent_id,
+                    inv.owner_id,
+                    inv.attempt,
+                    inv.scope,
+                    None,
+                )
+            )
         map_run = _MapRun(inv, worker, n)
         if limit is None or limit >= n:
             for i, item in enumerate(items):
@@ -522,14 +679,30 @@ class _Orchestrator:
         return OK, _DEFERRED
 
     async def _lazy_map(
-        self, node: NodePlan, inv: _Invocation, worker: NodePlan | None, result: Any,
-        is_async: bool, limit: int,
+        self,
+        node: NodePlan,
+        inv: _Invocation,
+        worker: NodePlan | None,
+        result: Any,
+        is_async: bool,
+        limit: int,
     ) -> tuple[int, Any]:
         target = node.step.each  # type: ignore[attr-defined]
-        await self.channel.put((EventType.MAP_START, node.name,
-                                {"target": target, "item_count": None}, _time(), _MAP,
-                                inv.inv_id, inv.parent_id, inv.owner_id, inv.attempt, inv.scope,
-                                None))
+        await self.channel.put(
+            (
+                EventType.MAP_START,
+                node.name,
+                {"target": target, "item_count": None},
+                _time(),
+                _MAP,
+                inv.inv_id,
+                inv.parent_id,
+                inv.owner_id,
+                inv.attempt,
+                inv.scope,
+                None,
+            )
+        )
         map_run = _MapRun(inv, worker, None)
         if is_async:
             source = result.__aiter__()
@@ -543,7 +716,11 @@ class _Orchestrator:
         return OK, _DEFERRED
 
     async def _run_pool(
-        self, map_run: _MapRun, limit: int, next_sync: Any, async_source: Any,
+        self,
+        map_run: _MapRun,
+        limit: int,
+        next_sync: Any,
+        async_source: Any,
         closing: Any = None,
     ) -> None:
         """A fixed pool of `limit` workers pulling items: O(limit) tasks and memory.
@@ -605,11 +782,21 @@ class _Orchestrator:
         node = inv.node
         assert node is not None
         target = node.step.each  # type: ignore[attr-defined]
-        await self.channel.put((EventType.MAP_WORKER, f"{target}[{index}]",
-                                {"index": index, "total": None, "target": target,
-                                 "owner": node.name},
-                                _time(), _MAP, inv.inv_id, inv.parent_id, inv.owner_id,
-                                inv.attempt, inv.scope, None))
+        await self.channel.put(
+            (
+                EventType.MAP_WORKER,
+                f"{target}[{index}]",
+                {"index": index, "total": None, "target": target, "owner": node.name},
+                _time(),
+                _MAP,
+                inv.inv_id,
+                inv.parent_id,
+                inv.owner_id,
+                inv.attempt,
+                inv.scope,
+                None,
+            )
+        )
 
     async def _worker_task(self, map_run: _MapRun, index: int, item: Any) -> None:
         await self._run_worker(map_run, index, item)
@@ -619,8 +806,16 @@ class _Orchestrator:
         worker = map_run.worker
         name = worker.name if worker is not None else owner.node.step.each  # type: ignore[union-attr]
         inv: _Invocation | None = _Invocation(
-            worker, name, self.ids.next(), owner.inv_id, owner.inv_id, self.attempts.next(name),
-            (*owner.scope, f"{name}[{index}]"), True, item, map_run,
+            worker,
+            name,
+            self.ids.next(),
+            owner.inv_id,
+            owner.inv_id,
+            self.attempts.next(name),
+            (*owner.scope, f"{name}[{index}]"),
+            True,
+            item,
+            map_run,
         )
         metrics = self.metrics
         metrics.worker_entered()
@@ -645,8 +840,9 @@ class _Orchestrator:
                 async for event in stream:
                     if event.type is EventType.SUSPEND:
                         self.stop()
-                    await put((event, prefix + event.stage, inv_id, inv_id,
-                               head + tuple(event.scope)))
+                    await put(
+                        (event, prefix + event.stage, inv_id, inv_id, head + tuple(event.scope))
+                    )
             finally:
                 await stream.aclose()
         except Exception as exc:

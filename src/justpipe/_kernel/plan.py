@@ -114,9 +114,7 @@ def compile_plan(reg: _PipelineRegistry, start: str | None) -> ExecutionPlan:
     for src, dsts in reg.topology.items():
         for dst in dict.fromkeys(dsts):
             parents[dst].append(src)
-    route_sets = [
-        set(s.get_targets()) for s in reg.steps.values() if isinstance(s, _SwitchStep)
-    ]
+    route_sets = [set(s.get_targets()) for s in reg.steps.values() if isinstance(s, _SwitchStep)]
     slot_maps = {name: _slots(route_sets, parents[name]) for name in names}
     slot_counts = tuple(len(set(slot_maps[n].values())) for n in names)
     any_flags = tuple(reg.steps[n].barrier_type is BarrierType.ANY for n in names)

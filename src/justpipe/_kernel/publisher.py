@@ -96,13 +96,17 @@ class _EventPublisher:
         message = str(event.payload)
         if event.stage == "startup":
             self.journal.record(
-                FailureKind.STARTUP, FailureReason.STARTUP_HOOK_ERROR,
-                f"Startup hook failed: {message}", error=RuntimeError(message),
+                FailureKind.STARTUP,
+                FailureReason.STARTUP_HOOK_ERROR,
+                f"Startup hook failed: {message}",
+                error=RuntimeError(message),
             )
         elif event.stage == "shutdown":
             self.journal.record(
-                FailureKind.SHUTDOWN, FailureReason.SHUTDOWN_HOOK_ERROR,
-                f"Shutdown hook failed: {message}", error=RuntimeError(message),
+                FailureKind.SHUTDOWN,
+                FailureReason.SHUTDOWN_HOOK_ERROR,
+                f"Shutdown hook failed: {message}",
+                error=RuntimeError(message),
             )
         else:
             self.journal.record(FailureKind.VALIDATION, FailureReason.NO_STEPS, message)

@@ -176,7 +176,9 @@ class _SwitchStep(_BaseStep):
 class _SubPipelineStep(_BaseStep):
     kind = NodeKind.SUB
 
-    def __init__(self, name: str, func: Callable[..., Any], *, pipeline: Any, **common: Any) -> None:
+    def __init__(
+        self, name: str, func: Callable[..., Any], *, pipeline: Any, **common: Any
+    ) -> None:
         super().__init__(name, func, **common)
         self.pipeline = pipeline
 

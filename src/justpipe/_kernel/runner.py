@@ -121,7 +121,12 @@ class _PipelineRunner:
         self.observers: list[ObserverProtocol] = setup.observers
         self.pipeline_metadata = setup.metadata
         self.ctx = _RunContext(
-            self.run_id, setup.pipe_name, self.plan, self.state, self.context, setup.token,
+            self.run_id,
+            setup.pipe_name,
+            self.plan,
+            self.state,
+            self.context,
+            setup.token,
             setup.max_retries,
         )
         self.journal = _FailureJournal(setup.failure_config)
@@ -139,8 +144,14 @@ class _PipelineRunner:
         channel = _ControlChannel(self.queue_size)
         kernel = _Kernel(channel.kick)
         publisher = _EventPublisher(
-            self.run_id, list(self.registry.event_hooks), self.observers, self.metrics,
-            self.journal, self.state, self.context, self.observer_meta,
+            self.run_id,
+            list(self.registry.event_hooks),
+            self.observers,
+            self.metrics,
+            self.journal,
+            self.state,
+            self.context,
+            self.observer_meta,
         )
         orch = _Orchestrator(
             self.ctx, self.plan, channel, kernel, publisher, self.metrics, self.registry.error_hook
@@ -229,10 +240,21 @@ class _PipelineRunner:
         """Build FINISH once every earlier event was published (so metrics count them)."""
         run_meta = self.ctx.meta.run.snapshot() if self.ctx.meta is not None else None
         publisher = self.publisher
-        event = publisher.finish(publisher.factory.build(
-            EventType.FINISH, "system", self._end_data(), time.time(), NodeKind.SYSTEM,
-            None, None, None, 1, (), run_meta or None,
-        ))
+        event = publisher.finish(
+            publisher.factory.build(
+                EventType.FINISH,
+                "system",
+                self._end_data(),
+                time.time(),
+                NodeKind.SYSTEM,
+                None,
+                None,
+                None,
+                1,
+                (),
+                run_meta or None,
+            )
+        )
         self._finish_sent = True
         if publisher.observers:
             await publisher.notify(event)
@@ -347,10 +369,21 @@ class _PipelineRunner:
         )
         self.channel.clear()  # observers see what the consumer saw, then the FINISH
         self.publisher._hooks = []
-        finish = self.publisher.finish(self.publisher.factory.build(
-            EventType.FINISH, "system", self._end_data(), time.time(), NodeKind.SYSTEM,
-            None, None, None, 1, (), None,
-        ))
+        finish = self.publisher.finish(
+            self.publisher.factory.build(
+                EventType.FINISH,
+                "system",
+                self._end_data(),
+                time.time(),
+                NodeKind.SYSTEM,
+                None,
+                None,
+                None,
+                1,
+                (),
+                None,
+            )
+        )
         self._finish_sent = True
         await _shielded(self.publisher.notify(finish))
         await _shielded(self._observers_end(finish))

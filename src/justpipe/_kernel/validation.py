@@ -179,9 +179,7 @@ def _start_scope_problems(
 
 def _is_mutable_dataclass(tp: Any) -> bool:
     return (
-        isinstance(tp, type)
-        and dataclasses.is_dataclass(tp)
-        and not tp.__dataclass_params__.frozen  # type: ignore[attr-defined]
+        isinstance(tp, type) and dataclasses.is_dataclass(tp) and not tp.__dataclass_params__.frozen  # type: ignore[attr-defined]
     )
 
 

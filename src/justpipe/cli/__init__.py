@@ -10,7 +10,10 @@ from __future__ import annotations
 import sys
 from types import TracebackType
 
-CLI_INSTALL_HINT = 'The justpipe CLI needs its optional dependencies. Install them with: pip install "justpipe[cli]"'
+CLI_INSTALL_HINT = (
+    "The justpipe CLI needs its optional dependencies. "
+    'Install them with: pip install "justpipe[cli]"'
+)
 
 
 def report_uncaught_cleanly(error: BaseException) -> None:

@@ -44,7 +44,7 @@ _STATUS_COLOURS = {
 
 
 def format_duration(seconds: float | None) -> str:
-    """Render a duration the way every command does: ``-``, ``12ms``, ``1.5s``, ``2.0m``, ``1.2h``."""
+    """Render a duration as every command does: ``-``, ``12ms``, ``1.5s``, ``2.0m``, ``1.2h``."""
     if seconds is None:
         return "-"
     if seconds < 1:

@@ -61,7 +61,7 @@ def get_registry() -> PipelineRegistry:
 
 
 def _run_command(name: str, *args: Any, **options: Any) -> None:
-    """Import ``commands.<name>``, call ``<name>_command(registry, *args)``, exit with its status."""
+    """Import ``commands.<name>``, call ``<name>_command(registry, *args)``, exit with it."""
     module = importlib.import_module(f"justpipe.cli.commands.{name}")
     command = getattr(module, f"{name}_command")
     registry = get_registry()

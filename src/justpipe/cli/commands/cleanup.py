@@ -75,7 +75,8 @@ def _print_plan(doomed: list[AnnotatedRun], dry_run: bool) -> None:
         print(f"  {status_value:<15} {count:>4} run(s)")
     start_times = [item.run.start_time for item in doomed]
     print(
-        f"\nDate range: {format_timestamp(min(start_times))} to {format_timestamp(max(start_times))}"
+        f"\nDate range: {format_timestamp(min(start_times))} to "
+        f"{format_timestamp(max(start_times))}"
     )
     if len(doomed) > LISTED_RUNS:
         print(f"\nShowing first {LISTED_RUNS} of {len(doomed)} runs:")
