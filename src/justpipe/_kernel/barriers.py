@@ -3,7 +3,7 @@
 Arrival bookkeeping lives in the scheduler's `_core` bitsets (O(1) per parent
 completion, any number of parents). This manager adds what needs time: for an
 ALL join with a timeout, a watcher task started at the first arrival of a wave
-that emits BARRIER_WAIT and, on expiry, disables the node and reports the
+(which emits BARRIER_WAIT) and, on expiry, disables the node and reports the
 timeout through the node's error-handling chain.
 """
 
@@ -47,6 +47,28 @@ class _BarrierManager:
         if node.barrier_timeout is None or node.index in self._watchers:
             return
         self._watchers[node.index] = (None, time.monotonic())
+        parents = list(node.parents)
+        self._channel.put_nowait(  # from the loop: before any release of this wave
+            (
+                EventType.BARRIER_WAIT,
+                node.name,
+                {
+                    "timeout": node.barrier_timeout,
+                    "dependencies": parents,
+                    "expected_count": len(parents),
+                    "completed_count": 0,
+                    "waiting_for": list(parents),
+                },
+                time.time(),
+                NodeKind.BARRIER,
+                None,
+                None,
+                None,
+                1,
+                (),
+                None,
+            )
+        )
         self._kernel.spawn(self._watch(node))
 
     def released(self, node: NodePlan) -> None:
@@ -80,28 +102,6 @@ class _BarrierManager:
         self._watchers[node.index] = (asyncio.current_task(), entry[1])
         timeout = node.barrier_timeout
         assert timeout is not None
-        parents = list(node.parents)
-        await self._channel.put(
-            (
-                EventType.BARRIER_WAIT,
-                node.name,
-                {
-                    "timeout": timeout,
-                    "dependencies": parents,
-                    "expected_count": len(parents),
-                    "completed_count": 0,
-                    "waiting_for": list(parents),
-                },
-                time.time(),
-                NodeKind.BARRIER,
-                None,
-                None,
-                None,
-                1,
-                (),
-                None,
-            )
-        )
         await asyncio.sleep(timeout)
         if self._watchers.pop(node.index, None) is None:
             return
