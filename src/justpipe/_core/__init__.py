@@ -8,8 +8,9 @@ This module is the one place that chooses between them:
 
 `BACKEND` names the active backend (``"cython"`` or ``"python"``), `AVAILABLE_BACKENDS`
 those importable in this install (the compiled modules are probed even when the
-environment switch selects the pure ones, so `AVAILABLE_BACKENDS` stays accurate). The runtime reads ``_core.X`` when it builds a run, so
-`_use()` can switch backends in-process (the test suite runs everything on both).
+environment switch selects the pure ones, so `AVAILABLE_BACKENDS` stays accurate).
+The runtime reads ``_core.X`` when it builds a run, so `_use()` can switch backends
+in-process (the test suite runs everything on both).
 Type checkers see the pure twins.
 """
 
