@@ -27,7 +27,7 @@ import backends
 import pytest
 import report
 from floors import FLOOR_QUEUE_SIZE
-from harness import DEFAULT_ROUNDS, BenchImplementation, Measure
+from harness import DEFAULT_ROUNDS, PARTS, BenchImplementation, Measure
 from workloads import MEMORY_ITEMS, Workload
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -53,6 +53,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=True,
         dest="bench_compiled",
         help="benchmark the compiled backend too (on by default)",
+    )
+    group.addoption(
+        "--bench-parts",
+        type=int,
+        default=PARTS,
+        help=f"run each benchmark in N interleaved parts (default {PARTS})",
     )
     group.addoption(
         "--memory-items",
@@ -86,12 +92,38 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.benchmark_json = RESULTS_DIR / f"{loop}.json"
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "bench_part" in metafunc.fixturenames:
+        parts = int(metafunc.config.getoption("--bench-parts"))
+        metafunc.parametrize("bench_part", range(1, parts + 1), ids=lambda p: f"part{p}")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("bench_compiled"):
-        return
-    keep = [i for i in items if i.get_closest_marker(COMPILED_MARK.name) is None]
-    config.hook.pytest_deselected(items=[i for i in items if i not in keep])
-    items[:] = keep
+    if not config.getoption("bench_compiled"):
+        keep = [i for i in items if i.get_closest_marker(COMPILED_MARK.name) is None]
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
+    items[:] = _interleaved(items)
+
+
+_IMPL_ORDER = ("cython", "python", "floor")
+
+
+def _interleaved(items: list[pytest.Item]) -> list[pytest.Item]:
+    """Order: per scenario and size, part 1 of every implementation, then part 2, ..."""
+    scenarios: dict[tuple[str, str], int] = {}
+
+    def key(item: pytest.Item) -> tuple[int, int, int]:
+        callspec = getattr(item, "callspec", None)
+        params = dict(callspec.params) if callspec is not None else {}
+        impl = params.pop("implementation", None)
+        part = params.pop("bench_part", 0)
+        base = (getattr(item, "originalname", item.name), repr(sorted(params.items())))
+        rank = scenarios.setdefault(base, len(scenarios))
+        impl_rank = _IMPL_ORDER.index(impl.name) if impl is not None else 0
+        return rank, int(part), impl_rank
+
+    return sorted(items, key=key)
 
 
 @pytest.fixture(
@@ -146,7 +178,11 @@ def _active_backend(impl: BenchImplementation) -> str:
 
 @pytest.fixture
 def measure(
-    implementation: BenchImplementation, benchmark: Any, runner: asyncio.Runner, loop_name: str
+    implementation: BenchImplementation,
+    benchmark: Any,
+    runner: asyncio.Runner,
+    loop_name: str,
+    bench_part: int,
 ) -> Measure:
     """Time `workload.run()` with a fixed number of rounds; check it did the whole work."""
 
@@ -162,6 +198,7 @@ def measure(
             units=workload.units,
             events=workload.expected_events,
             loop=loop_name,
+            part=bench_part,
         )
         delivered = benchmark.pedantic(
             lambda: runner.run(workload.run()),
@@ -190,9 +227,17 @@ def pytest_benchmark_update_machine_info(
         "memory_total_bytes": _memory_total(),
         "uvloop": _version("uvloop"),
         "platform": platform.platform(),
+        "justpipe": _justpipe_origin(),
         "floor_queue_size": FLOOR_QUEUE_SIZE,
         "loadavg": [*_stash.get("loadavg", []), os.getloadavg()[0]],
     }
+
+
+def _justpipe_origin() -> str:
+    import justpipe
+
+    where = "installed" if "site-packages" in (justpipe.__file__ or "") else "source tree"
+    return f"{getattr(justpipe, '__version__', '?')} ({where}: {Path(justpipe.__file__).parent})"
 
 
 def _memory_total() -> int | None:

@@ -9,10 +9,14 @@ from floors import FloorWorkloads
 from pipelines import PipelineWorkloads
 from workloads import Implementation
 
-__all__ = ["DEFAULT_ROUNDS", "HEAVY_ROUNDS", "BenchImplementation", "Measure"]
+__all__ = ["DEFAULT_ROUNDS", "HEAVY_ROUNDS", "PARTS", "BenchImplementation", "Measure"]
 
-DEFAULT_ROUNDS = 7
-HEAVY_ROUNDS = 3  # the 10,000-wide and 10,000-long cases
+# Every benchmark runs in PARTS parts, interleaved with the other implementations of the
+# same scenario (cython, python, floor, cython, python, floor, ...), so that a burst of load
+# on a shared machine hits all three alike; the report merges the parts' rounds.
+PARTS = 3
+DEFAULT_ROUNDS = 3  # per part: 9 rounds in all
+HEAVY_ROUNDS = 1  # per part, for the 10,000-wide and 10,000-long cases: 3 rounds in all
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
     python bench/profile_scenario.py "fanout_map[unbounded]" --impl cython
     python bench/profile_scenario.py "token_stream" --impl python --profiler pyinstrument
+    python bench/profile_scenario.py "long_chain[L=1000]" --impl cython --per-unit
     python bench/profile_scenario.py --list
 
 Builds the scenario exactly as the benchmark does, runs it once to warm up,
@@ -106,6 +107,24 @@ def top_functions(stats: pstats.Stats, top: int, sort: str) -> str:
     return out.getvalue()
 
 
+def per_unit_table(stats: pstats.Stats, units: int, top: int) -> str:
+    """The top functions by own time, as µs and calls per unit of work (under the profiler)."""
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    whole = sum(v[2] for v in raw.values()) or 1.0
+    rows = sorted(raw.items(), key=lambda kv: -kv[1][2])[:top]
+    lines = [
+        f"own time per unit: {whole / units * 1e6:.2f} µs (profiled; cProfile inflates it)",
+        "   µs own  share     µs cum   calls  function",
+    ]
+    for (filename, line, func), (_cc, ncalls, tottime, cumtime, _callers) in rows:
+        where = f"{filename.replace(chr(92), '/').rsplit('/', 1)[-1]}:{line}({func})"
+        lines.append(
+            f"{tottime / units * 1e6:9.2f} {100 * tottime / whole:5.1f}% "
+            f"{cumtime / units * 1e6:10.2f} {ncalls / units:7.2f}  {where}"
+        )
+    return "\n".join(lines)
+
+
 def own_time_by_area(stats: pstats.Stats) -> str:
     """Own time summed per source area: justpipe modules, asyncio, the scenario, builtins."""
     totals: dict[str, float] = {}
@@ -173,6 +192,9 @@ def main() -> None:
     parser.add_argument("--profiler", choices=("cprofile", "pyinstrument"), default="cprofile")
     parser.add_argument("--sort", default="tottime", help="cProfile sort key (tottime, cumulative)")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--per-unit", action="store_true", help="top functions as µs and calls per unit"
+    )
     parser.add_argument("--repeat", type=int, default=0, help="profiled runs (default: auto)")
     parser.add_argument("--list", action="store_true", help="list the scenarios")
     args = parser.parse_args()
@@ -187,7 +209,10 @@ def main() -> None:
         stats = profile_cprofile(workload, repeat)
         areas = own_time_by_area(stats)
         structure = structure_per_unit(stats, units)
-        print(top_functions(stats, args.top, args.sort))
+        if args.per_unit:
+            print(per_unit_table(stats, units, args.top))
+        else:
+            print(top_functions(stats, args.top, args.sort))
         print("own time by area:")
         print(areas)
         print("\nper unit:")

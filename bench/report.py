@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -67,27 +68,44 @@ def load(paths: Iterable[Path]) -> list[dict[str, Any]]:
 
 
 def results(data: dict[str, Any]) -> Table:
-    table: Table = {}
+    """One Result per (scenario, variant, implementation), merging the rounds of its parts."""
+    rounds: dict[tuple[str, str, str], list[float]] = {}
+    first: dict[tuple[str, str, str], dict[str, Any]] = {}
     for bench in data.get("benchmarks", []):
         info = bench.get("extra_info", {})
         if "scenario" not in info:
             continue
+        key = (info["scenario"], info["variant"], info["implementation"])
         stats = bench["stats"]
+        rounds.setdefault(key, []).extend(stats.get("data") or [stats["median"]])
+        first.setdefault(key, info)
+    table: Table = {}
+    for key, times in rounds.items():
+        info = first[key]
+        times = sorted(times)
+        q1, q3 = _quartiles(times)
         r = Result(
-            scenario=info["scenario"],
-            variant=info["variant"],
-            implementation=info["implementation"],
-            backend=info.get("backend", info["implementation"]),
-            median=float(stats["median"]),
-            minimum=float(stats["min"]),
-            q1=float(stats.get("q1", stats["median"])),
-            q3=float(stats.get("q3", stats["median"])),
-            rounds=int(stats["rounds"]),
+            scenario=key[0],
+            variant=key[1],
+            implementation=key[2],
+            backend=info.get("backend", key[2]),
+            median=statistics.median(times),
+            minimum=times[0],
+            q1=q1,
+            q3=q3,
+            rounds=len(times),
             units=int(info["units"]),
             extra=info,
         )
         table.setdefault((r.scenario, r.variant), {})[r.implementation] = r
     return dict(sorted(table.items(), key=_order))
+
+
+def _quartiles(times: list[float]) -> tuple[float, float]:
+    if len(times) < 2:
+        return times[0], times[0]
+    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    return q1, q3
 
 
 def _order(item: tuple[tuple[str, str], Any]) -> tuple[int, int, str]:
@@ -385,6 +403,7 @@ def machine_lines(data: dict[str, Any]) -> list[str]:
         + (f" (uvloop {extra['uvloop']})" if loop_of(data) == "uvloop" else ""),
         f"- justpipe backends measured: {', '.join(sorted(_backends(data))) or '?'}"
         + ("" if extra.get("compiled_available", True) else " (compiled core NOT available)"),
+        f"- justpipe: {extra.get('justpipe', '?')}",
         f"- commit: {str(commit.get('id', '?'))[:12]}"
         + (" (with uncommitted changes)" if commit.get("dirty") else ""),
         f"- timer: {_timer(data)}; statistic: median of the rounds",
