@@ -54,6 +54,21 @@ class _ControlChannel:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def offer(self, item: tuple[Any, ...]) -> bool:
+        """Append if there is room right now (no coroutine needed); False if `put` must wait."""
+        items = self._items
+        if self._maxsize and (self._putters or len(items) + self._granted >= self._maxsize):
+            return False
+        items.append(item)
+        if len(items) > self.max_depth:
+            self.max_depth = len(items)
+        waiter = self._consumer
+        if waiter is not None:
+            self._consumer = None
+            if not waiter.done():
+                waiter.set_result(None)
+        return True
+
     async def put(self, item: tuple[Any, ...]) -> None:
         """Append as a producer: wait (in FIFO order) while the channel is full."""
         items = self._items

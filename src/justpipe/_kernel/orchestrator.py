@@ -264,21 +264,21 @@ class _Orchestrator:
         ch = self.channel
         node = inv.node
         kind = inv.kind
-        await ch.put(
-            (
-                _STEP_START,
-                inv.name,
-                None,
-                _time(),
-                kind,
-                inv.inv_id,
-                inv.parent_id,
-                inv.owner_id,
-                inv.attempt,
-                inv.scope,
-                None,
-            )
+        record = (
+            _STEP_START,
+            inv.name,
+            None,
+            _time(),
+            kind,
+            inv.inv_id,
+            inv.parent_id,
+            inv.owner_id,
+            inv.attempt,
+            inv.scope,
+            None,
         )
+        if not ch.offer(record):
+            await ch.put(record)
         scope_meta = None
         meta_token = None
         if self._meta_on:
@@ -357,7 +357,7 @@ class _Orchestrator:
         kwargs = self.ctx.base_kwargs(node)
         if inv.has_item and node.item_param is not None:
             kwargs = {**kwargs, node.item_param: inv.item}
-        return await self.invoker.call(node, kwargs, inv.name, self.channel.put)
+        return await self.invoker.call(node, kwargs, inv.name, self.channel)
 
     def _meta_snapshot(
         self,
@@ -649,22 +649,23 @@ class _Orchestrator:
                 None,
             )
         )
+        offer = ch.offer
         for i in range(n):
-            await ch.put(
-                (
-                    EventType.MAP_WORKER,
-                    f"{target}[{i}]",
-                    {"index": i, "total": n, "target": target, "owner": node.name},
-                    _time(),
-                    _MAP,
-                    inv.inv_id,
-                    inv.parent_id,
-                    inv.owner_id,
-                    inv.attempt,
-                    inv.scope,
-                    None,
-                )
+            record = (
+                EventType.MAP_WORKER,
+                f"{target}[{i}]",
+                {"index": i, "total": n, "target": target, "owner": node.name},
+                _time(),
+                _MAP,
+                inv.inv_id,
+                inv.parent_id,
+                inv.owner_id,
+                inv.attempt,
+                inv.scope,
+                None,
             )
+            if not offer(record):
+                await ch.put(record)
         map_run = _MapRun(inv, worker, n)
         if limit is None or limit >= n:
             for i, item in enumerate(items):
@@ -830,6 +831,7 @@ class _Orchestrator:
     async def _run_sub(self, node: NodePlan, inv: _Invocation, child_state: Any) -> tuple[int, Any]:
         child = node.step.pipeline  # type: ignore[attr-defined]
         name = inv.name
+        offer = self.channel.offer
         put = self.channel.put
         prefix = f"{name}:"
         inv_id = inv.inv_id
@@ -840,9 +842,15 @@ class _Orchestrator:
                 async for event in stream:
                     if event.type is EventType.SUSPEND:
                         self.stop()
-                    await put(
-                        (event, prefix + event.stage, inv_id, inv_id, head + tuple(event.scope))
+                    record = (
+                        event,
+                        prefix + event.stage,
+                        inv_id,
+                        inv_id,
+                        head + tuple(event.scope),
                     )
+                    if not offer(record):
+                        await put(record)
             finally:
                 await stream.aclose()
         except Exception as exc:
