@@ -29,9 +29,11 @@ __all__ = [
     "IGNORED",
     "PROGRESS",
     "AttemptCounter",
+    "ControlChannel",
     "EventFactory",
     "InvocationIds",
     "JoinTable",
+    "MetricsRecorder",
     "Readiness",
     "Sequencer",
 ]
@@ -39,7 +41,7 @@ __all__ = [
 NO_EXTENSIONS_ENV: Final = "JUSTPIPE_NO_EXTENSIONS"
 _TRUTHY: Final = frozenset({"1", "true", "yes", "on"})
 
-_MODULES: Final = ("_barrier", "_scheduler", "_ids", "_events")
+_MODULES: Final = ("_barrier", "_scheduler", "_ids", "_events", "_channel", "_metrics")
 """The twin pairs: compiled `NAME` (from NAME.pyx) and pure `NAME_py`."""
 
 _EXPORTED: Final = (
@@ -49,6 +51,8 @@ _EXPORTED: Final = (
     "InvocationIds",
     "AttemptCounter",
     "EventFactory",
+    "ControlChannel",
+    "MetricsRecorder",
     "IGNORED",
     "FIRST",
     "PROGRESS",
@@ -106,8 +110,10 @@ AVAILABLE_BACKENDS: Final[tuple[str, ...]] = tuple(
 
 if TYPE_CHECKING:
     from justpipe._core._barrier_py import FIRED, FIRST, IGNORED, PROGRESS, JoinTable
+    from justpipe._core._channel_py import ControlChannel
     from justpipe._core._events_py import EventFactory
     from justpipe._core._ids_py import AttemptCounter, InvocationIds, Sequencer
+    from justpipe._core._metrics_py import MetricsRecorder
     from justpipe._core._scheduler_py import Readiness
 
     BACKEND: str

@@ -3,6 +3,6 @@
 plan (ExecutionPlan) -> runner (_PipelineRunner, _RunStateMachine) -> orchestrator
 (_Orchestrator) with kernel (_Kernel), scheduler (_Scheduler), barriers
 (_BarrierManager), publisher (event publisher), failures (_FailureJournal),
-context (_RunContext), channel (the control channel) and invoker (the seam
+context (_RunContext) and invoker (the seam
 where step functions are called).
 """

@@ -18,7 +18,7 @@ from justpipe._kernel.plan import ExecutionPlan, NodePlan
 from justpipe.types import EventType, NodeKind
 
 if TYPE_CHECKING:
-    from justpipe._kernel.channel import _ControlChannel
+    from justpipe._core._channel_py import ControlChannel as _ControlChannel
     from justpipe._kernel.kernel import _Kernel
 
 __all__ = ["_BarrierManager"]

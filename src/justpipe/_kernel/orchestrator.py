@@ -44,9 +44,9 @@ from justpipe.types import (
 )
 
 if TYPE_CHECKING:
-    from justpipe._kernel.channel import _ControlChannel
+    from justpipe._core._channel_py import ControlChannel as _ControlChannel
+    from justpipe._core._metrics_py import MetricsRecorder as _MetricsRecorder
     from justpipe._kernel.kernel import _Kernel
-    from justpipe._kernel.metrics import _MetricsRecorder
     from justpipe._kernel.publisher import _EventPublisher
     from justpipe.types import HookSpec
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from justpipe import _core
+from justpipe._core._metrics_py import MetricsRecorder as _MetricsRecorder
 from justpipe._kernel.failures import _FailureJournal
-from justpipe._kernel.metrics import _MetricsRecorder
 from justpipe.observability.observer import ObserverMeta, ObserverProtocol
 from justpipe.types import Event, EventType, FailureKind, FailureReason
 
@@ -30,6 +30,7 @@ class _EventPublisher:
     __slots__ = (
         "factory",
         "_hooks",
+        "_record",
         "observers",
         "metrics",
         "journal",
@@ -55,6 +56,7 @@ class _EventPublisher:
         self._hooks = hooks
         self.observers = observers
         self.metrics = metrics
+        self._record = metrics.record
         self.journal = journal
         self.errors: dict[str, BaseException] = {}  # invocation id (or stage) -> exception
         self.cancelled_seen = False
@@ -63,18 +65,22 @@ class _EventPublisher:
         self._observer_meta = observer_meta
 
     def finish(self, event: Event) -> Event:
-        for hook in self._hooks:
-            event = self._apply_hook(hook, event)
-        self.metrics.record(event)
-        etype = event.type
-        if etype is _STEP_ERROR:
+        """Event hooks, then metrics; failures and cancellations go to the journal."""
+        if self._hooks:
+            for hook in self._hooks:
+                event = self._apply_hook(hook, event)
+        if self._record(event):
+            self._notable(event)
+        return event
+
+    def _notable(self, event: Event) -> None:
+        if event.type is _STEP_ERROR:
             if event.stage in _HOOK_STAGES:
                 self._record_run_error(event)
             else:
                 self._record_step_error(event)
-        elif etype is _CANCELLED and event.parent_run_id is None:
+        elif event.parent_run_id is None:  # a native CANCELLED
             self.cancelled_seen = True
-        return event
 
     @staticmethod
     def _apply_hook(hook: Callable[[Event], Event], event: Event) -> Event:

@@ -16,12 +16,11 @@ from collections.abc import AsyncGenerator
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from justpipe._kernel.channel import _ControlChannel
+from justpipe import _core
 from justpipe._kernel.context import _RunContext
 from justpipe._kernel.failures import _FailureJournal
 from justpipe._kernel.kernel import _Kernel
 from justpipe._kernel.meta import attach_meta
-from justpipe._kernel.metrics import _MetricsRecorder
 from justpipe._kernel.orchestrator import (
     DONE_LEN,
     EVENT_LEN,
@@ -107,7 +106,7 @@ class _PipelineRunner:
         self.timeout = timeout
         self.run_id = uuid.uuid4().hex
         self.machine = _RunStateMachine()
-        self.metrics = _MetricsRecorder()
+        self.metrics = _core.MetricsRecorder()
         self._timed_out = False
         self._finish_sent = False
         self._started = 0.0
@@ -141,7 +140,7 @@ class _PipelineRunner:
         self.observer_meta = ObserverMeta(
             pipe_name=self.observer_meta.pipe_name, run_id=self.run_id, started_at=time.time()
         )
-        channel = _ControlChannel(self.queue_size)
+        channel = _core.ControlChannel(self.queue_size)
         kernel = _Kernel(channel.kick)
         publisher = _EventPublisher(
             self.run_id,

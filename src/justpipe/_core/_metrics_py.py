@@ -1,4 +1,8 @@
-"""Runtime metrics (spec §11), recorded from every published event before observers run."""
+"""Runtime metrics (spec §11), recorded from every published event before observers run.
+
+Pure twin of `_metrics.pyx`. `record()` is called once per published event; it returns
+True for the events the publisher must look at further (STEP_ERROR and CANCELLED).
+"""
 
 from __future__ import annotations
 
@@ -15,15 +19,16 @@ from justpipe.types import (
     TaskMetrics,
 )
 
-__all__ = ["_MetricsRecorder"]
+__all__ = ["MetricsRecorder"]
 
 _START = EventType.STEP_START
 _END = EventType.STEP_END
 _ERROR = EventType.STEP_ERROR
 _TOKEN = EventType.TOKEN
+_CANCELLED = EventType.CANCELLED
 
 
-class _MetricsRecorder:
+class MetricsRecorder:
     __slots__ = (
         "counts",
         "_open",
@@ -51,13 +56,14 @@ class _MetricsRecorder:
         self.active_workers = 0
         self.peak_workers = 0
 
-    def record(self, event: Event) -> None:
+    def record(self, event: Event) -> bool:
+        """Count one published event; True if it is a STEP_ERROR or a CANCELLED."""
         etype = event.type
         counts = self.counts
         key = etype._value_
         counts[key] = counts.get(key, 0) + 1
         if etype is _TOKEN:
-            return
+            return False
         if etype is _START:
             self._open[event.invocation_id or event.stage] = event.timestamp
         elif etype is _END:
@@ -67,6 +73,9 @@ class _MetricsRecorder:
             if event.stage in self._barrier_open:
                 self._barrier(event.stage)[2] += 1
                 del self._barrier_open[event.stage]
+            return True
+        elif etype is _CANCELLED:
+            return True
         elif etype is EventType.BARRIER_WAIT:
             self._barrier(event.stage)[0] += 1
             self._barrier_open[event.stage] = event.timestamp
@@ -76,6 +85,7 @@ class _MetricsRecorder:
             self.maps_started += 1
         elif etype is EventType.MAP_COMPLETE:
             self.maps_completed += 1
+        return False
 
     def _close_step(self, event: Event) -> None:
         started = self._open.pop(event.invocation_id or event.stage, None)

@@ -1,4 +1,6 @@
-"""The run's control channel: one FIFO of event records and completion records.
+"""The run's control channel (pure twin of `_channel.pyx`).
+
+One FIFO per run of event records and completion records.
 
 Producers (step tasks) `await put()` and wait while the channel holds
 `maxsize` items, which is the backpressure `queue_size` promises; once blocked,
@@ -15,10 +17,10 @@ import asyncio
 from collections import deque
 from typing import Any
 
-__all__ = ["_ControlChannel"]
+__all__ = ["ControlChannel"]
 
 
-class _ControlChannel:
+class ControlChannel:
     __slots__ = (
         "_items",
         "_maxsize",
