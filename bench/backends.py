@@ -3,19 +3,34 @@
 The kernel reads every core class through the `justpipe._core` module when it
 builds a run (`_core.EventFactory(...)`), and `_core._use(name)` rebinds those
 names, so a benchmark can time the compiled and the pure backend side by side
-in one session. `check_no_stale_bindings()` guards that assumption: it fails if
+in one session. `check_no_stale_bindings()` guards that assumption: it warns if
 any `justpipe.*` module holds a direct reference to a core class of the other
-backend (which would silently benchmark the wrong one).
+backend, which would silently benchmark the wrong one if the module constructs
+it (a binding used only in annotations is harmless, hence a warning, once).
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["activate", "available", "backend_namespace", "check_no_stale_bindings"]
+__all__ = [
+    "StaleBackendBinding",
+    "activate",
+    "available",
+    "backend_namespace",
+    "check_no_stale_bindings",
+]
+
+
+class StaleBackendBinding(UserWarning):
+    """A justpipe module holds a core class of a backend other than the active one."""
+
+
+_warned: set[str] = set()
 
 CORE = "justpipe._core"
 BACKENDS = ("cython", "python")
@@ -57,7 +72,7 @@ def activate(name: str, *, check: bool = True) -> Iterator[None]:
 
 
 def check_no_stale_bindings(name: str) -> None:
-    """Fail if a justpipe module bound a core class of the other backend at import."""
+    """Warn (once per binding) if a justpipe module bound another backend's core class."""
     others = [b for b in BACKENDS if b != name and available(b)]
     if not others:
         return
@@ -72,8 +87,13 @@ def check_no_stale_bindings(name: str) -> None:
         if not mod_name.startswith("justpipe.") or mod_name.startswith(CORE):
             continue
         for attr, value in vars(module).items():
-            if id(value) in foreign:
-                raise RuntimeError(
-                    f"{mod_name}.{attr} is bound to another backend's {foreign[id(value)]}; "
-                    f"the benchmark would not measure the {name} backend"
+            where = f"{mod_name}.{attr}"
+            if id(value) in foreign and where not in _warned:
+                _warned.add(where)
+                warnings.warn(
+                    f"{where} is bound to another backend's {foreign[id(value)]}: if the "
+                    f"module builds it, the {name} benchmarks do not measure the {name} "
+                    "backend (import it under TYPE_CHECKING if it is only an annotation)",
+                    StaleBackendBinding,
+                    stacklevel=2,
                 )
