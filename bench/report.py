@@ -337,7 +337,7 @@ def memory_table(table: Table) -> list[str]:
             lines.append(
                 f"| {variant}, max_concurrency={e.get('max_concurrency')} | {_impl_name(impl)} "
                 f"| {e['baseline_rss'] / MB:.1f} MB | {e['peak_rss'] / MB:.1f} MB "
-                f"| **{e['rss_growth'] / MB:.1f} MB** | {e['cpu_seconds']:.1f} s "
+                f"| **{max(e['rss_growth'], 0) / MB:.1f} MB** | {e['cpu_seconds']:.1f} s "
                 f"| {e['cpu_seconds'] * 1e6 / r.units:.2f} | {e['peak_method']} |"
             )
     return lines
