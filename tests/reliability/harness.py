@@ -279,6 +279,8 @@ def _switch_fn(node: NodeSpec, rec: Recorder, key: str) -> Callable[..., Any]:
     async def switch(state: Any, cancel: CancellationToken) -> Any:
         action = rec.next_action(key, node.script)
         if action.kind == "key":
+            if dict(node.routes).get(action.arg) == "Stop":
+                rec.stop_requests += 1  # routed to Stop: the run is stopping
             return action.arg
         return await _perform(action, cancel, rec, key)
 
@@ -432,13 +434,14 @@ async def _break_and_forget(gen: Any, events: list[Event], stop: Callable[[Event
 
 
 async def _await_finalizer(rec: Recorder, before: set[asyncio.Task[Any]]) -> None:
-    """After `break` without aclose, wait (bounded) for the finalizer to close the run."""
+    """After `break` without aclose, wait (bounded) for the finalizer to close the run: the
+    root observer's end/error callback is the last thing a closing run does."""
     gc.collect()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + FINALIZER_WAIT_S
     while loop.time() < deadline:
-        if rec.shutdowns["root#2"] and not [t for t in asyncio.all_tasks() - before
-                                          if not t.done()]:
+        ended = any(o.terminals for o in rec.observed.values() if o.pipe_name == "root")
+        if ended and not [t for t in asyncio.all_tasks() - before if not t.done()]:
             return
         await asyncio.sleep(0.001)
 
