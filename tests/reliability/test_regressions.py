@@ -233,8 +233,6 @@ def test_each_wave_of_a_timed_join_waits_once_and_ends_once() -> None:
                        EventType.BARRIER_WAIT, EventType.STEP_ERROR]
 
 
-@pytest.mark.xfail(reason="kernel-bugs: swallowed barrier timeout runs the join's successors",
-                   strict=True)
 def test_a_swallowed_barrier_timeout_does_not_run_the_joins_successors() -> None:
     ran: list[str] = []
     pipe: Pipe[Any, Any] = Pipe(name="swallowed")

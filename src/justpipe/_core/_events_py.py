@@ -41,8 +41,21 @@ EVENT_FIELDS: Final = (
 _new = object.__new__
 
 
+_CHECKED: set[type] = set()
+
+
 def check_event_class(event_cls: type) -> None:
-    """Raise TypeError unless instances of `event_cls` can be built by filling their dict."""
+    """Raise TypeError unless instances of `event_cls` can be built by filling their dict.
+
+    A class that passed is remembered: every run builds a factory, the check runs once.
+    """
+    if event_cls in _CHECKED:
+        return
+    _check_event_class(event_cls)
+    _CHECKED.add(event_cls)
+
+
+def _check_event_class(event_cls: type) -> None:
     if not dataclasses.is_dataclass(event_cls):
         raise TypeError(f"{event_cls!r} is not a dataclass")
     names = tuple(f.name for f in dataclasses.fields(event_cls))

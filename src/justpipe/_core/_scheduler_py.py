@@ -6,10 +6,14 @@ Pure-Python twin of `_scheduler.pyx`; both must behave identically (tests/test_c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from justpipe._core._barrier_py import FIRED, FIRST, JoinTable
 
 __all__ = ["Readiness"]
+
+
+_VALIDATED: dict[int, tuple[Any, Any, list[tuple[tuple[int, int], ...]]]] = {}
 
 
 def _validated_edges(
@@ -18,8 +22,25 @@ def _validated_edges(
     """Validate the static edges and freeze them: one tuple of `(v, slot)` pairs per node.
 
     Raises ValueError when the lengths disagree or an edge names a node or slot that
-    does not exist, so `Readiness.complete()` never meets a bad index.
+    does not exist, so `Readiness.complete()` never meets a bad index. The result for an
+    immutable (tuple) input is remembered: an execution plan's edges are checked once,
+    not on every run.
     """
+    if type(successors) is tuple and type(slot_counts) is tuple:
+        hit = _VALIDATED.get(id(successors))
+        if hit is not None and hit[0] is successors and hit[1] is slot_counts:
+            return hit[2]
+        frozen = _validate_edges(successors, slot_counts)
+        if len(_VALIDATED) >= 64:
+            _VALIDATED.clear()
+        _VALIDATED[id(successors)] = (successors, slot_counts, frozen)
+        return frozen
+    return _validate_edges(successors, slot_counts)
+
+
+def _validate_edges(
+    successors: Sequence[Sequence[tuple[int, int]]], slot_counts: Sequence[int]
+) -> list[tuple[tuple[int, int], ...]]:
     if len(successors) != len(slot_counts):
         raise ValueError(
             f"successors has {len(successors)} nodes but slot_counts has {len(slot_counts)}"

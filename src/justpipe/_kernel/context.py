@@ -11,6 +11,10 @@ from justpipe.types import CancellationToken, InjectionSource, NodeKind
 
 __all__ = ["_Invocation", "_MapRun", "_RunContext"]
 
+_STATE = InjectionSource.STATE
+_CONTEXT = InjectionSource.CONTEXT
+_CANCEL = InjectionSource.CANCEL
+
 
 class _RunContext:
     __slots__ = (
@@ -51,7 +55,17 @@ class _RunContext:
         """The step's injected keyword arguments for this run, built once per node."""
         kw = self._kwargs[node.index]
         if kw is None:
-            kw = self._kwargs[node.index] = self.inject(node.injection)
+            kw = {}
+            for param, source in node.injection:  # identity tests: Enum.__hash__ is slow
+                if source is _STATE:
+                    kw[param] = self.state
+                elif source is _CONTEXT:
+                    kw[param] = self.context
+                elif source is _CANCEL:
+                    kw[param] = self.token
+                else:
+                    kw[param] = None  # error / step name: None for steps (spec §5)
+            self._kwargs[node.index] = kw
         return kw
 
     def inject(

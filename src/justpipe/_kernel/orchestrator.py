@@ -612,8 +612,10 @@ class _Orchestrator:
         exc = TimeoutError(f"Barrier timeout for step '{node.name}' after {timeout}s")
         started = _perf()
         outcome, value = await self._handle_failure(inv, exc, started, None)
-        if outcome == RETRY or outcome == FAIL:
-            outcome, value = DROPPED, None  # the join never ran: its successors do not run
+        if outcome in (OK, SKIP, RETRY, FAIL):
+            # the join never ran: its successors do not run, even when a handler swallowed
+            # the timeout (as in 0.12); a returned step name or a stop still takes effect
+            outcome, value = DROPPED, None
         self.channel.put_nowait((inv, outcome, value))
 
     # ------------------------------------------------------------------ map

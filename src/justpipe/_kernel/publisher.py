@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from justpipe import _core
-from justpipe._core._metrics_py import MetricsRecorder as _MetricsRecorder
 from justpipe._kernel.failures import _FailureJournal
 from justpipe.observability.observer import ObserverMeta, ObserverProtocol
 from justpipe.types import Event, EventType, FailureKind, FailureReason
+
+if TYPE_CHECKING:
+    from justpipe._core._metrics_py import MetricsRecorder as _MetricsRecorder
 
 __all__ = ["_EventPublisher"]
 

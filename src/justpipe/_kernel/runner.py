@@ -10,8 +10,8 @@ cancelled and awaited, shutdown hooks run, observers told how the run ended.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from collections.abc import AsyncGenerator
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -104,7 +104,7 @@ class _PipelineRunner:
         self.start = start
         self.queue_size = pipe.queue_size if queue_size is None else queue_size
         self.timeout = timeout
-        self.run_id = uuid.uuid4().hex
+        self.run_id = os.urandom(16).hex()  # 32 lowercase hex digits, like uuid4().hex
         self.machine = _RunStateMachine()
         self.metrics = _core.MetricsRecorder()
         self._timed_out = False
@@ -231,7 +231,8 @@ class _PipelineRunner:
         self._disarm_timeout()
         self.orch.barriers.cancel_all()
         self.machine.to(RunPhase.SHUTDOWN)
-        await _shielded(self._run_shutdown_hooks(report=True))
+        if self.registry.shutdown_hooks:
+            await _shielded(self._run_shutdown_hooks(report=True))
         self.channel.put_nowait(_FINISH_MARK)
         return True
 
