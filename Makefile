@@ -22,19 +22,20 @@ install: venv
 	JUSTPIPE_REQUIRE_EXTENSIONS=1 $(PIP) install --force-reinstall --no-deps .
 	$(PY) -m justpipe info
 
-## test: the whole suite, every test once per core backend (compiled and pure)
-test: install
+## test: lint, then the whole suite, every test once per core backend (compiled and pure)
+test: install lint
 	$(PY) -m pytest
 
-## lint: ruff and mypy --strict (not part of make test yet)
+## lint: ruff and mypy --strict over the package, the tests, the examples and the benchmarks
 lint: venv
 	$(PIP) install --quiet --group lint
-	$(BIN)/ruff check src/justpipe tests
+	$(BIN)/ruff check src/justpipe tests examples bench
 	$(BIN)/mypy --strict src/justpipe
 
 ## bench: the benchmarks in bench/ (compiled, pure and the raw-asyncio floor)
 bench: install
 	$(PY) -m pytest bench/ --benchmark-only
+	$(PY) bench/report.py
 
 ## wheel: build the wheel for this platform into dist/
 wheel: venv
