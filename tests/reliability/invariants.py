@@ -100,19 +100,7 @@ _ABNORMAL = (PipelineTerminalStatus.CLIENT_CLOSED,)
 # Violations caused by bugs filed in /tmp/kernel-bugs.md, tolerated here so that the fuzz
 # keeps hunting for new ones. Each has a strict-xfail test pinning it (test_regressions.py);
 # when that test XPASSes, delete its entry here.
-KNOWN_BUGS: dict[str, Callable[[str, RunRecord], bool]] = {
-    # a barrier timeout swallowed by the join's handler runs the join's successors
-    "swallowed-barrier-timeout-advances": lambda problem, record: "C2 STEP_START" in problem
-    and "ALL join started before" in problem and _join_parent_timed_out(problem, record),
-}
-
-
-def _join_parent_timed_out(problem: str, record: RunRecord) -> bool:
-    """The started node is a successor of a timed join (whose timeout a handler may have
-    swallowed)."""
-    stage = problem.split("STEP_START ", 1)[1].split(" ", 1)[0]
-    nodes = {n.name: n for spec in record.spec.pipe.walk() for n in spec.nodes}
-    return any(stage in node.to and node.barrier_timeout is not None for node in nodes.values())
+KNOWN_BUGS: dict[str, Callable[[str, RunRecord], bool]] = {}
 
 
 def _tolerated(problem: str, record: RunRecord) -> bool:

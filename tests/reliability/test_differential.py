@@ -56,14 +56,15 @@ def backend(name: str) -> Iterator[None]:
 def fingerprint(record: RunRecord) -> dict[str, Any]:
     """Everything observable about a run, with ids and timings made comparable."""
     labels = _Labels()
-    observed = {
-        labels.run(run_id): [normalise(e, labels) for e in seen.events]
-        for run_id, seen in sorted(record.recorder.observed.items(),
-                                   key=lambda item: (item[1].pipe_name, item[0]))
-    }
+    consumer = [normalise(e, labels) for e in record.events]
+    observed = [  # in on_pipeline_start order, which a deterministic run reproduces
+        (seen.pipe_name, labels.run(run_id), seen.terminals,
+         [normalise(e, labels) for e in seen.events])
+        for run_id, seen in record.recorder.observed.items()
+    ]
     return {
-        "consumer": [normalise(e, labels) for e in record.events],
-        "observed": sorted(observed.values(), key=repr),
+        "consumer": consumer,
+        "observed": observed,
         "calls": dict(record.recorder.calls),
         "retries": dict(record.recorder.retry_returns),
         "hooks": (dict(record.recorder.startups), dict(record.recorder.shutdowns)),
