@@ -6,9 +6,10 @@ that reports its resident memory: the peak may grow by at most 50 MB over the wa
 baseline, whatever the item count, because only 64 items are in flight; an eager map of
 the same size blows that bound, which shows the probe can tell.
 
-Measured on the 2-core CI-class machine, per backend: 100,000-step chain 15-50 s,
-1,000,000-item lazy map 37-53 s; both are ``slow``. The default run keeps a 20,000-step
-chain (3 s) and a 100,000-item lazy map (4-8 s).
+Measured on the 2-core CI-class machine, per backend: 100,000-step chain 20-50 s,
+1,000,000-item lazy map 18-53 s (the high figures with other suites running); both are
+``slow``. The default run keeps a 20,000-step chain (3-6 s) and a 100,000-item lazy map
+(4-8 s).
 """
 
 from __future__ import annotations
