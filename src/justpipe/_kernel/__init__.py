@@ -3,6 +3,6 @@
 plan (ExecutionPlan) -> runner (_PipelineRunner, _RunStateMachine) -> orchestrator
 (_Orchestrator) with kernel (_Kernel), scheduler (_Scheduler), barriers
 (_BarrierManager), publisher (event publisher), failures (_FailureJournal),
-context (_RunContext) and invoker (the seam
-where step functions are called).
+context (_RunContext) and invoker (the seam where step functions are called).
+The control channel and the metrics recorder live in `justpipe._core` (compiled).
 """
