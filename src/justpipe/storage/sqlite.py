@@ -140,8 +140,26 @@ class SQLiteBackend:
         self._pid = os.getpid()
         self._finalizer: weakref.finalize[..., SQLiteBackend] | None = None
         self._ensure_parent_dir()
-        with self._failure_context("open"):
-            self._init_schema(self._connection())
+        self._open_schema()
+
+    def _open_schema(self) -> None:
+        """Create or check the schema, retrying while another process holds the file.
+
+        SQLite answers a journal-mode switch or a schema read that races with another
+        process's first write with an immediate "database is locked", without waiting
+        for its busy timeout: retry until `timeout` has passed.
+        """
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                with self._failure_context("open"):
+                    self._init_schema(self._connection())
+                return
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.02)
 
     @property
     def db_path(self) -> Path:
