@@ -674,7 +674,7 @@ class _Orchestrator:
                 if self.ctx.stopping:
                     break
                 map_run.started += 1
-                self.kernel.spawn(self._worker_task(map_run, i, item))
+                self.kernel.spawn(self._run_worker(map_run, i, item))
             ch.put_nowait((inv, MAP_FED, map_run))
         else:
             source = iter(enumerate(items))
@@ -709,7 +709,7 @@ class _Orchestrator:
         map_run = _MapRun(inv, worker, None)
         if is_async:
             source = result.__aiter__()
-            lock = asyncio_lock()
+            lock = asyncio.Lock()
             await self._run_pool(map_run, limit, None, (source, lock), closing=result)
         else:
             sync_source = iter(enumerate(result))
@@ -801,9 +801,6 @@ class _Orchestrator:
             )
         )
 
-    async def _worker_task(self, map_run: _MapRun, index: int, item: Any) -> None:
-        await self._run_worker(map_run, index, item)
-
     async def _run_worker(self, map_run: _MapRun, index: int, item: Any) -> None:
         owner = map_run.inv
         worker = map_run.worker
@@ -893,10 +890,6 @@ async def _close_source(source: Any) -> None:
                 close()
     except Exception:  # a source failing while closing must not hide the run's outcome
         logging.getLogger(__name__).warning("map source %r failed while closing", source)
-
-
-def asyncio_lock() -> asyncio.Lock:
-    return asyncio.Lock()
 
 
 def _next_sync(source: Any) -> Any:
