@@ -7,6 +7,7 @@ must give the same observable results (return values, lengths, depth, metrics sn
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from types import SimpleNamespace
 from typing import Any
 
@@ -148,3 +149,242 @@ def test_metrics_record_flags_only_errors_and_cancellations(twins: Twins) -> Non
         recorder = ns.MetricsRecorder()
         flagged = {t for t in EventType if recorder.record(Event(t, "s"))}
         assert flagged == {EventType.STEP_ERROR, EventType.CANCELLED}
+
+
+# --------------------------------------------------------------------------- eager start
+
+# a scripted coroutine: each action is one of
+#   ("sleep0",)          a bare yield to the loop
+#   ("future", v)        wait on a future the loop resolves with v one iteration later
+#   ("check",)           record whether current_task() is the task running us
+#   ("return", v) / ("raise", v)   end
+eager_actions = st.lists(
+    st.one_of(
+        st.tuples(st.just("sleep0")),
+        st.tuples(st.just("future"), st.integers(0, 9)),
+        st.tuples(st.just("check")),
+    ),
+    max_size=6,
+).flatmap(
+    lambda body: st.tuples(
+        st.just(body),
+        st.one_of(
+            st.tuples(st.just("return"), st.integers(0, 9)),
+            st.tuples(st.just("raise"), st.integers(0, 9)),
+        ),
+    )
+)
+
+
+def _drive_eager(start_eagerly: Any, script: Any, cancel_after: int | None) -> tuple[Any, Any]:
+    """Run the script through `start_eagerly`: (what the coroutine saw, what its caller saw)."""
+    body, end = script
+    inside: list[Any] = []
+    outside: list[Any] = []
+
+    async def scripted() -> int:
+        me = asyncio.current_task()
+        try:
+            for action in body:
+                inside.append(action[0])
+                if action[0] == "sleep0":
+                    await asyncio.sleep(0)
+                elif action[0] == "future":
+                    future = asyncio.get_running_loop().create_future()
+                    asyncio.get_running_loop().call_soon(future.set_result, action[1])
+                    inside.append(("got", await future))
+                else:
+                    inside.append(("is own task", asyncio.current_task() is me is not None))
+        except asyncio.CancelledError:
+            inside.append("cancelled inside")
+            raise
+        if end[0] == "raise":
+            raise ValueError(end[1])
+        return int(end[1])
+
+    async def run() -> None:
+        outer = asyncio.current_task()
+        task = start_eagerly(asyncio.get_running_loop(), scripted())
+        outside.append(("caller is current again", asyncio.current_task() is outer))
+        if cancel_after is not None:
+            for _ in range(cancel_after):
+                await asyncio.sleep(0)
+            task.cancel()
+        try:
+            outside.append(("result", await task))
+        except asyncio.CancelledError:
+            outside.append(("cancelled", task.cancelled()))
+        except ValueError as exc:
+            outside.append(("raised", str(exc)))
+
+    asyncio.run(run())
+    return inside, outside
+
+
+@PARITY
+@given(script=eager_actions, cancel_after=st.one_of(st.none(), st.integers(0, 4)))
+def test_eager_start_twins_agree(twins: Twins, script: Any, cancel_after: int | None) -> None:
+    compiled, pure = twins
+    assert _drive_eager(compiled.start_eagerly, script, cancel_after) == _drive_eager(
+        pure.start_eagerly, script, cancel_after
+    )
+
+
+@PARITY
+@given(script=eager_actions)
+def test_eager_start_ends_as_a_plain_task_would(twins: Twins, script: Any) -> None:
+    """Without cancellation, the outcome and what the coroutine saw match `create_task`."""
+
+    def plain(loop: asyncio.AbstractEventLoop, coro: Any) -> Any:
+        return loop.create_task(coro)
+
+    expected = _drive_eager(plain, script, None)
+    for ns in twins:
+        assert _drive_eager(ns.start_eagerly, script, None) == expected
+
+
+def _first_step_runs_before_returning(start_eagerly: Any) -> None:
+    steps: list[str] = []
+
+    async def coro() -> None:
+        steps.append("first step")
+        await asyncio.sleep(0)
+        steps.append("second step")
+
+    async def run() -> None:
+        task = start_eagerly(asyncio.get_running_loop(), coro())
+        assert steps == ["first step"]
+        assert not task.done()
+        await task
+        assert steps == ["first step", "second step"]
+
+    asyncio.run(run())
+
+
+def test_eager_start_runs_the_first_step_before_returning(twins: Twins) -> None:
+    for ns in twins:
+        _first_step_runs_before_returning(ns.start_eagerly)
+
+
+# --------------------------------------------------------------------------- dispatcher
+
+record_kinds = st.lists(
+    st.one_of(
+        st.tuples(st.just("event"), event_types, stages),
+        st.tuples(st.just("done"), st.integers(0, 9)),
+        st.tuples(st.just("forward"), event_types, stages),
+        st.tuples(st.just("start")),
+        st.tuples(st.just("finish")),
+    ),
+    max_size=30,
+)
+
+
+def _drive_dispatcher(ns: SimpleNamespace, kinds: list[Any], hooks: bool) -> list[Any]:
+    async def run() -> list[Any]:
+        channel = ns.ControlChannel(0)
+        factory = ns.EventFactory(Event, "run")
+        metrics = ns.MetricsRecorder()
+        seen: list[Any] = []
+        child = Event(EventType.STEP_END, "c", run_id="child", seq=4)
+        for kind in kinds:
+            if kind[0] == "event":
+                channel.put_nowait(
+                    (kind[1], kind[2], None, 1.0, NodeKind.STEP, "r:1", None, None, 1, (), None)
+                )
+            elif kind[0] == "done":
+                channel.put_nowait(("inv", kind[1], None))
+            elif kind[0] == "forward":
+                channel.put_nowait((child, "sub:" + kind[2], "p", "o", ("sub",)))
+            elif kind[0] == "start":
+                channel.put_nowait(())
+            else:
+                channel.put_nowait((None,))
+
+        def hook(event: Event) -> Event:
+            seen.append(("hook", event.seq))
+            return event
+
+        dispatcher = ns.Dispatcher(
+            channel,
+            factory,
+            hook if hooks else None,
+            metrics.record,
+            lambda event: seen.append(("notable", event.type)),
+            lambda record: seen.append(("complete", record[1])),
+        )
+        while (item := dispatcher.next()) is not None:
+            if isinstance(item, int):
+                seen.append(("code", item))
+            else:
+                seen.append(("event", item.type, item.stage, item.seq, item.run_id))
+        seen.append(("empty again", dispatcher.next()))
+        return seen
+
+    return asyncio.run(run())
+
+
+@PARITY
+@given(kinds=record_kinds, hooks=st.booleans())
+def test_dispatcher_twins_agree(twins: Twins, kinds: list[Any], hooks: bool) -> None:
+    compiled, pure = twins
+    assert _drive_dispatcher(compiled, kinds, hooks) == _drive_dispatcher(pure, kinds, hooks)
+
+
+def test_dispatcher_codes_are_the_same_in_both_twins() -> None:
+    from justpipe._core import _dispatch_py
+
+    compiled = pytest.importorskip("justpipe._core._dispatch")
+    assert (compiled.START, compiled.FINISH) == (_dispatch_py.START, _dispatch_py.FINISH)
+
+
+# --------------------------------------------------------------------------- record builder
+
+
+@PARITY
+@given(
+    values=st.tuples(
+        st.integers(0, 10**6),
+        st.floats(allow_nan=False),
+        st.floats(allow_nan=False),
+        st.floats(allow_nan=False),
+    )
+)
+def test_record_builder_twins_build_what_the_constructor_builds(
+    twins: Twins, values: tuple[Any, ...]
+) -> None:
+    from justpipe.types import StepTiming
+
+    expected = StepTiming(*values)
+    for ns in twins:
+        built = ns.RecordBuilder(StepTiming)(*values)
+        assert built == expected
+        assert repr(built) == repr(expected)
+        assert built.__dict__ == expected.__dict__
+        assert dataclasses.asdict(built) == dataclasses.asdict(expected)
+        assert dataclasses.replace(built, count=1) == dataclasses.replace(expected, count=1)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            built.count = 2  # type: ignore[misc]
+
+
+def test_record_builder_refuses_what_it_cannot_build(twins: Twins) -> None:
+    from justpipe.types import PipelineEndData, StepTiming
+
+    @dataclasses.dataclass(frozen=True)
+    class WithPostInit:
+        x: int
+
+        def __post_init__(self) -> None:
+            pass
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Slotted:
+        x: int
+
+    for ns in twins:
+        for cls in (WithPostInit, Slotted, int):
+            with pytest.raises(TypeError):
+                ns.RecordBuilder(cls)
+        with pytest.raises(TypeError, match="needs 4 values"):
+            ns.RecordBuilder(StepTiming)(1, 2.0)
+        assert ns.RecordBuilder(PipelineEndData) is not None

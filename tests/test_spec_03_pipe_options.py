@@ -133,6 +133,32 @@ async def test_explicit_middleware_list_removes_automatic_retries() -> None:
     assert end_data(events).status is PipelineTerminalStatus.FAILED
 
 
+async def test_middleware_list_mutated_after_a_run_applies_to_the_next_run() -> None:
+    # runs reuse a cached plan; a middleware list changed in place must not be ignored
+    seen: list[str] = []
+    pipe: Pipe[Any, Any] = Pipe(middleware=[])
+
+    @pipe.step
+    async def only(s: Any) -> None:
+        seen.append("body")
+
+    def tag(func: Any, ctx: StepContext) -> Any:
+        async def wrapped(**kwargs: Any) -> Any:
+            seen.append(f"mw:{ctx.name}")
+            return await func(**kwargs)
+
+        return wrapped
+
+    await collect(pipe)
+    assert seen == ["body"]
+    pipe.middleware.append(tag)
+    await collect(pipe)
+    assert seen == ["body", "mw:only", "body"]
+    pipe.middleware.clear()
+    await collect(pipe)
+    assert seen == ["body", "mw:only", "body", "body"]
+
+
 # --------------------------------------------------------------------------- queue size
 
 

@@ -30,18 +30,31 @@ __all__ = [
     "PROGRESS",
     "AttemptCounter",
     "ControlChannel",
+    "Dispatcher",
     "EventFactory",
     "InvocationIds",
     "JoinTable",
     "MetricsRecorder",
     "Readiness",
+    "RecordBuilder",
     "Sequencer",
+    "Shell",
+    "start_eagerly",
 ]
 
 NO_EXTENSIONS_ENV: Final = "JUSTPIPE_NO_EXTENSIONS"
 _TRUTHY: Final = frozenset({"1", "true", "yes", "on"})
 
-_MODULES: Final = ("_barrier", "_scheduler", "_ids", "_events", "_channel", "_metrics")
+_MODULES: Final = (
+    "_barrier",
+    "_scheduler",
+    "_ids",
+    "_events",
+    "_channel",
+    "_metrics",
+    "_eager",
+    "_dispatch",
+)
 """The twin pairs: compiled `NAME` (from NAME.pyx) and pure `NAME_py`."""
 
 _EXPORTED: Final = (
@@ -51,8 +64,12 @@ _EXPORTED: Final = (
     "InvocationIds",
     "AttemptCounter",
     "EventFactory",
+    "RecordBuilder",
     "ControlChannel",
     "MetricsRecorder",
+    "Shell",
+    "start_eagerly",
+    "Dispatcher",
     "IGNORED",
     "FIRST",
     "PROGRESS",
@@ -111,7 +128,9 @@ AVAILABLE_BACKENDS: Final[tuple[str, ...]] = tuple(
 if TYPE_CHECKING:
     from justpipe._core._barrier_py import FIRED, FIRST, IGNORED, PROGRESS, JoinTable
     from justpipe._core._channel_py import ControlChannel
-    from justpipe._core._events_py import EventFactory
+    from justpipe._core._dispatch_py import Dispatcher
+    from justpipe._core._eager_py import Shell, start_eagerly
+    from justpipe._core._events_py import EventFactory, RecordBuilder
     from justpipe._core._ids_py import AttemptCounter, InvocationIds, Sequencer
     from justpipe._core._metrics_py import MetricsRecorder
     from justpipe._core._scheduler_py import Readiness

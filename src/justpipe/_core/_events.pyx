@@ -7,9 +7,9 @@ like an instance made by `__init__`.
 
 from cpython.object cimport PyObject_GenericGetDict
 
-from justpipe._core._events_py import EVENT_FIELDS, check_event_class
+from justpipe._core._events_py import EVENT_FIELDS, check_event_class, check_plain_dataclass
 
-__all__ = ["EVENT_FIELDS", "EventFactory", "check_event_class"]
+__all__ = ["EVENT_FIELDS", "EventFactory", "RecordBuilder", "check_event_class"]
 
 cdef extern from *:
     """
@@ -120,3 +120,28 @@ cdef class EventFactory:
         fields["scope"] = event.scope
         fields["meta"] = event.meta
         return copy
+
+
+cdef class RecordBuilder:
+    """Builds instances of a plain frozen dataclass (see `_events_py.RecordBuilder`)."""
+
+    cdef object _cls
+    cdef tuple _names
+
+    def __init__(self, cls):
+        self._names = check_plain_dataclass(cls)
+        self._cls = cls
+
+    def __call__(self, *values):
+        cdef tuple names = self._names
+        cdef Py_ssize_t i, n = len(names)
+        cdef dict fields
+        if len(values) != n:
+            raise TypeError(
+                f"{self._cls.__name__} needs {n} values {names}, got {len(values)}"
+            )
+        record = _bare_instance(self._cls, _NO_ARGS)
+        fields = <dict>PyObject_GenericGetDict(record, NULL)
+        for i in range(n):
+            fields[names[i]] = values[i]
+        return record

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Final, Generic, TypeVar
 
-__all__ = ["EVENT_FIELDS", "EventFactory", "check_event_class"]
+__all__ = ["EVENT_FIELDS", "EventFactory", "RecordBuilder", "check_event_class"]
 
 E = TypeVar("E")
 
@@ -56,17 +56,50 @@ def check_event_class(event_cls: type) -> None:
 
 
 def _check_event_class(event_cls: type) -> None:
+    names = check_plain_dataclass(event_cls)
+    if names != EVENT_FIELDS:
+        raise TypeError(f"{event_cls.__name__} has fields {names}, expected {EVENT_FIELDS}")
+
+
+def check_plain_dataclass(event_cls: type) -> tuple[str, ...]:
+    """Its field names, or TypeError unless instances can be built by filling their dict."""
     if not dataclasses.is_dataclass(event_cls):
         raise TypeError(f"{event_cls!r} is not a dataclass")
     names = tuple(f.name for f in dataclasses.fields(event_cls))
-    if names != EVENT_FIELDS:
-        raise TypeError(f"{event_cls.__name__} has fields {names}, expected {EVENT_FIELDS}")
     if getattr(event_cls, "__post_init__", None) is not None:
         raise TypeError(f"{event_cls.__name__} defines __post_init__, which the factory would skip")
     if event_cls.__new__ is not object.__new__:
         raise TypeError(f"{event_cls.__name__} overrides __new__")
     if not event_cls.__dictoffset__:
         raise TypeError(f"{event_cls.__name__} instances have no __dict__ (slots=True?)")
+    return names
+
+
+class RecordBuilder(Generic[E]):
+    """Builds instances of a plain frozen dataclass (the FINISH payload and its metrics).
+
+    `RecordBuilder(cls)(v1, v2, ...)` equals `cls(v1, v2, ...)` with every field given
+    positionally, in declaration order, but skips the frozen `__init__` (one
+    `object.__setattr__` per field), the way `EventFactory` builds events.
+    """
+
+    __slots__ = ("_cls", "_names")
+
+    def __init__(self, cls: type[E]) -> None:
+        self._names = check_plain_dataclass(cls)
+        self._cls = cls
+
+    def __call__(self, *values: Any) -> E:
+        names = self._names
+        if len(values) != len(names):
+            raise TypeError(
+                f"{self._cls.__name__} needs {len(names)} values {names}, got {len(values)}"
+            )
+        record = _new(self._cls)
+        fields = record.__dict__
+        for name, value in zip(names, values, strict=True):
+            fields[name] = value
+        return record
 
 
 class EventFactory(Generic[E]):

@@ -10,7 +10,16 @@ from justpipe.types import (
     TaskMetrics,
 )
 
+from justpipe._core._events import RecordBuilder
+
 __all__ = ["MetricsRecorder"]
+
+cdef object _runtime = RecordBuilder(RuntimeMetrics)
+cdef object _queue = RecordBuilder(QueueMetrics)
+cdef object _tasks = RecordBuilder(TaskMetrics)
+cdef object _timing = RecordBuilder(StepTiming)
+cdef object _barrier_metrics = RecordBuilder(BarrierMetrics)
+cdef object _maps = RecordBuilder(MapMetrics)
 
 cdef object _START = EventType.STEP_START
 cdef object _END = EventType.STEP_END
@@ -129,26 +138,19 @@ cdef class MetricsRecorder:
 
     def snapshot(self, max_depth, started, completed, peak):
         counts = self.counts
-        return RuntimeMetrics(
-            queue=QueueMetrics(max_depth=max_depth),
-            tasks=TaskMetrics(started=started, completed=completed, peak_active=peak),
-            step_latency={
-                stage: StepTiming(count=int(c), total_s=tot, min_s=mn, max_s=mx)
+        return _runtime(
+            _queue(max_depth),
+            _tasks(started, completed, peak),
+            {
+                stage: _timing(int(c), tot, mn, mx)
                 for stage, (c, tot, mn, mx) in self._timings.items()
             },
-            barriers={
-                stage: BarrierMetrics(
-                    waits=int(w), releases=int(r), timeouts=int(t), total_wait_s=tot, max_wait_s=mx
-                )
+            {
+                stage: _barrier_metrics(int(w), int(r), int(t), tot, mx)
                 for stage, (w, r, t, tot, mx) in self._barriers.items()
             },
-            maps=MapMetrics(
-                maps_started=self.maps_started,
-                maps_completed=self.maps_completed,
-                workers_started=self.workers_started,
-                peak_workers=self.peak_workers,
-            ),
-            events=dict(counts),
-            tokens=counts.get(_TOKEN_KEY, 0),
-            suspends=counts.get(_SUSPEND_KEY, 0),
+            _maps(self.maps_started, self.maps_completed, self.workers_started, self.peak_workers),
+            dict(counts),
+            counts.get(_TOKEN_KEY, 0),
+            counts.get(_SUSPEND_KEY, 0),
         )

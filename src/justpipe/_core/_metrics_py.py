@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from justpipe._core._events_py import RecordBuilder
 from justpipe.types import (
     BarrierMetrics,
     Event,
@@ -26,6 +27,14 @@ _END = EventType.STEP_END
 _ERROR = EventType.STEP_ERROR
 _TOKEN = EventType.TOKEN
 _CANCELLED = EventType.CANCELLED
+
+# the snapshot's dataclasses, built without their frozen __init__ (fields in order)
+_runtime = RecordBuilder(RuntimeMetrics)
+_queue = RecordBuilder(QueueMetrics)
+_tasks = RecordBuilder(TaskMetrics)
+_timing = RecordBuilder(StepTiming)
+_barrier_metrics = RecordBuilder(BarrierMetrics)
+_maps = RecordBuilder(MapMetrics)
 
 
 class MetricsRecorder:
@@ -132,26 +141,19 @@ class MetricsRecorder:
 
     def snapshot(self, max_depth: int, started: int, completed: int, peak: int) -> RuntimeMetrics:
         counts = self.counts
-        return RuntimeMetrics(
-            queue=QueueMetrics(max_depth=max_depth),
-            tasks=TaskMetrics(started=started, completed=completed, peak_active=peak),
-            step_latency={
-                stage: StepTiming(count=int(c), total_s=tot, min_s=mn, max_s=mx)
+        return _runtime(
+            _queue(max_depth),
+            _tasks(started, completed, peak),
+            {
+                stage: _timing(int(c), tot, mn, mx)
                 for stage, (c, tot, mn, mx) in self._timings.items()
             },
-            barriers={
-                stage: BarrierMetrics(
-                    waits=int(w), releases=int(r), timeouts=int(t), total_wait_s=tot, max_wait_s=mx
-                )
+            {
+                stage: _barrier_metrics(int(w), int(r), int(t), tot, mx)
                 for stage, (w, r, t, tot, mx) in self._barriers.items()
             },
-            maps=MapMetrics(
-                maps_started=self.maps_started,
-                maps_completed=self.maps_completed,
-                workers_started=self.workers_started,
-                peak_workers=self.peak_workers,
-            ),
-            events=dict(counts),
-            tokens=counts.get(_TOKEN.value, 0),
-            suspends=counts.get(EventType.SUSPEND.value, 0),
+            _maps(self.maps_started, self.maps_completed, self.workers_started, self.peak_workers),
+            dict(counts),
+            counts.get(_TOKEN.value, 0),
+            counts.get(EventType.SUSPEND.value, 0),
         )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from justpipe import _core
 from justpipe.types import (
     FailureClassificationConfig,
     FailureClassificationContext,
@@ -134,35 +136,45 @@ class _FailureJournal:
 
     def end_data(self, duration_s: float, metrics: RuntimeMetrics | None) -> PipelineEndData:
         errors = [f.record for f in self._failures] + self._diagnostics
+        build = _end_data_builder()
         if self.terminal is not None:
-            status = {
-                FailureReason.TIMEOUT: PipelineTerminalStatus.TIMEOUT,
-                FailureReason.CANCELLED: PipelineTerminalStatus.CANCELLED,
-                FailureReason.CLIENT_CLOSED: PipelineTerminalStatus.CLIENT_CLOSED,
-            }[self.terminal]
-            return PipelineEndData(
-                status=status,
-                duration_s=duration_s,
-                reason=self.terminal,
-                errors=errors,
-                metrics=metrics,
+            status = _TERMINAL_STATUS[self.terminal]
+            return build(  # type: ignore[no-any-return]
+                status, duration_s, None, self.terminal, _NO_KIND, _NO_SOURCE, None, errors, metrics
             )
         if not self._failures:
-            return PipelineEndData(
-                status=PipelineTerminalStatus.SUCCESS,
-                duration_s=duration_s,
-                errors=errors,
-                metrics=metrics,
+            return build(  # type: ignore[no-any-return]
+                _SUCCESS, duration_s, None, None, _NO_KIND, _NO_SOURCE, None, errors, metrics
             )
         primary = min(self._failures, key=lambda f: (_PRIORITY[f.record.kind], f.order)).record
-        return PipelineEndData(
-            status=PipelineTerminalStatus.FAILED,
-            duration_s=duration_s,
-            error=primary.error,
-            reason=primary.reason,
-            failure_kind=primary.kind,
-            failure_source=primary.source,
-            failed_step=primary.step if primary.kind is FailureKind.STEP else None,
-            errors=errors,
-            metrics=metrics,
+        return build(  # type: ignore[no-any-return]
+            PipelineTerminalStatus.FAILED,
+            duration_s,
+            primary.error,
+            primary.reason,
+            primary.kind,
+            primary.source,
+            primary.step if primary.kind is FailureKind.STEP else None,
+            errors,
+            metrics,
         )
+
+
+_TERMINAL_STATUS = {
+    FailureReason.TIMEOUT: PipelineTerminalStatus.TIMEOUT,
+    FailureReason.CANCELLED: PipelineTerminalStatus.CANCELLED,
+    FailureReason.CLIENT_CLOSED: PipelineTerminalStatus.CLIENT_CLOSED,
+}
+_SUCCESS = PipelineTerminalStatus.SUCCESS
+_NO_KIND = FailureKind.NONE
+_NO_SOURCE = FailureSource.NONE
+_END_DATA_BUILDERS: dict[Any, Any] = {}
+
+
+def _end_data_builder() -> Any:
+    """`PipelineEndData` built by the active core's `RecordBuilder` (fields in order)."""
+    factory = _core.RecordBuilder
+    build = _END_DATA_BUILDERS.get(factory)
+    if build is None:
+        build = _END_DATA_BUILDERS[factory] = factory(PipelineEndData)
+    return build

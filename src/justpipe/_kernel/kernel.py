@@ -6,8 +6,14 @@ The kernel keeps TaskGroup's guarantees explicitly instead: every task is tracke
 an unexpected exception in one cancels the others and is re-raised by the runner,
 and nothing outlives the run (`shutdown()` cancels and awaits the rest).
 
-On Python 3.12+ tasks start eagerly: a step runs synchronously until its first
-real suspension, and one that never suspends costs no event-loop round trip.
+Tasks start eagerly: a step runs synchronously, as its own task, until its first
+real suspension, so one that never suspends costs no extra event-loop round trip
+and a successor the run's loop schedules runs while the loop drains the channel
+(3.12+: `eager_start=True`; 3.11: `_core.start_eagerly`, which gives the same
+semantics). `eager_left` bounds how many tasks start eagerly before the loop must
+let the event loop run again: the runner refills it whenever it waits, so a long
+chain of steps that never suspend still lets timers (the run timeout) and other
+tasks in.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import asyncio
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
+
+from justpipe import _core
 
 __all__ = ["_Kernel"]
 
@@ -31,6 +39,8 @@ class _Kernel:
         "started",
         "peak_active",
         "error",
+        "eager_left",
+        "_start_eagerly",
     )
 
     def __init__(self, on_idle: Callable[[], None]) -> None:
@@ -41,19 +51,26 @@ class _Kernel:
         self.started = 0
         self.peak_active = 0
         self.error: BaseException | None = None
+        self.eager_left = 0  # eager starts allowed before the loop must run again (3.11)
+        self._start_eagerly = _core.start_eagerly
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self.started += 1
         self.active += 1
         if self.active > self.peak_active:
             self.peak_active = self.active
-        if _EAGER:
-            task: asyncio.Task[None] = asyncio.Task(coro, loop=self._loop, eager_start=True)  # type: ignore[call-arg]
+        task: asyncio.Task[None]
+        if self.eager_left <= 0:
+            task = self._loop.create_task(coro)
+        elif _EAGER:
+            self.eager_left -= 1
+            task = asyncio.Task(coro, loop=self._loop, eager_start=True)  # type: ignore[call-arg]
             if task.done():
                 self._finished(task)
                 return
         else:
-            task = self._loop.create_task(coro)
+            self.eager_left -= 1
+            task = self._start_eagerly(self._loop, coro)
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
@@ -83,3 +100,5 @@ class _Kernel:
     @property
     def live(self) -> int:
         return len(self._tasks)
+
+

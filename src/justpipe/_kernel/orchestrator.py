@@ -19,7 +19,7 @@ import inspect
 import logging
 import time
 import warnings
-from collections.abc import Sized
+from collections.abc import Coroutine, Sized
 from typing import TYPE_CHECKING, Any
 
 from justpipe import _core
@@ -116,12 +116,31 @@ class _Orchestrator:
         self.pooled = 0  # worker invocations run inside pool tasks (counted as tasks in metrics)
         self._meta_on = ctx.meta is not None
         self._kwargs = ctx.base_kwargs
+        # invocations scheduled by the loop-side decision in progress (see `_spawn_all`)
+        self._pending: list[Coroutine[Any, Any, None]] | None = None
 
     # ------------------------------------------------------------------ scheduling
 
     def start(self) -> None:
-        for index in self.plan.roots:
-            self.schedule(self.nodes[index], None)
+        pending = self._pending = []
+        try:
+            for index in self.plan.roots:
+                self.schedule(self.nodes[index], None)
+        finally:
+            self._pending = None
+        self._spawn_all(pending)
+
+    def _spawn_all(self, pending: list[Coroutine[Any, Any, None]]) -> None:
+        """Start the invocations one loop-side decision scheduled, in order.
+
+        Tasks start eagerly (see `_Kernel`), so a step may already run (and, say,
+        cancel the run) while the loop is still deciding: every invocation a
+        completion schedules is therefore decided first and started afterwards, as
+        if each had waited for the next event-loop iteration.
+        """
+        spawn = self.kernel.spawn
+        for coro in pending:
+            spawn(coro)
 
     def schedule(
         self,
@@ -136,7 +155,11 @@ class _Orchestrator:
         stage = node.name if node is not None else (name or "?")
         inv_id = self.ids.next()
         inv = _Invocation(node, stage, inv_id, parent_id, inv_id, self.attempts.next(stage), scope)
-        self.kernel.spawn(self._execute(inv))
+        pending = self._pending
+        if pending is not None:
+            pending.append(self._execute(inv))
+        else:
+            self.kernel.spawn(self._execute(inv))
 
     def stop(self) -> None:
         if not self.ctx.stopping:
@@ -152,6 +175,19 @@ class _Orchestrator:
     # ------------------------------------------------------------------ completion (loop side)
 
     def complete_step(self, record: tuple[Any, ...]) -> None:
+        pending = self._pending = []
+        try:
+            self._complete(record)
+        except BaseException:
+            for coro in pending:
+                coro.close()
+            raise
+        finally:
+            self._pending = None
+        if pending:
+            self._spawn_all(pending)
+
+    def _complete(self, record: tuple[Any, ...]) -> None:
         inv, outcome, value = record
         self.completed += 1
         map_run = inv.map_run
@@ -670,11 +706,11 @@ class _Orchestrator:
                 await ch.put(record)
         map_run = _MapRun(inv, worker, n)
         if limit is None or limit >= n:
-            for i, item in enumerate(items):
-                if self.ctx.stopping:
-                    break
-                map_run.started += 1
-                self.kernel.spawn(self._run_worker(map_run, i, item))
+            workers = []
+            if not self.ctx.stopping:
+                workers = [self._run_worker(map_run, i, item) for i, item in enumerate(items)]
+            map_run.started = len(workers)
+            self._spawn_all(workers)  # all decided before any starts (eagerly)
             ch.put_nowait((inv, MAP_FED, map_run))
         else:
             source = iter(enumerate(items))

@@ -72,10 +72,15 @@ class _EventPublisher:
             for hook in self._hooks:
                 event = self._apply_hook(hook, event)
         if self._record(event):
-            self._notable(event)
+            self.notable(event)
         return event
 
-    def _notable(self, event: Event) -> None:
+    def apply_hooks(self, event: Event) -> Event:
+        for hook in self._hooks:
+            event = self._apply_hook(hook, event)
+        return event
+
+    def notable(self, event: Event) -> None:
         if event.type is _STEP_ERROR:
             if event.stage in _HOOK_STAGES:
                 self._record_run_error(event)

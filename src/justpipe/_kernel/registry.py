@@ -299,6 +299,7 @@ class _PipelineRegistry:
         self.observers: list[ObserverProtocol] = []
         self._frozen = False
         self.version = 0  # bumped on every change; keys the plan cache
+        self._finalized: tuple[int, tuple[Middleware, ...]] | None = None
 
     # -- freezing
     @property
@@ -538,9 +539,20 @@ class _PipelineRegistry:
 
     # -- finalisation
     def finalize(self) -> None:
-        """Apply middleware to every step whose wrapper is missing or stale."""
+        """Apply middleware to every step whose wrapper is missing or stale.
+
+        Called before every run: O(1) when nothing changed since the last call. A
+        middleware list mutated in place (`pipe.middleware.append(...)`) counts as a
+        change (it bumps `version`, so cached plans holding the old wrappers are not used).
+        """
+        middleware = tuple(self.middleware)
+        if self._finalized == (self.version, middleware):
+            return
+        if self._finalized is not None and self._finalized[1] != middleware:
+            self.touch()
         for step in self.steps.values():
             step.wrap_middleware(self.middleware)
+        self._finalized = (self.version, middleware)
 
 
 _DECORATOR = {

@@ -22,7 +22,6 @@ from justpipe._kernel.failures import _FailureJournal
 from justpipe._kernel.kernel import _Kernel
 from justpipe._kernel.meta import attach_meta
 from justpipe._kernel.orchestrator import (
-    DONE_LEN,
     EVENT_LEN,
     FORWARD_LEN,
     _maybe_await,
@@ -46,8 +45,15 @@ if TYPE_CHECKING:
 
 __all__ = ["RunPhase", "_PipelineRunner", "_RunStateMachine"]
 
+# Tasks started eagerly (their first step run at once, see `_Kernel.spawn`) before the
+# loop lets the event loop run again: a chain of steps that never suspend must still
+# let timers (the run timeout) and other tasks in.
+_EAGER_BUDGET = 128
+
 _START_ROOTS = ()  # channel record: schedule the roots (queued right after START)
 _FINISH_MARK = (None,)  # channel record: publish FINISH (queued after the shutdown hooks)
+_START = 0  # what the dispatcher returns for them
+
 
 
 class RunPhase(Enum):
@@ -142,6 +148,7 @@ class _PipelineRunner:
         )
         channel = _core.ControlChannel(self.queue_size)
         kernel = _Kernel(channel.kick)
+        kernel.eager_left = _EAGER_BUDGET
         publisher = _EventPublisher(
             self.run_id,
             list(self.registry.event_hooks),
@@ -157,40 +164,37 @@ class _PipelineRunner:
         )
         self.channel, self.kernel, self.publisher, self.orch = channel, kernel, publisher, orch
         closing: BaseException | None = None
-        build = publisher.factory.build
-        forward = publisher.factory.forward
-        finish = publisher.finish
-        complete_step = orch.complete_step
+        next_event = _core.Dispatcher(
+            channel,
+            publisher.factory,
+            publisher.apply_hooks if publisher._hooks else None,
+            self.metrics.record,
+            publisher.notable,
+            orch.complete_step,
+        ).next
         try:
             try:
                 await self._startup()
                 while True:
                     if self._timed_out:
                         await self._expire()
-                    item = channel.pop()
-                    if item is None:
+                    event = next_event()
+                    if event is None:
                         if kernel.error is not None:
                             raise _InternalError() from kernel.error
                         if kernel.active:
+                            kernel.eager_left = _EAGER_BUDGET
                             await channel.wait()
                             continue
                         if not await self._on_idle():
                             break
                         continue
-                    size = len(item)
-                    if size == EVENT_LEN:
-                        event = finish(build(*item))
-                    elif size == DONE_LEN:
-                        complete_step(item)
-                        continue
-                    elif size == FORWARD_LEN:
-                        event = finish(forward(*item))
-                    elif size == 0:
-                        self.machine.to(RunPhase.EXECUTING)
-                        orch.start()
-                        continue
-                    else:
-                        yield await self._publish_finish()
+                    if event.__class__ is int:
+                        if event == _START:
+                            self.machine.to(RunPhase.EXECUTING)
+                            orch.start()
+                        else:
+                            yield await self._publish_finish()
                         continue
                     if publisher.observers:
                         await publisher.notify(event)

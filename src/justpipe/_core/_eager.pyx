@@ -1,0 +1,125 @@
+"""Eager task start on Python 3.11 (compiled twin of `_eager_py.py`, which documents it)."""
+
+import asyncio
+import contextvars
+from asyncio import tasks as _tasks
+from collections.abc import Coroutine
+
+__all__ = ["Shell", "start_eagerly"]
+
+cdef object _enter_task = _tasks._enter_task
+cdef object _leave_task = _tasks._leave_task
+cdef object _current_task = asyncio.current_task
+cdef object _copy_context = contextvars.copy_context
+cdef object _isfuture = asyncio.isfuture
+cdef object _CancelledError = asyncio.CancelledError
+
+cdef enum:
+    FRESH = 0
+    SUSPENDED = 1
+    RETURNED = 2
+    RAISED = 3
+    RUNNING = 4
+
+
+cdef class Shell:
+    """The coroutine protocol around a coroutine whose first step may already have run."""
+
+    cdef object _coro
+    cdef int _state
+    cdef object _value
+
+    def __init__(self, coro):
+        self._coro = coro
+        self._state = FRESH
+        self._value = None
+
+    @property
+    def state(self):
+        return self._state
+
+    def first_step(self):
+        """Run the coroutine's first step now (only from `start_eagerly`)."""
+        try:
+            self._value = self._coro.send(None)
+            self._state = SUSPENDED
+        except StopIteration as stop:
+            self._value = stop.value
+            self._state = RETURNED
+        except BaseException as exc:
+            self._value = exc
+            self._state = RAISED
+
+    def send(self, value):
+        cdef int state = self._state
+        if state == RUNNING:
+            return self._coro.send(value)
+        self._state = RUNNING
+        held = self._value
+        self._value = None
+        if state == SUSPENDED:
+            return held
+        if state == RETURNED:
+            raise StopIteration(held)
+        if state == RAISED:
+            raise held
+        return self._coro.send(value)
+
+    def __next__(self):
+        return self.send(None)
+
+    def throw(self, typ, val=None, tb=None):
+        cdef int state = self._state
+        self._state = RUNNING
+        held = self._value
+        self._value = None
+        if state == RETURNED:
+            raise StopIteration(held)
+        if state == RAISED:
+            raise held
+        if state == SUSPENDED and _isfuture(held) and _is_cancellation(typ):
+            held.cancel()
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)
+
+    def close(self):
+        self._state = RUNNING
+        self._value = None
+        self._coro.close()
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __repr__(self):
+        return repr(self._coro)
+
+
+Coroutine.register(Shell)
+
+
+cdef bint _is_cancellation(typ):
+    if isinstance(typ, type):
+        return issubclass(typ, _CancelledError)
+    return isinstance(typ, _CancelledError)
+
+
+def start_eagerly(loop, coro):
+    """A task for `coro` whose first step has already run (see `_eager_py`)."""
+    cdef Shell shell = Shell(coro)
+    context = _copy_context()
+    task = loop.create_task(shell, context=context)
+    current = _current_task(loop)
+    if current is not None:
+        _leave_task(loop, current)
+    _enter_task(loop, task)
+    try:
+        context.run(shell.first_step)
+    finally:
+        _leave_task(loop, task)
+        if current is not None:
+            _enter_task(loop, current)
+    return task

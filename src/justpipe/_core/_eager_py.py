@@ -1,0 +1,147 @@
+"""Eager task start on Python 3.11 (pure-Python twin of `_eager.pyx`).
+
+Python 3.12 can start a task eagerly (``asyncio.Task(..., eager_start=True)``): its
+coroutine runs synchronously, as that task, until its first real suspension, so a
+step that never suspends costs no event-loop round trip, and a successor scheduled
+by the run's loop runs while the loop is still draining the channel. 3.11 has no
+such option; `start_eagerly` gives the same semantics with a normal task:
+
+1. the task is created around a `Shell` (so ``current_task()``, cancellation and
+   the copied contextvars context are the task's own from the first instruction:
+   ``asyncio.timeout()`` or a ``TaskGroup`` opened before the first suspension bind
+   to the right task);
+2. the coroutine's first step runs at once, inside that context and with the task
+   swapped in as the loop's current task (as 3.12's eager start does);
+3. the task's own first step (next loop iteration) only hands over what that eager
+   step produced: the future it waits on (the task now waits on it), its return
+   value, or its exception. From then on the shell forwards every `send`/`throw`.
+
+A task cancelled before its first step gets the cancellation where the coroutine
+is suspended (the future it waited on is cancelled first, as `Task.cancel()` does);
+a coroutine that already finished eagerly finishes with its result, like a 3.12
+task that is done before anyone could cancel it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from asyncio import tasks as _tasks
+from collections.abc import Coroutine
+from typing import Any
+
+__all__ = ["Shell", "start_eagerly"]
+
+_enter_task = _tasks._enter_task
+_leave_task = _tasks._leave_task
+_current_task = asyncio.current_task
+_copy_context = contextvars.copy_context
+_isfuture = asyncio.isfuture
+_CancelledError = asyncio.CancelledError
+
+# Shell states
+FRESH = 0  # the coroutine never ran
+SUSPENDED = 1  # its eager step suspended on `value` (a future, or None for a bare yield)
+RETURNED = 2  # its eager step returned `value`
+RAISED = 3  # its eager step raised `value`
+RUNNING = 4  # the task drives it: plain forwarding
+
+
+class Shell:
+    """The coroutine protocol around a coroutine whose first step may already have run."""
+
+    __slots__ = ("_coro", "_state", "_value")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._coro = coro
+        self._state = FRESH
+        self._value: Any = None
+
+    @property
+    def state(self) -> int:
+        return self._state
+
+    def first_step(self) -> None:
+        """Run the coroutine's first step now (only from `start_eagerly`)."""
+        try:
+            self._value = self._coro.send(None)
+            self._state = SUSPENDED
+        except StopIteration as stop:
+            self._value = stop.value
+            self._state = RETURNED
+        except BaseException as exc:
+            self._value = exc
+            self._state = RAISED
+
+    def send(self, value: Any) -> Any:
+        state = self._state
+        if state == RUNNING:
+            return self._coro.send(value)
+        self._state = RUNNING
+        held = self._value
+        self._value = None
+        if state == SUSPENDED:
+            return held  # the task waits on that future now
+        if state == RETURNED:
+            raise StopIteration(held)
+        if state == RAISED:
+            raise held
+        return self._coro.send(value)  # FRESH
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        state = self._state
+        self._state = RUNNING
+        held = self._value
+        self._value = None
+        if state == RETURNED:
+            raise StopIteration(held)  # finished before the task ever ran
+        if state == RAISED:
+            raise held
+        if state == SUSPENDED and _isfuture(held) and _is_cancellation(typ):
+            held.cancel()  # what Task.cancel() does to the future a task waits on
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)
+
+    def close(self) -> None:
+        self._state = RUNNING
+        self._value = None
+        self._coro.close()
+
+    def __await__(self) -> Shell:
+        return self
+
+    def __iter__(self) -> Shell:
+        return self
+
+    def __repr__(self) -> str:
+        return repr(self._coro)
+
+
+def _is_cancellation(typ: Any) -> bool:
+    if isinstance(typ, type):
+        return issubclass(typ, _CancelledError)
+    return isinstance(typ, _CancelledError)
+
+
+def start_eagerly(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]
+) -> asyncio.Task[Any]:
+    """A task for `coro` whose first step has already run (see the module docstring)."""
+    shell = Shell(coro)
+    context = _copy_context()
+    task: asyncio.Task[Any] = loop.create_task(shell, context=context)
+    current = _current_task(loop)
+    if current is not None:
+        _leave_task(loop, current)
+    _enter_task(loop, task)
+    try:
+        context.run(shell.first_step)
+    finally:
+        _leave_task(loop, task)
+        if current is not None:
+            _enter_task(loop, current)
+    return task
