@@ -39,7 +39,7 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in _TRUTHY
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _RunSetup:
     registry: _PipelineRegistry
     plan: ExecutionPlan

@@ -38,6 +38,11 @@ cdef class Shell:
     def state(self):
         return self._state
 
+    @property
+    def returned(self):
+        """The eager step ran the coroutine to its end: the task only hands over the result."""
+        return self._state == RETURNED
+
     def first_step(self):
         """Run the coroutine's first step now (only from `start_eagerly`)."""
         try:

@@ -61,6 +61,11 @@ class Shell:
     def state(self) -> int:
         return self._state
 
+    @property
+    def returned(self) -> bool:
+        """The eager step ran the coroutine to its end: the task only hands over the result."""
+        return self._state == RETURNED
+
     def first_step(self) -> None:
         """Run the coroutine's first step now (only from `start_eagerly`)."""
         try:

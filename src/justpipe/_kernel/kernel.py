@@ -71,6 +71,13 @@ class _Kernel:
         else:
             self.eager_left -= 1
             task = self._start_eagerly(self._loop, coro)
+            if task.get_coro().returned:  # type: ignore[union-attr]
+                # finished already: the task only hands its result over in the next
+                # iteration (`settle()` waits for that before the run ends)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                self.active -= 1
+                return
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
@@ -88,6 +95,11 @@ class _Kernel:
     def cancel_all(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+
+    async def settle(self) -> None:
+        """Let tasks that already finished eagerly hand their results over (one iteration)."""
+        while any(not task.done() for task in self._tasks):
+            await asyncio.sleep(0)
 
     async def shutdown(self) -> None:
         """Cancel every live task and wait until all of them have finished."""

@@ -71,6 +71,10 @@ _LEGAL = {
     RunPhase.SHUTDOWN: {RunPhase.TERMINAL},
     RunPhase.TERMINAL: set(),
 }
+# the same by value: `Enum.__hash__` is a Python-level call, a str hash is cached
+_LEGAL_BY_VALUE = {
+    phase.value: frozenset(after.value for after in nexts) for phase, nexts in _LEGAL.items()
+}
 
 
 class _RunStateMachine:
@@ -82,7 +86,7 @@ class _RunStateMachine:
         self.phase = RunPhase.INIT
 
     def to(self, phase: RunPhase) -> None:
-        if phase not in _LEGAL[self.phase]:
+        if phase._value_ not in _LEGAL_BY_VALUE[self.phase._value_]:
             raise RuntimeError(
                 f"justpipe internal error: illegal run transition {self.phase.value} -> "
                 f"{phase.value}"
@@ -135,7 +139,7 @@ class _PipelineRunner:
             setup.max_retries,
         )
         self.journal = _FailureJournal(setup.failure_config)
-        self.observer_meta = ObserverMeta(pipe_name=setup.pipe_name, run_id=self.run_id)
+        self.pipe_name = setup.pipe_name
 
     # ------------------------------------------------------------------ the stream
 
@@ -144,7 +148,7 @@ class _PipelineRunner:
         self._started = time.perf_counter()
         self.ctx.meta = attach_meta(self.context, self.pipeline_metadata)
         self.observer_meta = ObserverMeta(
-            pipe_name=self.observer_meta.pipe_name, run_id=self.run_id, started_at=time.time()
+            pipe_name=self.pipe_name, run_id=self.run_id, started_at=time.time()
         )
         channel = _core.ControlChannel(self.queue_size)
         kernel = _Kernel(channel.kick)
@@ -213,9 +217,10 @@ class _PipelineRunner:
             await self._cleanup(closing)
 
     async def _startup(self) -> None:
-        await self._observers_start()
+        if self.observers:
+            await self._observers_start()
         self.machine.to(RunPhase.STARTUP)
-        if not await self._run_startup_hooks():
+        if self.registry.startup_hooks and not await self._run_startup_hooks():
             return
         if not self.plan.nodes:
             self._no_steps()
@@ -262,7 +267,8 @@ class _PipelineRunner:
         self._finish_sent = True
         if publisher.observers:
             await publisher.notify(event)
-        await self._observers_end(event)
+        if self.observers:
+            await self._observers_end(event)
         return event
 
     async def _run_startup_hooks(self) -> bool:
@@ -356,6 +362,8 @@ class _PipelineRunner:
         """Always runs: no task outlives the run; a closed/cancelled run still shuts down."""
         self._disarm_timeout()
         if self.machine.phase is RunPhase.TERMINAL and closing is None:
+            if self.kernel.live:
+                await self.kernel.settle()
             return
         self.ctx.stopping = True
         self.orch.barriers.cancel_all()
