@@ -60,22 +60,19 @@ cdef class ControlChannel:
     async def put(self, item):
         """Append as a producer: wait (in FIFO order) while the channel is full."""
         if self._full():
-            await self._wait_for_room()
+            putter = self._loop.create_future()
+            self._putters.append(putter)
+            try:
+                await putter
+            except BaseException:
+                if putter.done() and not putter.cancelled():
+                    self._granted -= 1
+                    self._release()
+                else:
+                    putter.cancel()
+                raise
+            self._granted -= 1
         self._append(item)
-
-    async def _wait_for_room(self):
-        putter = self._loop.create_future()
-        self._putters.append(putter)
-        try:
-            await putter
-        except BaseException:
-            if putter.done() and not putter.cancelled():
-                self._granted -= 1
-                self._release()
-            else:
-                putter.cancel()
-            raise
-        self._granted -= 1
 
     def pop(self):
         items = self._items

@@ -75,7 +75,19 @@ class ControlChannel:
         """Append as a producer: wait (in FIFO order) while the channel is full."""
         items = self._items
         if self._maxsize and (self._putters or len(items) + self._granted >= self._maxsize):
-            await self._wait_for_room()
+            # wait inline (no nested coroutine: a blocked producer is one frame less)
+            putter = self._loop.create_future()
+            self._putters.append(putter)
+            try:
+                await putter
+            except BaseException:
+                if putter.done() and not putter.cancelled():
+                    self._granted -= 1  # released but cancelled before using the slot
+                    self._release()
+                else:
+                    putter.cancel()
+                raise
+            self._granted -= 1
         items.append(item)
         if len(items) > self.max_depth:
             self.max_depth = len(items)
@@ -84,20 +96,6 @@ class ControlChannel:
             self._consumer = None
             if not waiter.done():
                 waiter.set_result(None)
-
-    async def _wait_for_room(self) -> None:
-        putter = self._loop.create_future()
-        self._putters.append(putter)
-        try:
-            await putter
-        except BaseException:
-            if putter.done() and not putter.cancelled():
-                self._granted -= 1  # released but cancelled before using the slot
-                self._release()
-            else:
-                putter.cancel()
-            raise
-        self._granted -= 1
 
     def pop(self) -> tuple[Any, ...] | None:
         items = self._items

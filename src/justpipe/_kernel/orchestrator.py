@@ -157,9 +157,9 @@ class _Orchestrator:
         inv = _Invocation(node, stage, inv_id, parent_id, inv_id, self.attempts.next(stage), scope)
         pending = self._pending
         if pending is not None:
-            pending.append(self._execute(inv))
+            pending.append(self._invoke(inv))
         else:
-            self.kernel.spawn(self._execute(inv))
+            self.kernel.spawn(self._invoke(inv))
 
     def stop(self) -> None:
         if not self.ctx.stopping:
@@ -291,103 +291,110 @@ class _Orchestrator:
 
     # ------------------------------------------------------------------ invocation (task side)
 
-    async def _execute(self, inv: _Invocation) -> None:
-        while inv is not None:
-            inv = await self._invoke(inv)  # type: ignore[assignment]
-
-    async def _invoke(self, inv: _Invocation) -> _Invocation | None:
-        """Run one invocation; returns the next attempt when the result was Retry()."""
+    async def _invoke(self, inv: _Invocation, worker: bool = False) -> None:
+        """Run an invocation (and its retries, in this same task); `worker`: a map worker."""
         ch = self.channel
-        node = inv.node
-        kind = inv.kind
-        record = (
-            _STEP_START,
-            inv.name,
-            None,
-            _time(),
-            kind,
-            inv.inv_id,
-            inv.parent_id,
-            inv.owner_id,
-            inv.attempt,
-            inv.scope,
-            None,
-        )
-        if not ch.offer(record):
-            await ch.put(record)
-        scope_meta = None
-        meta_token = None
-        if self._meta_on:
-            scope_meta = _ScopedMetaImpl()
-            meta_token = _step_meta.set(scope_meta)
-        started = _perf()
-        failed = False
-        outcome: int
-        value: Any
+        if worker:
+            self.metrics.worker_entered()
         try:
-            try:
-                if node is None:
-                    raise ValueError(
-                        f"Step '{inv.name}' not found. Registered steps: {self.plan.step_names}. "
-                        "Return the name of a registered step (or decorate it with @pipe.step())."
-                    )
-                if kind is _STEP:
-                    if node.direct:  # the local invoker's trivial case, inlined
-                        kwargs = self._kwargs(node)
-                        if inv.has_item and node.item_param is not None:
-                            kwargs = {**kwargs, node.item_param: inv.item}
-                        result = await node.func(**kwargs)
-                    else:
-                        result = await self._call(node, inv)
-                    if result is None:
-                        outcome, value = OK, None
-                    else:
-                        outcome, value = self._interpret(inv, result, None)
-                elif kind is NodeKind.SWITCH:
-                    outcome, value = self._switch_route(node, inv, await self._call(node, inv))
-                elif kind is _MAP:
-                    outcome, value = await self._start_map(node, inv, await self._call(node, inv))
-                else:
-                    outcome, value = await self._run_sub(node, inv, await self._call(node, inv))
-            except _SubFailure as sub:
-                failed = True
-                outcome, value = await self._sub_failed(inv, sub.error, started, scope_meta)
-            except Exception as exc:
-                failed = True
-                outcome, value = await self._handle_failure(inv, exc, started, scope_meta)
-            if outcome == RAISE:
-                outcome, value = await self._report(inv, value, started, scope_meta)
-            elif outcome == RETRY:
-                outcome, value = self._retry(inv)
-                if outcome == RETRY:
-                    return value  # type: ignore[no-any-return]
-                if outcome == RAISE:
-                    outcome, value = await self._report(inv, value, started, scope_meta)
-            if value is _DEFERRED:
-                return None  # the map's feeder reports its completion
-            if outcome <= SKIP or outcome == SUSPEND:
-                if outcome == SUSPEND:
-                    await ch.put(
-                        (
-                            EventType.SUSPEND,
-                            inv.name,
-                            value.reason,
-                            _time(),
-                            _SYSTEM,
-                            None,
-                            None,
-                            None,
-                            1,
-                            (),
-                            None,
-                        )
-                    )
-                self._step_end(inv, started, scope_meta, _ERROR if failed else _SUCCESS)
-            ch.put_nowait((inv, outcome, value))
+            while True:
+                node = inv.node
+                kind = inv.kind
+                record = (
+                    _STEP_START,
+                    inv.name,
+                    None,
+                    _time(),
+                    kind,
+                    inv.inv_id,
+                    inv.parent_id,
+                    inv.owner_id,
+                    inv.attempt,
+                    inv.scope,
+                    None,
+                )
+                if not ch.offer(record):
+                    await ch.put(record)
+                scope_meta = None
+                meta_token = None
+                if self._meta_on:
+                    scope_meta = _ScopedMetaImpl()
+                    meta_token = _step_meta.set(scope_meta)
+                started = _perf()
+                failed = False
+                outcome: int
+                value: Any
+                try:
+                    try:
+                        if node is None:
+                            raise ValueError(
+                                f"Step '{inv.name}' not found. Registered steps: "
+                                f"{self.plan.step_names}. Return the name of a registered step "
+                                "(or decorate it with @pipe.step())."
+                            )
+                        if kind is _STEP:
+                            if node.direct:  # the local invoker's trivial case, inlined
+                                kwargs = self._kwargs(node)
+                                if inv.has_item and node.item_param is not None:
+                                    kwargs = {**kwargs, node.item_param: inv.item}
+                                result = await node.func(**kwargs)
+                            else:
+                                result = await self._call(node, inv)
+                            if result is None:
+                                outcome, value = OK, None
+                            else:
+                                outcome, value = self._interpret(inv, result, None)
+                        else:
+                            returned = await self._call(node, inv)
+                            if kind is NodeKind.SWITCH:
+                                outcome, value = self._switch_route(node, inv, returned)
+                            elif kind is _MAP:
+                                outcome, value = await self._start_map(node, inv, returned)
+                            else:
+                                outcome, value = await self._run_sub(node, inv, returned)
+                    except _SubFailure as sub:
+                        failed = True
+                        outcome, value = await self._sub_failed(inv, sub.error, started, scope_meta)
+                    except Exception as exc:
+                        failed = True
+                        outcome, value = await self._handle_failure(inv, exc, started, scope_meta)
+                    if outcome == RAISE:
+                        outcome, value = await self._report(inv, value, started, scope_meta)
+                    elif outcome == RETRY:
+                        outcome, value = self._retry(inv)
+                        if outcome == RETRY:
+                            inv = value  # the next attempt, in this same task
+                            continue
+                        if outcome == RAISE:
+                            outcome, value = await self._report(inv, value, started, scope_meta)
+                    if value is _DEFERRED:
+                        return  # the map's feeder reports its completion
+                    if outcome <= SKIP or outcome == SUSPEND:
+                        if outcome == SUSPEND:
+                            await ch.put(
+                                (
+                                    EventType.SUSPEND,
+                                    inv.name,
+                                    value.reason,
+                                    _time(),
+                                    _SYSTEM,
+                                    None,
+                                    None,
+                                    None,
+                                    1,
+                                    (),
+                                    None,
+                                )
+                            )
+                        self._step_end(inv, started, scope_meta, _ERROR if failed else _SUCCESS)
+                    ch.put_nowait((inv, outcome, value))
+                finally:
+                    if meta_token is not None:
+                        _step_meta.reset(meta_token)
+                return
         finally:
-            if meta_token is not None:
-                _step_meta.reset(meta_token)
-        return None
+            if worker:
+                self.metrics.worker_left()
 
     async def _call(self, node: NodePlan, inv: _Invocation) -> Any:
         kwargs = self.ctx.base_kwargs(node)
@@ -708,7 +715,7 @@ class _Orchestrator:
         if limit is None or limit >= n:
             workers = []
             if not self.ctx.stopping:
-                workers = [self._run_worker(map_run, i, item) for i, item in enumerate(items)]
+                workers = [self._worker(map_run, i, item) for i, item in enumerate(items)]
             map_run.started = len(workers)
             self._spawn_all(workers)  # all decided before any starts (eagerly)
             ch.put_nowait((inv, MAP_FED, map_run))
@@ -795,7 +802,7 @@ class _Orchestrator:
                 self.pooled += 1
                 if lazy:
                     await self._map_worker_event(map_run, index)
-                await self._run_worker(map_run, index, item)
+                await self._worker(map_run, index, item)
         finally:
             counter.live -= 1
             last = counter.live == 0
@@ -837,11 +844,12 @@ class _Orchestrator:
             )
         )
 
-    async def _run_worker(self, map_run: _MapRun, index: int, item: Any) -> None:
+    def _worker(self, map_run: _MapRun, index: int, item: Any) -> Coroutine[Any, Any, None]:
+        """The invocation of the map's worker for item `index` (a coroutine to run)."""
         owner = map_run.inv
         worker = map_run.worker
         name = worker.name if worker is not None else owner.node.step.each  # type: ignore[union-attr]
-        inv: _Invocation | None = _Invocation(
+        inv = _Invocation(
             worker,
             name,
             self.ids.next(),
@@ -853,13 +861,7 @@ class _Orchestrator:
             item,
             map_run,
         )
-        metrics = self.metrics
-        metrics.worker_entered()
-        try:
-            while inv is not None:
-                inv = await self._invoke(inv)
-        finally:
-            metrics.worker_left()
+        return self._invoke(inv, True)
 
     # ------------------------------------------------------------------ sub-pipelines
 
