@@ -266,6 +266,36 @@ def test_eager_start_runs_the_first_step_before_returning(twins: Twins) -> None:
         _first_step_runs_before_returning(ns.start_eagerly)
 
 
+def _finished_on_return(start_eagerly: Any) -> None:
+    async def returns() -> str:
+        return "value"
+
+    async def raises() -> None:
+        raise ValueError("boom")
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        complaints: list[Any] = []
+        loop.set_exception_handler(lambda _loop, context: complaints.append(context))
+        done = start_eagerly(loop, returns())
+        assert done.done() and done.result() == "value"
+        failed = start_eagerly(loop, raises())
+        assert failed.done()
+        assert isinstance(failed.exception(), ValueError)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        # the queued first steps were not run a second time ("_step(): already done")
+        assert complaints == []
+
+    asyncio.run(run())
+
+
+def test_eager_start_finishes_a_task_whose_first_step_ended(twins: Twins) -> None:
+    """On asyncio's own loop the task is done on return (like a 3.12 eager task)."""
+    for ns in twins:
+        _finished_on_return(ns.start_eagerly)
+
+
 # --------------------------------------------------------------------------- dispatcher
 
 record_kinds = st.lists(

@@ -3,6 +3,7 @@
 import asyncio
 import contextvars
 from asyncio import tasks as _tasks
+from collections import deque
 from collections.abc import Coroutine
 
 __all__ = ["Shell", "start_eagerly"]
@@ -117,6 +118,8 @@ def start_eagerly(loop, coro):
     cdef Shell shell = Shell(coro)
     context = _copy_context()
     task = loop.create_task(shell, context=context)
+    ready = getattr(loop, "_ready", None)
+    step = ready[len(ready) - 1] if type(ready) is deque and ready else None  # (no wraparound)
     current = _current_task(loop)
     if current is not None:
         _leave_task(loop, current)
@@ -125,6 +128,15 @@ def start_eagerly(loop, coro):
         context.run(shell.first_step)
     finally:
         _leave_task(loop, task)
-        if current is not None:
-            _enter_task(loop, current)
+        try:
+            if step is not None and (shell._state == RETURNED or shell._state == RAISED) and _steps(step, task):
+                step._run()
+                step.cancel()
+        finally:
+            if current is not None:
+                _enter_task(loop, current)
     return task
+
+
+cdef bint _steps(handle, task):
+    return getattr(getattr(handle, "_callback", None), "__self__", None) is task

@@ -12,9 +12,12 @@ such option; `start_eagerly` gives the same semantics with a normal task:
    to the right task);
 2. the coroutine's first step runs at once, inside that context and with the task
    swapped in as the loop's current task (as 3.12's eager start does);
-3. the task's own first step (next loop iteration) only hands over what that eager
-   step produced: the future it waits on (the task now waits on it), its return
-   value, or its exception. From then on the shell forwards every `send`/`throw`.
+3. the task's own first step only hands over what that eager step produced: the
+   future it waits on (the task now waits on it, from the next loop iteration on),
+   or its return value or exception. In those two cases the step is run at once
+   (on asyncio's own loops, whose ready queue we can see), so the task is done
+   when `start_eagerly` returns, exactly like a 3.12 eager task that never
+   suspended. From then on the shell forwards every `send`/`throw`.
 
 A task cancelled before its first step gets the cancellation where the coroutine
 is suspended (the future it waited on is cancelled first, as `Task.cancel()` does);
@@ -27,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from asyncio import tasks as _tasks
+from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
@@ -135,10 +139,19 @@ def _is_cancellation(typ: Any) -> bool:
 def start_eagerly(
     loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]
 ) -> asyncio.Task[Any]:
-    """A task for `coro` whose first step has already run (see the module docstring)."""
+    """A task for `coro` whose first step has already run (see the module docstring).
+
+    When that step finished the coroutine (returned or raised) and the loop keeps its
+    ready queue where asyncio's own loops do, the task's pending first step is run at
+    once as well, so the task is done on return, as a 3.12 eager task would be. (On
+    other loops, uvloop for one, that step stays scheduled: the task is done one
+    iteration later.)
+    """
     shell = Shell(coro)
     context = _copy_context()
     task: asyncio.Task[Any] = loop.create_task(shell, context=context)
+    ready = getattr(loop, "_ready", None)
+    step = ready[-1] if type(ready) is deque and ready else None  # the task's first step
     current = _current_task(loop)
     if current is not None:
         _leave_task(loop, current)
@@ -147,6 +160,17 @@ def start_eagerly(
         context.run(shell.first_step)
     finally:
         _leave_task(loop, task)
-        if current is not None:
-            _enter_task(loop, current)
+        try:
+            state = shell._state
+            if step is not None and (state == RETURNED or state == RAISED) and _steps(step, task):
+                step._run()  # hands the outcome over now: the task is done
+                step.cancel()  # and the loop skips the queued copy
+        finally:
+            if current is not None:
+                _enter_task(loop, current)
     return task
+
+
+def _steps(handle: Any, task: asyncio.Task[Any]) -> bool:
+    """Whether `handle` is the scheduled step of `task`."""
+    return getattr(getattr(handle, "_callback", None), "__self__", None) is task

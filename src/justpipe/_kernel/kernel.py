@@ -71,9 +71,13 @@ class _Kernel:
         else:
             self.eager_left -= 1
             task = self._start_eagerly(self._loop, coro)
+            if task.done():  # finished in its eager step, like a 3.12 eager task
+                self._finished(task)
+                return
             if task.get_coro().returned:  # type: ignore[union-attr]
-                # finished already: the task only hands its result over in the next
-                # iteration (`settle()` waits for that before the run ends)
+                # finished, but on a loop without asyncio's ready queue (uvloop) the task
+                # only hands its result over in the next iteration (`settle()` waits for
+                # that before the run ends)
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
                 self.active -= 1
