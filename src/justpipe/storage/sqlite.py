@@ -93,23 +93,25 @@ _SEQ_INDEX = "idx_events_run_seq"
 _CREATE_SEQ_INDEX = f"CREATE UNIQUE INDEX {_SEQ_INDEX} ON events(run_id, seq)"
 
 # Takes seq and timestamp from the event JSON inside SQLite, so storing an event needs
-# no decode in Python. Parameters: run_id, fallback seq, event JSON.
+# no decode in Python. Named parameters (numbered ones with a sequence are deprecated
+# since 3.12): run_id, seq (the fallback), data (the event JSON).
 _INSERT_EVENT = """
 INSERT OR IGNORE INTO events (run_id, seq, timestamp, data)
-SELECT ?1,
-       CASE WHEN json_type(?3, '$.seq') = 'integer' THEN json_extract(?3, '$.seq') ELSE ?2 END,
-       CASE WHEN json_type(?3, '$.timestamp') IN ('integer', 'real')
-            THEN json_extract(?3, '$.timestamp') ELSE 0 END,
-       ?3
+SELECT :run_id,
+       CASE WHEN json_type(:data, '$.seq') = 'integer' THEN json_extract(:data, '$.seq')
+            ELSE :seq END,
+       CASE WHEN json_type(:data, '$.timestamp') IN ('integer', 'real')
+            THEN json_extract(:data, '$.timestamp') ELSE 0 END,
+       :data
 """
 
 # A 'running' row for a run seen first through append_events; its start time is the
-# first event's timestamp, else now. Parameters: run_id, first event JSON or NULL, now.
+# first event's timestamp, else now. Parameters: run_id, first (event JSON or NULL), now.
 _INSERT_PLACEHOLDER = f"""
 INSERT OR IGNORE INTO runs (run_id, start_time, status)
-VALUES (?1,
-        CASE WHEN json_type(?2, '$.timestamp') IN ('integer', 'real')
-             THEN json_extract(?2, '$.timestamp') ELSE ?3 END,
+VALUES (:run_id,
+        CASE WHEN json_type(:first, '$.timestamp') IN ('integer', 'real')
+             THEN json_extract(:first, '$.timestamp') ELSE :now END,
         '{RUNNING_STATUS}')
 """
 
@@ -216,7 +218,10 @@ class SQLiteBackend:
         does not duplicate anything.
         """
         with self._write("append events to run " + repr(run_id), run_id, events) as conn:
-            conn.execute(_INSERT_PLACEHOLDER, (run_id, events[0] if events else None, time.time()))
+            conn.execute(
+                _INSERT_PLACEHOLDER,
+                {"run_id": run_id, "first": events[0] if events else None, "now": time.time()},
+            )
             self._insert_events(conn, run_id, events)
 
     def delete_run(self, run_id: str) -> bool:
@@ -349,7 +354,10 @@ class SQLiteBackend:
         ).fetchone()[0]
         conn.executemany(
             _INSERT_EVENT,
-            ((run_id, top + position, data) for position, data in enumerate(events, start=1)),
+            (
+                {"run_id": run_id, "seq": top + position, "data": data}
+                for position, data in enumerate(events, start=1)
+            ),
         )
 
     def _ensure_parent_dir(self) -> None:
