@@ -186,3 +186,38 @@ async def test_other_tasks_run_while_a_chain_of_instant_steps_executes() -> None
         task.cancel()
     assert end_data(events).status is PipelineTerminalStatus.SUCCESS
     assert len(ticks) > 2  # the loop ran other tasks during the chain, not only after it
+
+
+def test_a_run_on_a_debug_loop_leaves_no_complaints() -> None:
+    """Debug mode checks every callback; eager starts must not trip any of them."""
+    pipe: Pipe[Any, Any] = Pipe()
+    names = [f"s{i}" for i in range(300)]  # beyond the eager budget: both start paths
+    suspended: list[str] = []
+
+    def make(name: str, suspend: bool) -> Any:
+        async def body(s: Any) -> None:
+            if suspend:  # some steps suspend: their task finishes later, not eagerly
+                await asyncio.sleep(0)
+                suspended.append(name)
+
+        return body
+
+    for index, (here, there) in enumerate(zip(names, [*names[1:], None], strict=True)):
+        pipe.step(here, to=there)(make(here, index % 50 == 0))
+
+    complaints: list[Any] = []
+
+    async def main() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: complaints.append(context))
+        events = await collect(pipe)
+        await asyncio.sleep(0)
+        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        return [events, leftover]
+
+    events, leftover = asyncio.run(main(), debug=True)
+    assert complaints == []
+    assert leftover == []
+    assert end_data(events).status is PipelineTerminalStatus.SUCCESS
+    assert len(of_type(events, EventType.STEP_END)) == 300
+    assert suspended == [f"s{i}" for i in range(0, 300, 50)]
