@@ -51,7 +51,7 @@ class _Kernel:
         self.started = 0
         self.peak_active = 0
         self.error: BaseException | None = None
-        self.eager_left = 0  # eager starts allowed before the loop must run again (3.11)
+        self.eager_left = 0  # eager starts left before the loop must let the event loop run
         self._start_eagerly = _core.start_eagerly
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -116,5 +116,3 @@ class _Kernel:
     @property
     def live(self) -> int:
         return len(self._tasks)
-
-

@@ -52,8 +52,7 @@ _EAGER_BUDGET = 128
 
 _START_ROOTS = ()  # channel record: schedule the roots (queued right after START)
 _FINISH_MARK = (None,)  # channel record: publish FINISH (queued after the shutdown hooks)
-_START = 0  # what the dispatcher returns for them
-
+_START = 0  # the dispatcher's code for _START_ROOTS (`_core._dispatch_py.START`); FINISH is 1
 
 
 class RunPhase(Enum):
