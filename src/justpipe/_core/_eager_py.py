@@ -82,6 +82,10 @@ class Shell:
             self._value = exc
             self._state = RAISED
 
+    # An exception passing through `send`/`throw` keeps their frames in its traceback;
+    # the `finally` clauses drop the locals that refer back to it (the exception, the
+    # shell), or every failed or cancelled step would leave a reference cycle.
+
     def send(self, value: Any) -> Any:
         state = self._state
         if state == RUNNING:
@@ -89,13 +93,16 @@ class Shell:
         self._state = RUNNING
         held = self._value
         self._value = None
-        if state == SUSPENDED:
-            return held  # the task waits on that future now
-        if state == RETURNED:
-            raise StopIteration(held)
-        if state == RAISED:
-            raise held
-        return self._coro.send(value)  # FRESH
+        try:
+            if state == SUSPENDED:
+                return held  # the task waits on that future now
+            if state == RETURNED:
+                raise StopIteration(held)
+            if state == RAISED:
+                raise held
+            return self._coro.send(value)  # FRESH
+        finally:
+            held = self = None  # type: ignore[assignment]
 
     def __next__(self) -> Any:
         return self.send(None)
@@ -105,15 +112,19 @@ class Shell:
         self._state = RUNNING
         held = self._value
         self._value = None
-        if state == RETURNED:
-            raise StopIteration(held)  # finished before the task ever ran
-        if state == RAISED:
-            raise held
-        if state == SUSPENDED and _isfuture(held) and _is_cancellation(typ):
-            held.cancel()  # what Task.cancel() does to the future a task waits on
-        if val is None and tb is None:
-            return self._coro.throw(typ)
-        return self._coro.throw(typ, val, tb)
+        coro = self._coro
+        try:
+            if state == RETURNED:
+                raise StopIteration(held)  # finished before the task ever ran
+            if state == RAISED:
+                raise held
+            if state == SUSPENDED and _isfuture(held) and _is_cancellation(typ):
+                held.cancel()  # what Task.cancel() does to the future a task waits on
+            if val is None and tb is None:
+                return coro.throw(typ)
+            return coro.throw(typ, val, tb)
+        finally:
+            typ = val = tb = held = coro = self = None  # type: ignore[assignment]
 
     def close(self) -> None:
         self._state = RUNNING

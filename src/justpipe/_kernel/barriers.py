@@ -42,6 +42,15 @@ class _BarrierManager:
         self._watchers: dict[int, tuple[asyncio.Task[None] | None, float]] = {}
         self._on_timeout = on_timeout
 
+    def release(self) -> None:
+        """The run is over: drop what refers back into the run (so it is freed at once).
+
+        The timeout callback refers to the orchestrator; a cancelled watcher task keeps
+        its CancelledError, whose traceback refers to this manager.
+        """
+        self._on_timeout = _no_timeout_callback
+        self._watchers.clear()
+
     def wave_started(self, node: NodePlan) -> None:
         """First parent of an ALL join arrived: start the watcher if the node has a timeout."""
         if node.barrier_timeout is None or node.index in self._watchers:
@@ -113,3 +122,7 @@ class _BarrierManager:
             if task is not None:
                 task.cancel()
         self._watchers.clear()
+
+
+async def _no_timeout_callback(node: NodePlan, timeout: float) -> None:
+    """Stands in for the orchestrator's callback once the run is over."""

@@ -214,6 +214,7 @@ class _PipelineRunner:
             raise
         finally:
             await self._cleanup(closing)
+            self.orch.release()
 
     async def _startup(self) -> None:
         if self.observers:
