@@ -296,6 +296,36 @@ def test_eager_start_finishes_a_task_whose_first_step_ended(twins: Twins) -> Non
         _finished_on_return(ns.start_eagerly)
 
 
+def _honours_task_factory(start_eagerly: Any) -> None:
+    made: list[Any] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        made.append(task)
+        return task
+
+    async def coro() -> str:
+        await asyncio.sleep(0)
+        return "done"
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(factory)
+        try:
+            task = start_eagerly(loop, coro())
+            assert made == [task]
+            assert await task == "done"
+        finally:
+            loop.set_task_factory(None)
+
+    asyncio.run(run())
+
+
+def test_eager_start_honours_a_task_factory(twins: Twins) -> None:
+    for ns in twins:
+        _honours_task_factory(ns.start_eagerly)
+
+
 # --------------------------------------------------------------------------- dispatcher
 
 record_kinds = st.lists(

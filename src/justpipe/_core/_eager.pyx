@@ -14,6 +14,7 @@ cdef object _current_task = asyncio.current_task
 cdef object _copy_context = contextvars.copy_context
 cdef object _isfuture = asyncio.isfuture
 cdef object _CancelledError = asyncio.CancelledError
+cdef object _Task = asyncio.Task
 
 cdef enum:
     FRESH = 0
@@ -117,8 +118,11 @@ def start_eagerly(loop, coro):
     """A task for `coro` whose first step has already run (see `_eager_py`)."""
     cdef Shell shell = Shell(coro)
     context = _copy_context()
-    task = loop.create_task(shell, context=context)
     ready = getattr(loop, "_ready", None)
+    if type(ready) is deque and loop.get_task_factory() is None:
+        task = _Task(shell, loop=loop, context=context)
+    else:
+        task = loop.create_task(shell, context=context)
     step = ready[len(ready) - 1] if type(ready) is deque and ready else None  # (no wraparound)
     current = _current_task(loop)
     if current is not None:
@@ -130,7 +134,7 @@ def start_eagerly(loop, coro):
         _leave_task(loop, task)
         try:
             if step is not None and (shell._state == RETURNED or shell._state == RAISED) and _steps(step, task):
-                step._run()
+                context.run(step._callback, *step._args)
                 step.cancel()
         finally:
             if current is not None:

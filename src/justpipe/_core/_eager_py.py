@@ -42,6 +42,7 @@ _current_task = asyncio.current_task
 _copy_context = contextvars.copy_context
 _isfuture = asyncio.isfuture
 _CancelledError = asyncio.CancelledError
+_Task = asyncio.Task
 
 # Shell states
 FRESH = 0  # the coroutine never ran
@@ -160,8 +161,13 @@ def start_eagerly(
     """
     shell = Shell(coro)
     context = _copy_context()
-    task: asyncio.Task[Any] = loop.create_task(shell, context=context)
     ready = getattr(loop, "_ready", None)
+    task: asyncio.Task[Any]
+    if type(ready) is deque and loop.get_task_factory() is None:
+        # asyncio's own loop: what `loop.create_task` does, without its Python wrapper
+        task = _Task(shell, loop=loop, context=context)
+    else:
+        task = loop.create_task(shell, context=context)
     step = ready[-1] if type(ready) is deque and ready else None  # the task's first step
     current = _current_task(loop)
     if current is not None:
@@ -174,7 +180,7 @@ def start_eagerly(
         try:
             state = shell._state
             if step is not None and (state == RETURNED or state == RAISED) and _steps(step, task):
-                step._run()  # hands the outcome over now: the task is done
+                context.run(step._callback, *step._args)  # the task hands its outcome over
                 step.cancel()  # and the loop skips the queued copy
         finally:
             if current is not None:
