@@ -126,6 +126,10 @@ class _Orchestrator:
         try:
             for index in self.plan.roots:
                 self.schedule(self.nodes[index], None)
+        except BaseException:
+            for coro in pending:  # decided but never started: no "never awaited" warning
+                coro.close()
+            raise
         finally:
             self._pending = None
         self._spawn_all(pending)
