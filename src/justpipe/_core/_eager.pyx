@@ -133,7 +133,8 @@ def start_eagerly(loop, coro):
     finally:
         _leave_task(loop, task)
         try:
-            if step is not None and (shell._state == RETURNED or shell._state == RAISED) and _steps(step, task):
+            state = shell._state
+            if step is not None and (state == RETURNED or state == RAISED) and _steps(step, task):
                 context.run(step._callback, *step._args)
                 step.cancel()
         finally:

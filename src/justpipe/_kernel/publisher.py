@@ -69,13 +69,13 @@ class _EventPublisher:
     def finish(self, event: Event) -> Event:
         """Event hooks, then metrics; failures and cancellations go to the journal."""
         if self._hooks:
-            for hook in self._hooks:
-                event = self._apply_hook(hook, event)
+            event = self.apply_hooks(event)
         if self._record(event):
             self.notable(event)
         return event
 
     def apply_hooks(self, event: Event) -> Event:
+        """The run's event hooks, in registration order (each may replace the event)."""
         for hook in self._hooks:
             event = self._apply_hook(hook, event)
         return event
