@@ -40,7 +40,7 @@ cdef class Dispatcher:
                 return None
             record = <tuple?>item
             size = len(record)
-            if size == 11:
+            if size == 11:  # EVENT_LEN, FORWARD_LEN, DONE_LEN of `_dispatch_py`: 11, 5, 3
                 event = self._build(*record)
             elif size == 3:
                 self._complete(record)

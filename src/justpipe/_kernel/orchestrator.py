@@ -58,7 +58,7 @@ __all__ = ["_Orchestrator"]
 #    5 items: a forwarded child event (child, stage, parent_inv, owner_inv, scope)
 #    3 items: a completion (invocation, outcome, value)
 #    0 items: start the roots
-EVENT_LEN, FORWARD_LEN, DONE_LEN = 11, 5, 3
+# (the lengths are defined in `_core._dispatch_py`, with the dispatcher that tells them apart)
 
 # outcomes of an invocation
 OK, ROUTE, STOP, SKIP, FAIL, CANCELLED, SUSPEND, RETRY, RAISE, MAP_FED, DROPPED = range(11)

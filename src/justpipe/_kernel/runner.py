@@ -17,16 +17,12 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from justpipe import _core
+from justpipe._core._dispatch_py import EVENT_LEN, FORWARD_LEN
 from justpipe._kernel.context import _RunContext
 from justpipe._kernel.failures import _FailureJournal
 from justpipe._kernel.kernel import _Kernel
 from justpipe._kernel.meta import attach_meta
-from justpipe._kernel.orchestrator import (
-    EVENT_LEN,
-    FORWARD_LEN,
-    _maybe_await,
-    _Orchestrator,
-)
+from justpipe._kernel.orchestrator import _maybe_await, _Orchestrator
 from justpipe._kernel.plan import ExecutionPlan
 from justpipe._kernel.publisher import _EventPublisher, _log_observer_error
 from justpipe.observability.observer import ObserverMeta, ObserverProtocol
