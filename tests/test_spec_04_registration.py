@@ -547,9 +547,13 @@ async def test_simple_logging_middleware_logs_duration_at_debug(
 
     with caplog.at_level(logging.DEBUG, logger="justpipe"):
         await collect(pipe)
-    messages = [r.getMessage() for r in caplog.records if r.name == "justpipe"]
+    records = [r for r in caplog.records if r.name == "justpipe"]
+    messages = [r.getMessage() for r in records]
     for name in ("work", "streamer", "broken"):
         assert any(m.startswith(f"Step '{name}' took") for m in messages), messages
+    # §20: as in 0.12, the record's msg is the finished text (no %-args), for handlers and
+    # filters that read record.msg
+    assert all(r.msg == r.getMessage() and not r.args for r in records), records
 
 
 # --------------------------------------------------------------------------- event hooks

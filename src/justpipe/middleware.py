@@ -52,8 +52,8 @@ def tenacity_retry_middleware(func: Callable[..., Any], ctx: StepContext) -> Cal
         return func
     if inspect.isasyncgenfunction(func):
         warnings.warn(
-            f"Step '{ctx.name}' is a streaming step (async generator): retries= cannot retry "
-            "automatically, because tokens already sent cannot be taken back.",
+            f"Streaming step '{ctx.name}' cannot retry automatically: the tokens it already "
+            "sent cannot be taken back, so retries= is ignored for it.",
             UserWarning,
             stacklevel=2,
         )
@@ -78,7 +78,10 @@ def simple_logging_middleware(func: Callable[..., Any], ctx: StepContext) -> Cal
     """Log at DEBUG on logger "justpipe" how long each call of the step took."""
 
     def report(started: float) -> None:
-        _log.debug("Step '%s' took %.4fs", ctx.name, time.perf_counter() - started)
+        # formatted here, not lazily: the record's `msg` is the finished text, as in 0.12,
+        # for handlers and filters that read `record.msg`
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug(f"Step '{ctx.name}' took {time.perf_counter() - started:.4f}s")
 
     if inspect.isasyncgenfunction(func):
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from justpipe._kernel.plan import CALL_ASYNC, CALL_STREAM, NodePlan
 from justpipe.types import EventType, NodeKind, Suspend, _Next
 
-__all__ = ["StepTimeout", "_LocalInvoker", "timeout_error"]
+__all__ = ["_LocalInvoker", "timeout_error"]
 
 
 class Sink(Protocol):
@@ -35,12 +35,13 @@ _SYSTEM = NodeKind.SYSTEM
 _time = time.time
 
 
-class StepTimeout(TimeoutError):
-    """A step exceeded its `timeout=`."""
+def timeout_error(name: str, seconds: float) -> TimeoutError:
+    """The error of a step that exceeded its `timeout=`: a plain `TimeoutError`, as in 0.12.
 
-
-def timeout_error(name: str, seconds: float) -> StepTimeout:
-    return StepTimeout(
+    Handlers and observers that check ``type(exc) is TimeoutError`` or its name see what
+    upstream gave them; the message starts with upstream's ``Step '<name>' timed out after``.
+    """
+    return TimeoutError(
         f"Step '{name}' timed out after {seconds}s. It did not finish within its timeout=; "
         "raise the timeout or make the step faster."
     )
