@@ -64,7 +64,15 @@ class _Kernel:
             task = self._loop.create_task(coro)
         elif _EAGER:
             self.eager_left -= 1
-            task = asyncio.Task(coro, loop=self._loop, eager_start=True)  # type: ignore[call-arg]
+            if self._loop.get_task_factory() is None:
+                task = asyncio.Task(coro, loop=self._loop, eager_start=True)  # type: ignore[call-arg]
+            else:
+                # A task factory set on the loop must see every task, but through 3.13 it
+                # cannot be asked for an eager one: `loop.create_task(coro, *, name, context)`
+                # takes no other keyword and calls `factory(loop, coro[, context=])`. So the
+                # task goes through the factory and starts as the factory decides (normally,
+                # or eagerly under `asyncio.eager_task_factory`, hence the `done()` below).
+                task = self._loop.create_task(coro)
             if task.done():
                 self._finished(task)
                 return
