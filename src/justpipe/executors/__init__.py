@@ -1,0 +1,25 @@
+"""Executors: run steps on a process pool, a Dask cluster or Ray, with the same events.
+
+`ProcessExecutor` needs only the standard library; `DaskExecutor` needs
+``justpipe[dask]`` and `RayExecutor` ``justpipe[ray]``, imported when the executor
+starts, not here. See `Executor` (in `justpipe.executors.base`) for the contract the
+kernel relies on, and docs/executors.md for when each one pays.
+"""
+
+from justpipe.executors._remote import RemoteError
+from justpipe.executors.base import CallInfo, Executor, Placement, TraceHook, WorkerLostError
+#from justpipe.executors.dask import DaskExecutor
+from justpipe.executors.process import ProcessExecutor
+#from justpipe.executors.ray import RayExecutor
+
+__all__ = [
+    "CallInfo",
+    "DaskExecutor",
+    "Executor",
+    "Placement",
+    "ProcessExecutor",
+    "RayExecutor",
+    "RemoteError",
+    "TraceHook",
+    "WorkerLostError",
+]

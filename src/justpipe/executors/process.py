@@ -1,0 +1,461 @@
+"""ProcessExecutor: steps on a pool of local worker processes (standard library only).
+
+The pool is justpipe's own: `max_workers` `multiprocessing` processes, each with a duplex
+pipe and a persistent event loop, running one call at a time. It is not
+`concurrent.futures.ProcessPoolExecutor`, because that pool breaks as a whole when one
+worker dies (every pending future fails with `BrokenProcessPool`); here a dead worker fails
+only the call it was running (`WorkerLostError`) and is replaced at once.
+
+Stopping: cancelling a call (a step or run timeout, `Stop`, closing the run, `aclose()`)
+sends a cancel to the worker, which cancels an `async def` step at its next `await`. A
+plain function cannot be interrupted: if the worker has not stopped after `cancel_grace`
+seconds it is killed (SIGKILL) and a new one started. After `aclose()` no worker process
+remains.
+
+Workers start with the `forkserver` method where it exists (`spawn` elsewhere): a worker
+does not inherit the parent's threads or event loop, and functions are found by import
+(module-level functions need nothing else; lambdas and closures need cloudpickle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import multiprocessing
+import multiprocessing.context
+import os
+import signal
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from justpipe._kernel.invoker import timeout_error
+from justpipe.executors import _remote, _worker
+from justpipe.executors.base import CallInfo, Executor, Placement, TraceHook, WorkerLostError
+
+__all__ = ["ProcessExecutor"]
+
+_START_TIMEOUT = 60.0
+_CLOSED = "the ProcessExecutor was closed while the call was running or waiting"
+
+
+def _default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _default_context() -> multiprocessing.context.BaseContext:
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _describe_exit(pid: int | None, code: int | None) -> str:
+    if code is None:
+        return f"worker process {pid} stopped answering"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        why = " (out of memory, or killed)" if -code == signal.SIGKILL else ""
+        return f"worker process {pid} was killed by {name}{why}"
+    return f"worker process {pid} exited with code {code}"
+
+
+class _Call:
+    __slots__ = ("cid", "info", "loop", "future", "queue", "cancelled", "killer")
+
+    def __init__(self, cid: int, info: CallInfo, loop: asyncio.AbstractEventLoop, stream: bool):
+        self.cid = cid
+        self.info = info
+        self.loop = loop
+        self.future: asyncio.Future[tuple[str, Any]] | None = None
+        self.queue: asyncio.Queue[tuple[str, Any]] | None = None
+        if stream:
+            self.queue = asyncio.Queue()
+        else:
+            self.future = loop.create_future()
+        self.cancelled = False
+        self.killer: threading.Timer | None = None
+
+    def deliver(self, kind: str, data: Any) -> None:
+        """From any thread: hand a message to the caller's loop."""
+        try:
+            self.loop.call_soon_threadsafe(self._deliver, kind, data)
+        except RuntimeError:  # the caller's loop is closed: nobody is waiting
+            pass
+
+    def _deliver(self, kind: str, data: Any) -> None:
+        if self.queue is not None:
+            self.queue.put_nowait((kind, data))
+        elif self.future is not None and not self.future.done():
+            self.future.set_result((kind, data))
+
+
+class _Worker:
+    __slots__ = ("index", "process", "conn", "pid", "call", "retired")
+
+    def __init__(self, index: int, process: Any, conn: Any) -> None:
+        self.index = index
+        self.process = process
+        self.conn = conn
+        self.pid: int | None = process.pid
+        self.call: _Call | None = None
+        self.retired = False
+
+    @property
+    def placement(self) -> Placement:
+        return Placement("process", f"worker-{self.index} (pid {self.pid})")
+
+
+class ProcessExecutor(Executor):
+    """Runs steps on `max_workers` local processes (default: the usable CPUs)."""
+
+    name = "process"
+    supports_streaming = True
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        *,
+        mp_context: multiprocessing.context.BaseContext | None = None,
+        cancel_grace: float = 1.0,
+        trace_hook: TraceHook | None = None,
+    ) -> None:
+        super().__init__(trace_hook=trace_hook)
+        if max_workers is not None and max_workers < 1:
+            raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+        self._max_workers = max_workers or _default_workers()
+        self._context = mp_context
+        self.cancel_grace = cancel_grace
+        self._lock = threading.Lock()
+        self._workers: dict[int, _Worker] = {}
+        self._idle: deque[_Worker] = deque()
+        self._waiters: deque[asyncio.Future[_Worker]] = deque()
+        self._cids = itertools.count(1)
+        self._closing = False
+        self._start_error: RuntimeError | None = None
+        self._readers: list[threading.Thread] = []
+
+    @property
+    def capacity(self) -> int:
+        return self._max_workers
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """The pids of the live worker processes (empty before start and after aclose)."""
+        with self._lock:
+            return [w.pid for w in self._workers.values() if w.pid is not None]
+
+    # ------------------------------------------------------------------ pool
+
+    async def _start(self) -> None:
+        self._closing = False
+        self._start_error = None
+        if self._context is None:
+            self._context = _default_context()
+        await asyncio.to_thread(self._spawn_all)
+
+    def _spawn_all(self) -> None:
+        try:
+            for index in range(self._max_workers):
+                self._release(self._spawn(index))
+        except BaseException:
+            self._closing = True
+            self._stop_workers(list(self._workers.values()))
+            raise
+
+    def _spawn(self, index: int) -> _Worker:
+        ctx: Any = self._context
+        parent_conn, child_conn = ctx.Pipe(duplex=True)
+        process = ctx.Process(
+            target=_worker.main,
+            args=(child_conn, index),
+            name=f"justpipe-process-worker-{index}",
+            daemon=True,
+        )
+        process.start()
+        child_conn.close()
+        # the worker says "ready" once it runs: a worker that cannot start (say, a main
+        # module that starts the pool again on import) is an error, not a respawn loop
+        try:
+            ready = parent_conn.poll(_START_TIMEOUT) and parent_conn.recv()[1] == "ready"
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            process.kill()
+            process.join(timeout=5)
+            parent_conn.close()
+            raise RuntimeError(
+                f"ProcessExecutor: worker process {index} did not start "
+                f"({_describe_exit(process.pid, process.exitcode)}); see its output above. "
+                "With the spawn and forkserver start methods a script must start pipelines "
+                "under `if __name__ == '__main__':`, and the step's module must import "
+                "cleanly in a fresh process."
+            )
+        worker = _Worker(index, process, parent_conn)
+        with self._lock:
+            self._workers[index] = worker
+        reader = threading.Thread(
+            target=self._read, args=(worker,), name=f"justpipe-pool-reader-{index}", daemon=True
+        )
+        self._readers = [t for t in self._readers if t.is_alive()]
+        self._readers.append(reader)
+        reader.start()
+        return worker
+
+    def _read(self, worker: _Worker) -> None:
+        """One thread per worker: route its messages, then handle its death."""
+        conn = worker.conn
+        while True:
+            try:
+                cid, kind, data = conn.recv()
+            except (EOFError, OSError):
+                break
+            call = worker.call
+            if call is None or call.cid != cid:
+                continue  # a late answer to a call that was given up
+            if kind in ("done", "cancelled"):
+                if call.killer is not None:
+                    call.killer.cancel()
+                worker.call = None
+                self._release(worker)
+            call.deliver(kind, data)
+        self._lost(worker)
+
+    def _lost(self, worker: _Worker) -> None:
+        worker.process.join(timeout=5)
+        code = worker.process.exitcode
+        call, worker.call = worker.call, None
+        if call is not None:
+            if call.killer is not None:
+                call.killer.cancel()
+            if not call.cancelled:
+                detail = _describe_exit(worker.pid, code)
+                call.deliver("lost", WorkerLostError(call.info.step, detail))
+        try:
+            worker.conn.close()
+        except OSError:
+            pass
+        with self._lock:
+            if self._workers.get(worker.index) is worker:
+                del self._workers[worker.index]
+            try:
+                self._idle.remove(worker)
+            except ValueError:
+                pass
+            replace = not self._closing and not worker.retired
+        if replace:
+            try:
+                fresh = self._spawn(worker.index)
+            except RuntimeError as exc:
+                self._broken(exc)
+                return
+            self._release(fresh)
+
+    def _broken(self, exc: RuntimeError) -> None:
+        """No replacement worker could start: fail the waiters once no worker is left."""
+        with self._lock:
+            self._start_error = exc
+            if self._workers:
+                return
+            waiters, self._waiters = list(self._waiters), deque()
+        for waiter in waiters:
+            try:
+                waiter.get_loop().call_soon_threadsafe(_fail_waiter, waiter, exc)
+            except RuntimeError:
+                pass
+
+    def _release(self, worker: _Worker) -> None:
+        """Hand an idle worker to the first live waiter, or park it."""
+        while True:
+            with self._lock:
+                if self._closing or worker.retired:
+                    return
+                if not self._waiters:
+                    self._idle.append(worker)
+                    return
+                waiter = self._waiters.popleft()
+            if waiter.done():
+                continue
+            try:
+                waiter.get_loop().call_soon_threadsafe(self._hand, waiter, worker)
+                return
+            except RuntimeError:  # that loop is closed
+                continue
+
+    def _hand(self, waiter: asyncio.Future[_Worker], worker: _Worker) -> None:
+        if waiter.done():
+            self._release(worker)
+        else:
+            waiter.set_result(worker)
+
+    async def _acquire(self) -> _Worker:
+        with self._lock:
+            if self._closing:
+                raise RuntimeError(_CLOSED)
+            if not self._workers and self._start_error is not None:
+                raise self._start_error
+            if self._idle:
+                return self._idle.popleft()
+            waiter: asyncio.Future[_Worker] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release(waiter.result())
+            raise
+
+    async def _dispatch(self, payload: bytes, info: CallInfo, stream: bool) -> tuple[_Worker, _Call]:
+        """Send the call to an idle worker (a worker found dead is skipped)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            worker = await self._acquire()
+            call = _Call(next(self._cids), info, loop, stream)
+            worker.call = call
+            try:
+                worker.conn.send((_worker.CALL, call.cid, payload, stream))
+            except (OSError, ValueError):
+                # the worker died while idle: its reader replaces it; nothing ran
+                worker.call = None
+                call.cancelled = True
+                continue
+            if info.on_placed is not None:
+                info.on_placed(worker.placement)
+            return worker, call
+
+    def _cancel(self, worker: _Worker, call: _Call) -> None:
+        """Ask the worker to stop the call; kill it if it has not after the grace period."""
+        call.cancelled = True
+        if worker.call is not call:
+            return
+        try:
+            worker.conn.send((_worker.CANCEL, call.cid))
+        except (OSError, ValueError):
+            return
+        killer = threading.Timer(self.cancel_grace, self._kill_if_running, (worker, call))
+        killer.daemon = True
+        call.killer = killer
+        killer.start()
+
+    def _kill_if_running(self, worker: _Worker, call: _Call) -> None:
+        if worker.call is call:
+            worker.process.kill()  # its reader sees the pipe close and starts a new one
+
+    # ------------------------------------------------------------------ calls
+
+    async def call(self, fn: Callable[..., Any], kwargs: dict[str, Any], *, info: CallInfo) -> Any:
+        payload = _remote.dumps_call(fn, kwargs, info, self.trace_hook, self.name)
+        await self.start()
+        if info.timeout is None:
+            return await self._call(payload, info)
+        try:
+            async with asyncio.timeout(info.timeout) as cm:
+                return await self._call(payload, info)
+        except TimeoutError:
+            if cm.expired():
+                raise timeout_error(info.step, info.timeout) from None
+            raise
+
+    async def _call(self, payload: bytes, info: CallInfo) -> Any:
+        worker, call = await self._dispatch(payload, info, stream=False)
+        assert call.future is not None
+        try:
+            kind, data = await call.future
+        except asyncio.CancelledError:
+            self._cancel(worker, call)
+            raise
+        if kind == "lost" or kind == "closed":
+            raise data
+        if kind == "cancelled":  # the function raised CancelledError itself
+            raise asyncio.CancelledError
+        return _remote.decode(data, info)[1]
+
+    async def stream(
+        self, fn: Callable[..., Any], kwargs: dict[str, Any], *, info: CallInfo
+    ) -> AsyncIterator[Any]:
+        payload = _remote.dumps_call(fn, kwargs, info, self.trace_hook, self.name)
+        await self.start()
+        loop = asyncio.get_running_loop()
+        deadline = None if info.timeout is None else loop.time() + info.timeout
+        worker, call = await self._dispatch(payload, info, stream=True)
+        queue = call.queue
+        assert queue is not None
+        finished = False
+        consumed = 0
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        kind, data = await queue.get()
+                except TimeoutError:
+                    assert info.timeout is not None
+                    raise timeout_error(info.step, info.timeout) from None
+                if kind == "item":
+                    yield _remote.decode(data, info)[1]
+                    consumed += 1
+                    if consumed == _worker.WINDOW // 2:
+                        consumed = 0
+                        try:
+                            worker.conn.send((_worker.CREDIT, call.cid, _worker.WINDOW // 2))
+                        except (OSError, ValueError):
+                            pass  # the worker died: its reader delivers "lost"
+                    continue
+                finished = True
+                if kind == "lost" or kind == "closed":
+                    raise data
+                if kind == "cancelled":
+                    raise asyncio.CancelledError
+                _remote.decode(data, info)
+                return
+        finally:
+            if not finished:
+                self._cancel(worker, call)
+
+    # ------------------------------------------------------------------ close
+
+    async def _close(self) -> None:
+        with self._lock:
+            self._closing = True
+            workers = list(self._workers.values())
+            self._idle.clear()
+            waiters, self._waiters = list(self._waiters), deque()
+        closed = RuntimeError(_CLOSED)
+        for waiter in waiters:
+            try:
+                waiter.get_loop().call_soon_threadsafe(_fail_waiter, waiter, closed)
+            except RuntimeError:
+                pass
+        for worker in workers:
+            worker.retired = True
+            call = worker.call
+            if call is not None:
+                call.cancelled = True
+                call.deliver("closed", RuntimeError(_CLOSED))
+        await asyncio.to_thread(self._stop_workers, workers)
+
+    def _stop_workers(self, workers: list[_Worker]) -> None:
+        for worker in workers:
+            try:
+                worker.conn.send((_worker.STOP,))
+            except (OSError, ValueError):
+                pass
+        for worker in workers:
+            worker.process.join(timeout=2)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=5)
+        for reader in self._readers:
+            reader.join(timeout=5)
+        self._readers = []
+        with self._lock:
+            self._workers.clear()
+
+
+def _fail_waiter(waiter: asyncio.Future[Any], exc: BaseException) -> None:
+    if not waiter.done():
+        waiter.set_exception(exc)
