@@ -5,26 +5,62 @@
 
 PYTHON ?= python3
 VENV ?= .venv
+# dependency groups installed into the venv; the groups of optional extras' tests go here, as the
+# main interpreter's run requires them (JUSTPIPE_EXTRAS_REQUIRED=1)
+TEST_GROUPS ?= test
+# the other Pythons we ship wheels for: `make test` runs the suite on each, in .venv-X.Y
+OTHER_PYTHONS ?= 3.12 3.13
+# what they run: the suite, both backends, without the heavy reliability variants, which the
+# main interpreter runs (they test the kernel, which is the same Python code on every version)
+OTHER_PYTEST_ARGS ?= --ignore=tests/reliability
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 PIP := $(PY) -m pip
 
-.PHONY: venv install test lint bench wheel demo clean
+.PHONY: venv install test test-other-pythons test-python lint bench wheel demo clean
 
-## venv: create or refresh .venv with the test dependencies ([dependency-groups] test)
+## venv: create or refresh .venv with the test dependencies (the TEST_GROUPS dependency groups)
 venv:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet --group test
+	$(PIP) install --quiet $(addprefix --group ,$(TEST_GROUPS))
 
 ## install: build justpipe with its compiled core and install it; a failed compile is an error
 install: venv
 	JUSTPIPE_REQUIRE_EXTENSIONS=1 $(PIP) install --force-reinstall --no-deps .
 	$(PY) -m justpipe info
 
-## test: lint, then the whole suite, every test once per core backend (compiled and pure)
+## test: lint, then the whole suite, every test once per core backend (compiled and pure), with
+## the optional extras required; then the suite on each of OTHER_PYTHONS (test-other-pythons)
 test: install lint
-	$(PY) -m pytest
+	JUSTPIPE_EXTRAS_REQUIRED=1 $(PY) -m pytest
+	@$(MAKE) --no-print-directory test-other-pythons
+
+## test-other-pythons: for each X.Y in OTHER_PYTHONS, find pythonX.Y (PATH, then pyenv's
+## versions), build and install justpipe into .venv-X.Y and run the suite there on both backends.
+## A Python that is not found is skipped with a message, but fails the run under CI (CI=true).
+test-other-pythons:
+	@for version in $(OTHER_PYTHONS); do \
+	  if python="$$(.ci/find-python $$version)"; then \
+	    echo "== Python $$version ($$python): build into .venv-$$version, then the suite"; \
+	    $(MAKE) --no-print-directory test-python PYTHON="$$python" VENV=.venv-$$version \
+	      TEST_GROUPS=test || exit 1; \
+	  else \
+	    case "$$(printf '%s' "$${CI:-}" | tr '[:upper:]' '[:lower:]')" in \
+	      1|true|yes|on) \
+	        echo "ERROR: Python $$version not found (python$$version on PATH, pyenv versions);" \
+	          "CI must test every Python we ship wheels for" >&2; \
+	        exit 1;; \
+	      *) \
+	        echo "*** SKIPPED: Python $$version not found (python$$version on PATH, pyenv" \
+	          "versions); CI fails here ***";; \
+	    esac; \
+	  fi; \
+	done
+
+## test-python: build and install into $(VENV) with $(PYTHON), then the suite (OTHER_PYTEST_ARGS)
+test-python: install
+	$(PY) -m pytest $(OTHER_PYTEST_ARGS)
 
 ## lint: ruff and mypy --strict over the package, the tests, the examples and the benchmarks
 lint: venv
@@ -46,6 +82,6 @@ demo: install
 	$(PY) examples/demo.py
 
 clean:
-	rm -rf $(VENV) build dist wheelhouse _skbuild .pytest_cache .hypothesis .benchmarks \
+	rm -rf $(VENV) .venv-3.* build dist wheelhouse _skbuild .pytest_cache .hypothesis .benchmarks \
 		.mypy_cache .ruff_cache src/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
