@@ -6,11 +6,11 @@ starts, not here. See `Executor` (in `justpipe.executors.base`) for the contract
 kernel relies on, and docs/executors.md for when each one pays.
 """
 
+from justpipe.executors._dask import DaskExecutor
+from justpipe.executors._ray import RayExecutor
 from justpipe.executors._remote import RemoteError
 from justpipe.executors.base import CallInfo, Executor, Placement, TraceHook, WorkerLostError
-#from justpipe.executors.dask import DaskExecutor
 from justpipe.executors.process import ProcessExecutor
-#from justpipe.executors.ray import RayExecutor
 
 __all__ = [
     "CallInfo",

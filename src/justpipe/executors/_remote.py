@@ -19,11 +19,11 @@ import pickle
 import threading
 import traceback
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext, suppress
 from typing import Any, NoReturn
 
-from justpipe.executors.base import CallInfo, TraceHook
+from justpipe.executors.base import CallInfo, Placement, TraceHook
 
 try:  # cloudpickle pickles lambdas, closures and functions of __main__ by value
     import cloudpickle as _cloudpickle
@@ -100,10 +100,8 @@ def dump_function(fn: Any, step: str, executor: str) -> bytes:
         data = _dumps(fn)
     except Exception as exc:
         raise unpicklable(step, executor, "function", fn, exc) from exc
-    try:
+    with suppress(TypeError):  # not weak-referenceable: no cache
         _fn_cache[fn] = data
-    except TypeError:  # not weak-referenceable: no cache
-        pass
     return data
 
 
@@ -130,11 +128,18 @@ def dumps_call(
         raise unpicklable(info.step, executor, "call", kwargs, exc) from exc
 
 
-def decode(data: bytes, info: CallInfo) -> tuple[int, Any]:
+def decode(data: bytes, info: CallInfo, executor: str | None = None) -> tuple[int, Any]:
     """Decode a message: (OK, result) or (ITEM, item) or (PLACED, where); an ERR raises
-    the remote exception with its original type and the remote traceback as a note."""
+    the remote exception with its original type and the remote traceback as a note.
+
+    With `executor` given, a message that says where it ran (OK, ERR, PLACED) is reported
+    to `info.on_placed` first.
+    """
     message = pickle.loads(data)
     tag = message[0]
+    if executor is not None and info.on_placed is not None and tag != ITEM:
+        where = message[-1] if tag != PLACED else message[1]
+        info.on_placed(Placement(executor, where))
     if tag == ERR:
         raise_remote(message, info)
     return tag, message[1]
@@ -216,7 +221,7 @@ async def invoke(fn: Callable[..., Any], kwargs: dict[str, Any], info: CallInfo,
 
 async def iterate(
     fn: Callable[..., Any], kwargs: dict[str, Any], info: CallInfo, hook: Any
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     with _hook_cm(hook, info):
         result = fn(**kwargs)
         if inspect.isawaitable(result):
@@ -266,13 +271,13 @@ def _unpicklable_result(step: str, what: str, value: Any, exc: BaseException) ->
     )
 
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
+_SKIPPED = (os.path.dirname(os.path.abspath(__file__)), os.path.dirname(asyncio.__file__))
 
 
 def remote_traceback(exc: BaseException) -> str:
     """The exception's traceback without the executor's own frames on top."""
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_HERE):
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_SKIPPED):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
@@ -301,10 +306,8 @@ def run_until(loop: asyncio.AbstractEventLoop, coro: Any) -> Any:
     except BaseException:
         if not task.done():
             task.cancel()
-            try:
+            with suppress(BaseException):
                 loop.run_until_complete(task)
-            except BaseException:
-                pass
         raise
 
 
@@ -346,7 +349,5 @@ def run_stream(payload: bytes, where: str) -> Iterator[bytes]:
                 return
         yield encode_ok(None, where, info.step)
     finally:
-        try:
+        with suppress(Exception):
             run_until(loop, agen.aclose())
-        except Exception:
-            pass

@@ -103,6 +103,7 @@ class WorkerLostError(RuntimeError):
     """
 
     def __init__(self, step: str, detail: str) -> None:
+        detail = detail.rstrip(". ")
         super().__init__(
             f"Step '{step}' lost its worker: {detail}. The call did not complete; other "
             "calls are unaffected and the worker was replaced. Add retries to the step "
@@ -126,9 +127,9 @@ class Executor(abc.ABC):
         self.trace_hook = trace_hook
         self._started = False
         self._starting: asyncio.Future[None] | None = None
-        self._limiters: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, asyncio.Semaphore
-        ] = weakref.WeakKeyDictionary()
+        self._limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def started(self) -> bool:

@@ -20,6 +20,7 @@ does not inherit the parent's threads or event loop, and functions are found by 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import multiprocessing
 import multiprocessing.context
@@ -83,10 +84,8 @@ class _Call:
 
     def deliver(self, kind: str, data: Any) -> None:
         """From any thread: hand a message to the caller's loop."""
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
             self.loop.call_soon_threadsafe(self._deliver, kind, data)
-        except RuntimeError:  # the caller's loop is closed: nobody is waiting
-            pass
 
     def _deliver(self, kind: str, data: Any) -> None:
         if self.queue is not None:
@@ -236,17 +235,13 @@ class ProcessExecutor(Executor):
             if not call.cancelled:
                 detail = _describe_exit(worker.pid, code)
                 call.deliver("lost", WorkerLostError(call.info.step, detail))
-        try:
+        with contextlib.suppress(OSError):
             worker.conn.close()
-        except OSError:
-            pass
         with self._lock:
             if self._workers.get(worker.index) is worker:
                 del self._workers[worker.index]
-            try:
+            with contextlib.suppress(ValueError):
                 self._idle.remove(worker)
-            except ValueError:
-                pass
             replace = not self._closing and not worker.retired
         if replace:
             try:
@@ -264,10 +259,8 @@ class ProcessExecutor(Executor):
                 return
             waiters, self._waiters = list(self._waiters), deque()
         for waiter in waiters:
-            try:
+            with contextlib.suppress(RuntimeError):
                 waiter.get_loop().call_soon_threadsafe(_fail_waiter, waiter, exc)
-            except RuntimeError:
-                pass
 
     def _release(self, worker: _Worker) -> None:
         """Hand an idle worker to the first live waiter, or park it."""
@@ -310,7 +303,9 @@ class ProcessExecutor(Executor):
                 self._release(waiter.result())
             raise
 
-    async def _dispatch(self, payload: bytes, info: CallInfo, stream: bool) -> tuple[_Worker, _Call]:
+    async def _dispatch(
+        self, payload: bytes, info: CallInfo, stream: bool
+    ) -> tuple[_Worker, _Call]:
         """Send the call to an idle worker (a worker found dead is skipped)."""
         loop = asyncio.get_running_loop()
         while True:
@@ -400,10 +395,9 @@ class ProcessExecutor(Executor):
                     consumed += 1
                     if consumed == _worker.WINDOW // 2:
                         consumed = 0
-                        try:
+                        # if the worker died, its reader delivers "lost"
+                        with contextlib.suppress(OSError, ValueError):
                             worker.conn.send((_worker.CREDIT, call.cid, _worker.WINDOW // 2))
-                        except (OSError, ValueError):
-                            pass  # the worker died: its reader delivers "lost"
                     continue
                 finished = True
                 if kind == "lost" or kind == "closed":
@@ -426,10 +420,8 @@ class ProcessExecutor(Executor):
             waiters, self._waiters = list(self._waiters), deque()
         closed = RuntimeError(_CLOSED)
         for waiter in waiters:
-            try:
+            with contextlib.suppress(RuntimeError):
                 waiter.get_loop().call_soon_threadsafe(_fail_waiter, waiter, closed)
-            except RuntimeError:
-                pass
         for worker in workers:
             worker.retired = True
             call = worker.call
@@ -440,10 +432,8 @@ class ProcessExecutor(Executor):
 
     def _stop_workers(self, workers: list[_Worker]) -> None:
         for worker in workers:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 worker.conn.send((_worker.STOP,))
-            except (OSError, ValueError):
-                pass
         for worker in workers:
             worker.process.join(timeout=2)
             if worker.process.is_alive():

@@ -1,0 +1,208 @@
+"""DaskExecutor: steps as tasks on a Dask cluster (``pip install 'justpipe[dask]'``).
+
+A call is one `Client.submit` with `retries=0` and `pure=False` (every invocation runs,
+nothing is deduplicated by key). `async def` steps run on a persistent event loop per
+Dask worker thread.
+
+The cluster: an existing `distributed.Client` (used as it is, never closed by justpipe),
+a scheduler `address` (justpipe opens and closes its own client), or, with neither, a
+`distributed.LocalCluster(**cluster_kwargs)` started on first use and closed by
+`aclose()`. A LocalCluster started here sets ``distributed.scheduler.allowed-failures``
+to 0, so a task whose worker dies fails at once (`WorkerLostError`) instead of being
+rerun by the scheduler; set that on clusters you start yourself to get the same.
+
+Stopping: cancelling a call cancels its Dask future and the local await ends at once, but
+Dask cannot interrupt a task that is already running: a plain function runs to its end
+on the worker (its result is dropped); an `async def` step stops there at its `timeout=`
+(the worker enforces it too), otherwise it also runs to its end.
+
+Streaming (async generator steps) is not supported: `stream()` raises `TypeError`; run
+such steps on `ProcessExecutor` or `RayExecutor`, or return a list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from justpipe._kernel.invoker import timeout_error
+from justpipe.executors import _remote
+from justpipe.executors.base import CallInfo, Executor, TraceHook, WorkerLostError
+
+__all__ = ["DaskExecutor"]
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ImportError(
+            "DaskExecutor needs Dask's distributed scheduler: pip install 'justpipe[dask]' "
+            "(or pip install distributed)"
+        ) from exc
+    return distributed
+
+
+def _dask_call(payload: bytes) -> bytes:
+    """The Dask task: run one call on this worker (errors come back encoded)."""
+    import distributed
+
+    try:
+        address = distributed.get_worker().address
+    except ValueError:  # not on a worker (a synchronous scheduler)
+        address = "local"
+    return _remote.run_call(payload, f"dask worker {address} (pid {os.getpid()})")
+
+
+class DaskExecutor(Executor):
+    """Runs steps as Dask tasks: on `client`, on the scheduler at `address`, or on a
+    LocalCluster(**cluster_kwargs) started on first use."""
+
+    name = "dask"
+    supports_streaming = False
+
+    def __init__(
+        self,
+        client: Any = None,
+        address: str | None = None,
+        *,
+        trace_hook: TraceHook | None = None,
+        **cluster_kwargs: Any,
+    ) -> None:
+        super().__init__(trace_hook=trace_hook)
+        if client is not None and address is not None:
+            raise ValueError("DaskExecutor takes a client or an address, not both")
+        self._given_client = client
+        self._address = address
+        self._cluster_kwargs = cluster_kwargs
+        self._client: Any = None
+        self._cluster: Any = None
+        self._capacity = 0
+        self._inflight: set[Any] = set()
+        self._distributed: Any = None
+
+    @property
+    def client(self) -> Any:
+        """The `distributed.Client` in use (None before start)."""
+        return self._client
+
+    @property
+    def capacity(self) -> int:
+        """The cluster's worker threads (read when the executor started)."""
+        if not self.started:
+            raise RuntimeError("DaskExecutor.capacity is known once the executor has started")
+        return self._capacity
+
+    async def _start(self) -> None:
+        self._distributed = _import_distributed()
+        await asyncio.to_thread(self._connect)
+
+    def _connect(self) -> None:
+        distributed = self._distributed
+        if self._given_client is not None:
+            client = self._given_client
+        elif self._address is not None:
+            client = distributed.Client(self._address)
+        else:
+            import dask
+
+            kwargs: dict[str, Any] = {"processes": True, "dashboard_address": None}
+            kwargs.update(self._cluster_kwargs)
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                self._cluster = distributed.LocalCluster(**kwargs)
+            client = distributed.Client(self._cluster)
+        self._client = client
+        if getattr(client, "asynchronous", False):
+            raise TypeError(
+                "DaskExecutor needs a synchronous distributed.Client (the default); an "
+                "asynchronous client is bound to one event loop"
+            )
+        self._capacity = max(1, sum(client.nthreads().values()))
+
+    async def _close(self) -> None:
+        inflight, self._inflight = list(self._inflight), set()
+        client, cluster = self._client, self._cluster
+        owns_client = client is not None and client is not self._given_client
+        self._client = self._cluster = None
+
+        def stop() -> None:
+            if client is not None and inflight:
+                with contextlib.suppress(Exception):
+                    client.cancel(inflight, force=True)
+            if owns_client:
+                client.close()
+            if cluster is not None:
+                cluster.close()
+
+        await asyncio.to_thread(stop)
+
+    def _lost(self, exc: BaseException, info: CallInfo) -> BaseException:
+        from distributed.scheduler import KilledWorker
+
+        if isinstance(exc, KilledWorker):
+            return WorkerLostError(info.step, f"Dask reported KilledWorker: {exc}")
+        return exc
+
+    async def call(self, fn: Callable[..., Any], kwargs: dict[str, Any], *, info: CallInfo) -> Any:
+        payload = _remote.dumps_call(fn, kwargs, info, self.trace_hook, self.name)
+        await self.start()
+        client = self._client
+        key = f"justpipe-{info.step}-{uuid.uuid4().hex}"
+        future = client.submit(_dask_call, payload, key=key, pure=False, retries=0)
+        self._inflight.add(future)
+        done = False
+        try:
+            async with asyncio.timeout(info.timeout) as cm:
+                data = await self._result(future)
+            done = True
+        except TimeoutError:
+            if cm.expired():
+                assert info.timeout is not None
+                raise timeout_error(info.step, info.timeout) from None
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            done = True
+            raise self._lost(exc, info) from None
+        finally:
+            self._inflight.discard(future)
+            if not done:
+                # fire and forget: Future.cancel() waits for the scheduler
+                asyncio.get_running_loop().run_in_executor(None, _cancel_quietly, future)
+        return _remote.decode(data, info, self.name)[1]
+
+    async def _result(self, future: Any) -> bytes:
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+
+        def wake(_: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
+                loop.call_soon_threadsafe(_set_done, finished)
+
+        future.add_done_callback(wake)
+        await finished
+        return await asyncio.to_thread(future.result)
+
+    def stream(
+        self, fn: Callable[..., Any], kwargs: dict[str, Any], *, info: CallInfo
+    ) -> AsyncIterator[Any]:
+        raise TypeError(
+            f"Step '{info.step}' streams its results (it is a generator), and the Dask "
+            "executor cannot stream items back. Run it on ProcessExecutor or RayExecutor, "
+            "or make it return a list instead of yielding."
+        )
+
+
+def _set_done(finished: asyncio.Future[None]) -> None:
+    if not finished.done():
+        finished.set_result(None)
+
+
+def _cancel_quietly(future: Any) -> None:
+    with contextlib.suppress(Exception):
+        future.cancel()
