@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from justpipe._kernel.meta import _MetaImpl
@@ -27,6 +28,7 @@ class _RunContext:
         "meta",
         "max_retries",
         "stopping",
+        "on_stop",
         "_kwargs",
     )
 
@@ -49,7 +51,14 @@ class _RunContext:
         self.meta: _MetaImpl | None = None
         self.max_retries = max_retries
         self.stopping = False
+        self.on_stop: Callable[[], None] = _nothing  # set by the orchestrator: stop the joins
         self._kwargs: list[dict[str, Any] | None] = [None] * len(plan.nodes)
+
+    def stop(self) -> None:
+        """Stop the run: nothing new is scheduled, waiting joins give up."""
+        if not self.stopping:
+            self.stopping = True
+            self.on_stop()
 
     def base_kwargs(self, node: NodePlan) -> dict[str, Any]:
         """The step's injected keyword arguments for this run, built once per node."""
@@ -84,6 +93,10 @@ class _RunContext:
             InjectionSource.STEP_NAME: step_name,
         }
         return {param: values.get(source) for param, source in injection}
+
+
+def _nothing() -> None:
+    pass
 
 
 class _MapRun:

@@ -18,12 +18,23 @@ from justpipe._kernel.registry import (
     _BaseStep,
     _MapStep,
     _PipelineRegistry,
+    _SubPipelineStep,
     _SwitchStep,
 )
 from justpipe._kernel.validation import compute_roots
 from justpipe.types import BarrierType, InjectionSource, NodeKind
 
-__all__ = ["CALL_ASYNC", "CALL_STREAM", "CALL_SYNC", "ExecutionPlan", "NodePlan", "compile_plan"]
+__all__ = [
+    "CALL_ASYNC",
+    "CALL_STREAM",
+    "CALL_SYNC",
+    "ExecutionPlan",
+    "MapPlan",
+    "NodePlan",
+    "SubPlan",
+    "SwitchPlan",
+    "compile_plan",
+]
 
 CALL_ASYNC = 0  # coroutine function: `await func(**kw)`
 CALL_STREAM = 1  # async generator function: every item is a TOKEN
@@ -49,7 +60,32 @@ class NodePlan:
     successors: tuple[int, ...]
     parents: tuple[str, ...]  # static `to=` parents, for BARRIER_WAIT payloads
     barrier_timeout: float | None  # effective: ALL barriers with >= 2 parent slots only
-    worker: int  # map: index of the `each` node; otherwise -1
+
+
+@dataclass(frozen=True, slots=True)
+class MapPlan(NodePlan):
+    """A `@pipe.map` node: its worker step and how items are fed to it."""
+
+    each: str  # the worker step's name
+    worker: int  # index of the `each` node (-1: not registered, reported per item)
+    max_concurrency: int | None
+    max_map_items: int  # cap on items materialised from an async generator
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchPlan(NodePlan):
+    """A `@pipe.switch` node: a routing table, or a router function, and a default."""
+
+    routes: dict[Any, Any] | None  # value -> target; None: `router` decides
+    router: Callable[[Any], Any] | None
+    default: Any
+
+
+@dataclass(frozen=True, slots=True)
+class SubPlan(NodePlan):
+    """A `@pipe.sub` node: the child pipeline it runs."""
+
+    pipeline: Any  # a Pipe (typed Any: the kernel does not import the public API)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,23 +192,40 @@ def _node_plan(
     barrier_timeout = step.barrier_timeout
     if step.barrier_type is not BarrierType.ALL or slot_count < 2:
         barrier_timeout = None
-    worker = index.get(step.each, -1) if isinstance(step, _MapStep) else -1
     call_mode = _call_mode(func, step)
-    return NodePlan(
-        index=i,
-        name=name,
-        step=step,
-        kind=step.kind,
-        func=func,
-        call_mode=call_mode,
-        direct=call_mode == CALL_ASYNC and step.timeout is None,
-        injection=injection,
-        item_param=item_param,
-        handler=step.on_error,
-        handler_injection=handler_injection,
-        timeout=step.timeout,
-        successors=tuple(v for v, _ in successors),
-        parents=tuple(parents),
-        barrier_timeout=barrier_timeout,
-        worker=worker,
-    )
+    common: dict[str, Any] = {
+        "index": i,
+        "name": name,
+        "step": step,
+        "kind": step.kind,
+        "func": func,
+        "call_mode": call_mode,
+        "direct": call_mode == CALL_ASYNC and step.timeout is None,
+        "injection": injection,
+        "item_param": item_param,
+        "handler": step.on_error,
+        "handler_injection": handler_injection,
+        "timeout": step.timeout,
+        "successors": tuple(v for v, _ in successors),
+        "parents": tuple(parents),
+        "barrier_timeout": barrier_timeout,
+    }
+    if isinstance(step, _MapStep):
+        return MapPlan(
+            **common,
+            each=step.each,
+            worker=index.get(step.each, -1),
+            max_concurrency=step.max_concurrency,
+            max_map_items=step.max_map_items,
+        )
+    if isinstance(step, _SwitchStep):
+        routes = step.routes()
+        return SwitchPlan(
+            **common,
+            routes=routes,
+            router=None if routes is not None else step.to,
+            default=step.default,
+        )
+    if isinstance(step, _SubPipelineStep):
+        return SubPlan(**common, pipeline=step.pipeline)
+    return NodePlan(**common)

@@ -17,14 +17,15 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from justpipe import _core
-from justpipe._core._dispatch_py import EVENT_LEN, FORWARD_LEN
 from justpipe._kernel.context import _RunContext
 from justpipe._kernel.failures import _FailureJournal
+from justpipe._kernel.invoker import _LocalInvoker
 from justpipe._kernel.kernel import _Kernel
 from justpipe._kernel.meta import attach_meta
-from justpipe._kernel.orchestrator import _maybe_await, _Orchestrator
+from justpipe._kernel.orchestrator import _Orchestrator
 from justpipe._kernel.plan import ExecutionPlan
-from justpipe._kernel.publisher import _EventPublisher, _log_observer_error
+from justpipe._kernel.publisher import _EventPublisher
+from justpipe._kernel.records import EVENT_LEN, FINISH_MARK, FORWARD_LEN, START_ROOTS
 from justpipe.observability.observer import ObserverMeta, ObserverProtocol
 from justpipe.types import (
     Event,
@@ -32,8 +33,6 @@ from justpipe.types import (
     FailureKind,
     FailureReason,
     HookSpec,
-    NodeKind,
-    PipelineEndData,
 )
 
 if TYPE_CHECKING:
@@ -46,9 +45,7 @@ __all__ = ["RunPhase", "_PipelineRunner", "_RunStateMachine"]
 # let timers (the run timeout) and other tasks in.
 _EAGER_BUDGET = 128
 
-_START_ROOTS = ()  # channel record: schedule the roots (queued right after START)
-_FINISH_MARK = (None,)  # channel record: publish FINISH (queued after the shutdown hooks)
-_START = 0  # the dispatcher's code for _START_ROOTS (`_core._dispatch_py.START`); FINISH is 1
+_START = 0  # the dispatcher's code for START_ROOTS (`_core._dispatch_py.START`); FINISH is 1
 
 
 class RunPhase(Enum):
@@ -113,7 +110,6 @@ class _PipelineRunner:
         self.machine = _RunStateMachine()
         self.metrics = _core.MetricsRecorder()
         self._timed_out = False
-        self._finish_sent = False
         self._started = 0.0
         self._deadline: asyncio.TimerHandle | None = None
 
@@ -148,6 +144,7 @@ class _PipelineRunner:
         channel = _core.ControlChannel(self.queue_size)
         kernel = _Kernel(channel.kick)
         kernel.eager_left = _EAGER_BUDGET
+        invoker = _LocalInvoker()
         publisher = _EventPublisher(
             self.run_id,
             list(self.registry.event_hooks),
@@ -159,18 +156,20 @@ class _PipelineRunner:
             self.observer_meta,
         )
         orch = _Orchestrator(
-            self.ctx, self.plan, channel, kernel, publisher, self.metrics, self.registry.error_hook
+            self.ctx,
+            self.plan,
+            channel,
+            kernel,
+            invoker,
+            publisher.errors,
+            self.metrics,
+            self.registry.error_hook,
+            unbounded_channel=self.queue_size <= 0,
         )
         self.channel, self.kernel, self.publisher, self.orch = channel, kernel, publisher, orch
+        self.invoker = invoker
         closing: BaseException | None = None
-        next_event = _core.Dispatcher(
-            channel,
-            publisher.factory,
-            publisher.apply_hooks if publisher._hooks else None,
-            self.metrics.record,
-            publisher.notable,
-            orch.complete_step,
-        ).next
+        next_event = publisher.dispatcher(channel, orch.complete_step)
         try:
             try:
                 await self._startup()
@@ -183,6 +182,7 @@ class _PipelineRunner:
                             raise _InternalError() from kernel.error
                         if kernel.active:
                             kernel.eager_left = _EAGER_BUDGET
+                            orch.channel_drained()
                             await channel.wait()
                             continue
                         if not await self._on_idle():
@@ -214,7 +214,7 @@ class _PipelineRunner:
 
     async def _startup(self) -> None:
         if self.observers:
-            await self._observers_start()
+            await self.publisher.run_started()
         self.machine.to(RunPhase.STARTUP)
         if self.registry.startup_hooks and not await self._run_startup_hooks():
             return
@@ -222,7 +222,7 @@ class _PipelineRunner:
             self._no_steps()
             return
         self.orch.emit(EventType.START, "system", self.state)
-        self.channel.put_nowait(_START_ROOTS)
+        self.channel.put_nowait(START_ROOTS)
         self._arm_timeout()
 
     # ------------------------------------------------------------------ phases
@@ -234,43 +234,35 @@ class _PipelineRunner:
             self.machine.to(RunPhase.TERMINAL)
             return False
         self._disarm_timeout()
-        self.orch.barriers.cancel_all()
+        self.orch.cancel_joins()
         self.machine.to(RunPhase.SHUTDOWN)
         if self.registry.shutdown_hooks:
             await _shielded(self._run_shutdown_hooks(report=True))
-        self.channel.put_nowait(_FINISH_MARK)
+        self.channel.put_nowait(FINISH_MARK)
         return True
 
     async def _publish_finish(self) -> Event:
-        """Build FINISH once every earlier event was published (so metrics count them)."""
+        """FINISH, once every earlier event was published (so metrics count them)."""
         run_meta = self.ctx.meta.run.snapshot() if self.ctx.meta is not None else None
-        publisher = self.publisher
-        event = publisher.finish(
-            publisher.factory.build(
-                EventType.FINISH,
-                "system",
-                self._end_data(),
-                time.time(),
-                NodeKind.SYSTEM,
-                None,
-                None,
-                None,
-                1,
-                (),
-                run_meta or None,
-            )
-        )
-        self._finish_sent = True
-        if publisher.observers:
-            await publisher.notify(event)
-        if self.observers:
-            await self._observers_end(event)
+        event = self._finish(run_meta)
+        await self.publisher.run_ended(event)
         return event
+
+    def _finish(self, run_meta: dict[str, Any] | None) -> Event:
+        kernel = self.kernel
+        return self.publisher.finish(
+            time.perf_counter() - self._started,
+            self.channel.max_depth,
+            self.orch.tasks_started,
+            self.orch.completed,
+            kernel.peak_active,
+            run_meta,
+        )
 
     async def _run_startup_hooks(self) -> bool:
         for hook in self.registry.startup_hooks:
             try:
-                await _call_hook(hook, self.ctx)
+                await _call_hook(hook, self.ctx, self.invoker)
             except Exception as exc:
                 self.orch.emit(EventType.STEP_ERROR, "startup", str(exc))
                 return False
@@ -282,22 +274,10 @@ class _PipelineRunner:
     async def _run_shutdown_hooks(self, report: bool) -> None:
         for hook in self.registry.shutdown_hooks:
             try:
-                await _call_hook(hook, self.ctx)
+                await _call_hook(hook, self.ctx, self.invoker)
             except Exception as exc:
                 if report:
                     self.orch.emit(EventType.STEP_ERROR, "shutdown", str(exc))
-
-    def _end_data(self) -> PipelineEndData:
-        if self.publisher.cancelled_seen and self.journal.terminal is None:
-            self.journal.terminal = FailureReason.CANCELLED
-        kernel = self.kernel
-        metrics = self.metrics.snapshot(
-            self.channel.max_depth,
-            kernel.started + self.orch.pooled,
-            self.orch.completed,
-            max(kernel.peak_active, self.metrics.peak_workers),
-        )
-        return self.journal.end_data(time.perf_counter() - self._started, metrics)
 
     # ------------------------------------------------------------------ run timeout
 
@@ -321,7 +301,7 @@ class _PipelineRunner:
         """Run timeout: cancel every task, keep the events already queued, emit TIMEOUT."""
         self._timed_out = False
         self.ctx.stopping = True
-        self.orch.barriers.cancel_all()
+        self.orch.cancel_joins()
         await self.kernel.shutdown()
         for record in self.channel.clear():
             if len(record) in (EVENT_LEN, FORWARD_LEN):
@@ -340,17 +320,17 @@ class _PipelineRunner:
         self._disarm_timeout()
         await self.kernel.shutdown()
         self.channel.clear()
-        self.publisher._hooks = []
+        self.publisher.drop_hooks()
         if self.machine.phase is not RunPhase.SHUTDOWN:
             self.machine.to(RunPhase.SHUTDOWN)
             await self._run_shutdown_hooks(report=True)
-        self.channel.put_nowait(_FINISH_MARK)
+        self.channel.put_nowait(FINISH_MARK)
         while (record := self.channel.pop()) is not None:
             if len(record) == EVENT_LEN:
-                event = self.publisher.finish(self.publisher.factory.build(*record))
+                event = self.publisher.publish(record)
                 await self.publisher.notify(event)
                 yield event
-            elif record is _FINISH_MARK and not self._finish_sent:
+            elif record is FINISH_MARK and not self.publisher.finish_sent:
                 yield await self._publish_finish()
         self.machine.phase = RunPhase.TERMINAL
 
@@ -362,9 +342,9 @@ class _PipelineRunner:
                 await self.kernel.settle()
             return
         self.ctx.stopping = True
-        self.orch.barriers.cancel_all()
+        self.orch.cancel_joins()
         await _shielded(self.kernel.shutdown())
-        if closing is None or self._finish_sent:
+        if closing is None or self.publisher.finish_sent:
             return
         if self.machine.phase is not RunPhase.SHUTDOWN:
             if self.machine.phase is not RunPhase.TERMINAL:
@@ -376,56 +356,13 @@ class _PipelineRunner:
             else FailureReason.CANCELLED
         )
         self.channel.clear()  # observers see what the consumer saw, then the FINISH
-        self.publisher._hooks = []
-        finish = self.publisher.finish(
-            self.publisher.factory.build(
-                EventType.FINISH,
-                "system",
-                self._end_data(),
-                time.time(),
-                NodeKind.SYSTEM,
-                None,
-                None,
-                None,
-                1,
-                (),
-                None,
-            )
-        )
-        self._finish_sent = True
-        await _shielded(self.publisher.notify(finish))
-        await _shielded(self._observers_end(finish))
-
-    # ------------------------------------------------------------------ observers
-
-    async def _observers_start(self) -> None:
-        for observer in self.observers:
-            try:
-                await observer.on_pipeline_start(self.state, self.context, self.observer_meta)
-            except Exception as exc:
-                _log_observer_error(observer, "on_pipeline_start", exc)
-
-    async def _observers_end(self, finish: Event) -> None:
-        data = finish.payload
-        error = data.error if isinstance(data, PipelineEndData) else None
-        for observer in self.observers:
-            try:
-                if error is not None:
-                    await observer.on_pipeline_error(
-                        self.state, self.context, self.observer_meta, Exception(error)
-                    )
-                else:
-                    await observer.on_pipeline_end(
-                        self.state, self.context, self.observer_meta, data.duration_s
-                    )
-            except Exception as exc:
-                method = "on_pipeline_error" if error is not None else "on_pipeline_end"
-                _log_observer_error(observer, method, exc)
+        self.publisher.drop_hooks()
+        await _shielded(self.publisher.run_ended(self._finish(None)))
 
 
-async def _call_hook(hook: HookSpec, ctx: _RunContext) -> None:
+async def _call_hook(hook: HookSpec, ctx: _RunContext, invoker: _LocalInvoker) -> None:
     kwargs = ctx.inject(tuple(hook.injection_metadata.items()))
-    await _maybe_await(hook.func(**kwargs))
+    await invoker.call_handler(hook.func, kwargs)
 
 
 async def _shielded(awaitable: Any) -> None:
