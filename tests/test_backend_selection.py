@@ -112,7 +112,6 @@ def test_twins_export_the_same_names() -> None:
     assert {
         "JoinTable",
         "Readiness",
-        "Sequencer",
         "InvocationIds",
         "AttemptCounter",
         "EventFactory",

@@ -37,7 +37,6 @@ __all__ = [
     "MetricsRecorder",
     "Readiness",
     "RecordBuilder",
-    "Sequencer",
     "Shell",
     "start_eagerly",
 ]
@@ -60,7 +59,6 @@ _MODULES: Final = (
 _EXPORTED: Final = (
     "JoinTable",
     "Readiness",
-    "Sequencer",
     "InvocationIds",
     "AttemptCounter",
     "EventFactory",
@@ -131,7 +129,7 @@ if TYPE_CHECKING:
     from justpipe._core._dispatch_py import Dispatcher
     from justpipe._core._eager_py import Shell, start_eagerly
     from justpipe._core._events_py import EventFactory, RecordBuilder
-    from justpipe._core._ids_py import AttemptCounter, InvocationIds, Sequencer
+    from justpipe._core._ids_py import AttemptCounter, InvocationIds
     from justpipe._core._metrics_py import MetricsRecorder
     from justpipe._core._scheduler_py import Readiness
 

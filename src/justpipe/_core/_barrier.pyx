@@ -109,28 +109,6 @@ cdef class JoinTable:
             raise IndexError(f"slot {slot} out of range for node {n} ({self._counts[n]} slots)")
         return self._mark(n, s)
 
-    def arrived(self, node):
-        """How many parents of `node` arrived in the current wave."""
-        return self._arrived[self._node_index(node)]
-
-    def pending(self, node):
-        """The slots of `node` that have not arrived in the current wave, ascending."""
-        cdef Py_ssize_t n = self._node_index(node)
-        cdef unsigned long long wave = self._waves[n]
-        cdef unsigned long long *stamps = self._stamps + self._offsets[n]
-        cdef Py_ssize_t slot
-        return [slot for slot in range(self._counts[n]) if stamps[slot] != wave]
-
-    def reset(self, node):
-        """Forget the current wave of `node`: every slot is pending again."""
-        cdef Py_ssize_t n = self._node_index(node)
-        self._arrived[n] = 0
-        self._waves[n] += 1
-
     def disable(self, node):
         """Make every later `mark()` of `node` IGNORED (its barrier timed out)."""
         self._disabled[self._node_index(node)] = 1
-
-    def is_disabled(self, node):
-        """Whether `disable(node)` was called."""
-        return bool(self._disabled[self._node_index(node)])

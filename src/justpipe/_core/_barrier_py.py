@@ -99,31 +99,7 @@ class JoinTable:
             return FIRED
         return FIRST if arrived == 1 else PROGRESS
 
-    def arrived(self, node: int) -> int:
-        """How many parents of `node` arrived in the current wave."""
-        self._check_node(node)
-        return self._arrived[node]
-
-    def pending(self, node: int) -> list[int]:
-        """The slots of `node` that have not arrived in the current wave, ascending."""
-        self._check_node(node)
-        start = self._offsets[node]
-        wave = self._waves[node]
-        stamps = self._stamps
-        return [s for s in range(self._counts[node]) if stamps[start + s] != wave]
-
-    def reset(self, node: int) -> None:
-        """Forget the current wave of `node`: every slot is pending again."""
-        self._check_node(node)
-        self._arrived[node] = 0
-        self._waves[node] += 1
-
     def disable(self, node: int) -> None:
         """Make every later `mark()` of `node` IGNORED (its barrier timed out)."""
         self._check_node(node)
         self._disabled[node] = True
-
-    def is_disabled(self, node: int) -> bool:
-        """Whether `disable(node)` was called."""
-        self._check_node(node)
-        return self._disabled[node]

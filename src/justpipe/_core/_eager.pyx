@@ -37,10 +37,6 @@ cdef class Shell:
         self._value = None
 
     @property
-    def state(self):
-        return self._state
-
-    @property
     def returned(self):
         """The eager step ran the coroutine to its end: the task only hands over the result."""
         return self._state == RETURNED

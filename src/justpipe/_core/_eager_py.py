@@ -63,10 +63,6 @@ class Shell:
         self._value: Any = None
 
     @property
-    def state(self) -> int:
-        return self._state
-
-    @property
     def returned(self) -> bool:
         """The eager step ran the coroutine to its end: the task only hands over the result."""
         return self._state == RETURNED

@@ -35,16 +35,6 @@ cdef class EventFactory:
         self._run_id = run_id
         self._seq = 0
 
-    @property
-    def seq(self):
-        """The last sequence number issued (0 before the first event)."""
-        return self._seq
-
-    @property
-    def run_id(self):
-        """The id of the stream the events belong to."""
-        return self._run_id
-
     def build(self, type, stage, payload, timestamp, node_kind, invocation_id,
               parent_invocation_id, owner_invocation_id, attempt, scope, meta):
         """A native event of this run (see `_events_py.EventFactory.build`)."""
@@ -95,31 +85,6 @@ cdef class EventFactory:
         fields["scope"] = scope
         fields["meta"] = child.meta
         return event
-
-    def restamp(self, event):
-        """A copy of a whole event placed here (see `_events_py.EventFactory.restamp`)."""
-        cdef object copy
-        cdef dict fields
-        cdef object origin = event.origin_run_id
-        self._seq += 1
-        copy = _bare_instance(self._cls, _NO_ARGS)
-        fields = <dict>PyObject_GenericGetDict(copy, NULL)
-        fields["type"] = event.type
-        fields["stage"] = event.stage
-        fields["payload"] = event.payload
-        fields["timestamp"] = event.timestamp
-        fields["run_id"] = self._run_id
-        fields["origin_run_id"] = origin or self._run_id
-        fields["parent_run_id"] = event.parent_run_id
-        fields["seq"] = self._seq
-        fields["node_kind"] = event.node_kind
-        fields["invocation_id"] = event.invocation_id
-        fields["parent_invocation_id"] = event.parent_invocation_id
-        fields["owner_invocation_id"] = event.owner_invocation_id
-        fields["attempt"] = event.attempt
-        fields["scope"] = event.scope
-        fields["meta"] = event.meta
-        return copy
 
 
 cdef class RecordBuilder:

@@ -117,16 +117,6 @@ class EventFactory(Generic[E]):
         self._run_id = run_id
         self._seq = 0
 
-    @property
-    def seq(self) -> int:
-        """The last sequence number issued (0 before the first event)."""
-        return self._seq
-
-    @property
-    def run_id(self) -> str:
-        """The id of the stream the events belong to."""
-        return self._run_id
-
     def build(
         self,
         type: Any,
@@ -205,33 +195,3 @@ class EventFactory(Generic[E]):
             meta=child.meta,
         )
         return event
-
-    def restamp(self, event: Any) -> E:
-        """A copy of a whole event (built elsewhere) placed in this stream.
-
-        `run_id` becomes the factory's, `origin_run_id` is kept if set (else the factory's run
-        id), `seq` is the next number; every other field is unchanged. The copy is an instance
-        of the factory's event class.
-        """
-        origin_run_id = event.origin_run_id
-        self._seq += 1
-        run_id = self._run_id
-        copy = _new(self._cls)
-        copy.__dict__.update(
-            type=event.type,
-            stage=event.stage,
-            payload=event.payload,
-            timestamp=event.timestamp,
-            run_id=run_id,
-            origin_run_id=origin_run_id or run_id,
-            parent_run_id=event.parent_run_id,
-            seq=self._seq,
-            node_kind=event.node_kind,
-            invocation_id=event.invocation_id,
-            parent_invocation_id=event.parent_invocation_id,
-            owner_invocation_id=event.owner_invocation_id,
-            attempt=event.attempt,
-            scope=event.scope,
-            meta=event.meta,
-        )
-        return copy

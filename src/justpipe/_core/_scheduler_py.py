@@ -73,7 +73,7 @@ class Readiness:
     __slots__ = ("_successors", "table")
 
     table: JoinTable
-    """The underlying join table, for `pending()`, `disable()` and `reset()`."""
+    """The underlying join table (the barrier manager calls its `disable()`)."""
 
     def __init__(
         self,
