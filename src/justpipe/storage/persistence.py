@@ -9,7 +9,10 @@ Layout: ``<storage root>/<pipeline_hash>/runs.db`` (an :class:`SQLiteBackend`) n
 
 Beyond upstream, a run is registered (status ``running``) as soon as it starts, so a
 run whose process dies is still listed afterwards, and a flush that fails keeps its
-events buffered for the next write instead of dropping them.
+events buffered for the next write instead of dropping them. While the run goes on, its
+lease in the store is renewed every ``heartbeat_interval`` seconds (a background task
+that stops with the run, or when the task driving the run is gone), so readers tell a
+live run from one whose process died.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any, Protocol
 from justpipe.observability.observer import Observer, ObserverMeta
 from justpipe.storage.interface import RunRecord, StorageBackend
 from justpipe.storage.serialize import dumps_jsonable, event_to_json
-from justpipe.storage.sqlite import SQLiteBackend
+from justpipe.storage.sqlite import HEARTBEAT_INTERVAL_S, SQLiteBackend
 from justpipe.types import Event, EventType, PipelineEndData, PipelineTerminalStatus
 
 __all__ = [
@@ -117,8 +120,11 @@ class PersistenceObserver(Observer):
         open_backend: Callable[[], StorageBackend],
         *,
         flush_interval: int | None = None,
+        heartbeat_interval: float | None = HEARTBEAT_INTERVAL_S,
     ) -> None:
         self._open_backend = open_backend
+        self._heartbeat_interval = heartbeat_interval
+        self._heartbeat: asyncio.Task[None] | None = None
         self._flush_interval = flush_interval if flush_interval and flush_interval > 0 else None
         self._backend: StorageBackend | None = None
         self._run_id: str | None = None
@@ -142,6 +148,17 @@ class PersistenceObserver(Observer):
             _log.warning("Not persisting run %s: cannot open the run store: %s", self._run_id, exc)
             return
         self._backend = backend
+        self._start_heartbeat(backend, self._run_id)
+
+    def _start_heartbeat(self, backend: StorageBackend, run_id: str) -> None:
+        beat = getattr(backend, "beat", None)
+        driver = asyncio.current_task()
+        if not callable(beat) or not self._heartbeat_interval or driver is None:
+            return
+        self._heartbeat = asyncio.get_running_loop().create_task(
+            _renew_lease(beat, run_id, driver, self._heartbeat_interval),
+            name=f"justpipe-heartbeat-{run_id}",
+        )
 
     async def on_event(self, state: Any, context: Any, meta: ObserverMeta, event: Event) -> None:
         if self._backend is None:
@@ -168,6 +185,9 @@ class PersistenceObserver(Observer):
         await self._save(error=error, duration_s=None)
 
     def _reset(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
         self._backend = None
         self._run_id = None
         self._buffer = []
@@ -203,6 +223,24 @@ class PersistenceObserver(Observer):
             await asyncio.to_thread(backend.save_run, record, events)
         except Exception as exc:
             _log.warning("Failed to persist run %s (%d events lost): %s", run_id, len(events), exc)
+
+
+async def _renew_lease(
+    beat: Callable[[str], object], run_id: str, driver: asyncio.Task[Any], interval: float
+) -> None:
+    """Renew the run's lease every `interval` seconds while `driver` (the run) lives.
+
+    A run abandoned without an end callback (its consumer stopped iterating) stops
+    beating when its driving task ends, so its lease expires like a dead process's.
+    """
+    while not driver.done():
+        await asyncio.sleep(interval)
+        if driver.done():
+            return
+        try:
+            await asyncio.to_thread(beat, run_id)
+        except Exception as exc:
+            _log.warning("Failed to renew the lease of run %s: %s", run_id, exc)
 
 
 def create_persistence_observer(pipe: PersistablePipe) -> Observer:

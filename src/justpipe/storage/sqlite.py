@@ -18,19 +18,27 @@ flush) is kept once. Where we depart from upstream, and why:
 * Events keep the ``seq`` from their JSON; only events without one are numbered,
   after the run's highest stored ``seq``. Rows whose ``type`` is unknown are skipped
   on read, like the in-memory store does.
+* A run that is still going holds a *lease*: a row in the extra ``run_leases`` table
+  naming the process that writes it (``host:pid``) and when it last wrote or beat
+  (:meth:`SQLiteBackend.beat`). Readers (the dashboard) tell a live run from one whose
+  process died with :func:`lease_state`. The table is separate from ``runs``, so
+  upstream's tools read our files unchanged; older files get it when first opened,
+  and a file without it reads as having no leases.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import sqlite3
 import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Self
 
@@ -46,7 +54,7 @@ from justpipe.storage.interface import (
 from justpipe.storage.serialize import parse_event_object
 from justpipe.types import EventType, PipelineTerminalStatus
 
-__all__ = ["SQLiteBackend"]
+__all__ = ["HEARTBEAT_INTERVAL_S", "LEASE_TIMEOUT_S", "RunLease", "SQLiteBackend", "lease_state"]
 
 _log = logging.getLogger("justpipe.storage")
 
@@ -81,6 +89,24 @@ CREATE TABLE IF NOT EXISTS events (
     node_kind TEXT GENERATED ALWAYS AS (json_extract(data, '$.node_kind')) STORED,
     attempt INTEGER GENERATED ALWAYS AS (json_extract(data, '$.attempt')) STORED
 );
+CREATE TABLE IF NOT EXISTS run_leases (
+    run_id TEXT PRIMARY KEY REFERENCES runs(run_id) ON DELETE CASCADE,
+    owner TEXT NOT NULL,
+    heartbeat REAL NOT NULL
+);
+"""
+
+HEARTBEAT_INTERVAL_S = 2.0
+"""How often a persisting process renews the lease of a run it is executing."""
+
+LEASE_TIMEOUT_S = 15.0
+"""A lease not renewed for this long belongs to a process that is gone (or hung)."""
+
+# Renews (or takes) the lease of a run that is still 'running'; finished runs get none.
+_UPSERT_LEASE = f"""
+INSERT INTO run_leases (run_id, owner, heartbeat)
+SELECT run_id, :owner, :now FROM runs WHERE run_id = :run_id AND status = '{RUNNING_STATUS}'
+ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, heartbeat = excluded.heartbeat
 """
 
 _PLAIN_INDEXES = {
@@ -124,6 +150,62 @@ _STATUSES = {member.value: member for member in PipelineTerminalStatus}
 # Connections inherited through fork(): kept referenced so the child never closes them
 # (closing would drop POSIX locks that the child's own connection holds on the file).
 _INHERITED_CONNECTIONS: list[sqlite3.Connection] = []
+
+
+@dataclass(frozen=True)
+class RunLease:
+    """Who is executing an unfinished run (``host:pid``) and when it last showed life."""
+
+    run_id: str
+    owner: str
+    heartbeat: datetime
+
+    @property
+    def host(self) -> str:
+        return self.owner.rpartition(":")[0]
+
+    @property
+    def pid(self) -> int | None:
+        text = self.owner.rpartition(":")[2]
+        return int(text) if text.isdigit() else None
+
+
+def lease_owner() -> str:
+    """This process, as a lease owner: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def lease_state(
+    lease: RunLease | None, *, now: float | None = None, timeout: float = LEASE_TIMEOUT_S
+) -> str:
+    """``live``, ``dead`` or ``unknown`` for an unfinished run with this lease.
+
+    ``dead``: the lease was not renewed for `timeout` seconds, or its owner ran on this
+    host and that process no longer exists. ``unknown``: no lease (a run written by an
+    older version or by upstream), so nothing tells whether its process lives.
+    """
+    if lease is None:
+        return "unknown"
+    current = time.time() if now is None else now
+    if current - lease.heartbeat.timestamp() > timeout:
+        return "dead"
+    if lease.host == socket.gethostname() and lease.pid is not None and not _pid_alive(lease.pid):
+        return "dead"
+    return "live"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return True
+    return True
 
 
 class SQLiteBackend:
@@ -218,16 +300,71 @@ class SQLiteBackend:
         does not duplicate anything.
         """
         with self._write("append events to run " + repr(run_id), run_id, events) as conn:
+            now = time.time()
             conn.execute(
                 _INSERT_PLACEHOLDER,
-                {"run_id": run_id, "first": events[0] if events else None, "now": time.time()},
+                {"run_id": run_id, "first": events[0] if events else None, "now": now},
             )
             self._insert_events(conn, run_id, events)
+            conn.execute(_UPSERT_LEASE, {"run_id": run_id, "owner": lease_owner(), "now": now})
+
+    def beat(self, run_id: str) -> bool:
+        """Renew this process's lease on an unfinished run; False if the run is not running."""
+        with self._write("renew the lease of run " + repr(run_id), run_id, []) as conn:
+            cursor = conn.execute(
+                _UPSERT_LEASE, {"run_id": run_id, "owner": lease_owner(), "now": time.time()}
+            )
+            return cursor.rowcount > 0
+
+    def get_leases(self, run_ids: Sequence[str] | None = None) -> dict[str, RunLease]:
+        """Leases of runs that are still ``running`` (of `run_ids`, or all of them)."""
+        sql = (
+            "SELECT l.run_id, l.owner, l.heartbeat FROM run_leases l JOIN runs r USING (run_id)"
+            f" WHERE r.status = '{RUNNING_STATUS}'"
+        )
+        params: tuple[object, ...] = ()
+        if run_ids is not None:
+            wanted = list(dict.fromkeys(run_ids))
+            if not wanted:
+                return {}
+            sql += f" AND l.run_id IN ({', '.join('?' * len(wanted))})"
+            params = tuple(wanted)
+        try:
+            rows = self._query("read run leases", sql, params)
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # a file this version could not migrate
+                return {}
+            raise
+        return {row[0]: RunLease(row[0], str(row[1]), utc_from_epoch(row[2])) for row in rows}
+
+    def get_events_after(
+        self, run_id: str, after_seq: int = 0, limit: int = 1000
+    ) -> list[StoredEvent]:
+        """Up to `limit` events of the run with ``seq > after_seq``, in ``seq`` order."""
+        validate_paging(limit, 0)
+        rows = self._query(
+            "read events of run " + repr(run_id),
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE run_id = ? AND seq > ?"
+            " ORDER BY seq, id LIMIT ?",
+            (run_id, after_seq, limit),
+        )
+        return [event for event in map(_row_to_event, rows) if event is not None]
+
+    def count_events(self, run_id: str) -> int:
+        """How many events the run has stored."""
+        rows = self._query(
+            "count events of run " + repr(run_id),
+            "SELECT COUNT(*) FROM events WHERE run_id = ?",
+            (run_id,),
+        )
+        return int(rows[0][0])
 
     def delete_run(self, run_id: str) -> bool:
         """Delete the run and its events; return whether the run existed."""
         with self._write("delete run " + repr(run_id), run_id, []) as conn:
             conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
+            if _has_table(conn, "run_leases"):
+                conn.execute("DELETE FROM run_leases WHERE run_id = ?", (run_id,))
             return conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
 
     # -- reads ----------------------------------------------------------------------
@@ -424,7 +561,7 @@ def _schema_is_current(conn: sqlite3.Connection) -> bool:
     columns = _column_names(conn, "runs")
     if not columns or "run_meta" not in columns or "error_step" not in columns:
         return False
-    if not _column_names(conn, "events"):
+    if not _column_names(conn, "events") or not _column_names(conn, "run_leases"):
         return False
     return (
         _index_names(conn).issuperset(_PLAIN_INDEXES) and _index_is_unique(conn, _SEQ_INDEX) is True
@@ -444,6 +581,10 @@ def _migrate_runs_columns(conn: sqlite3.Connection) -> None:
 
 def _column_names(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _has_table(conn: sqlite3.Connection, table: str) -> bool:
+    return bool(_column_names(conn, table))
 
 
 def _index_names(conn: sqlite3.Connection) -> set[str]:
