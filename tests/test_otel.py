@@ -28,8 +28,13 @@ from justpipe.types import EventType, PipelineTerminalStatus, Retry, Skip, Stop,
 require("opentelemetry.sdk", "otel")
 
 from opentelemetry import trace  # noqa: E402
+from opentelemetry.metrics import NoOpMeterProvider  # noqa: E402
 from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader  # noqa: E402
+from opentelemetry.sdk.metrics.export import (  # noqa: E402
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    NumberDataPoint,
+)
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
@@ -45,6 +50,7 @@ from justpipe.observability.otel import (  # noqa: E402
     inject_context,
     invocation_carrier,
     run_carrier,
+    worker_trace_hook,
 )
 
 
@@ -740,6 +746,77 @@ async def test_context_crosses_a_process_boundary_to_the_invocation_span(otel: O
     assert trace_id == _ctx(invocation).trace_id
     assert parent_id == _ctx(invocation).span_id
     assert span_id != _ctx(invocation).span_id
+
+
+@dataclass
+class ShippedInfo:
+    """What an executor ships to its worker (`justpipe.executors.CallInfo` has `carrier`)."""
+
+    carrier: dict[str, str] | None
+
+
+def test_worker_trace_hook_parents_worker_spans_to_the_carrier(otel: Otel) -> None:
+    tracer = otel.tracer_provider.get_tracer("t")
+    with tracer.start_as_current_span("invocation") as invocation:
+        info = ShippedInfo(inject_context())
+    with worker_trace_hook(info), tracer.start_as_current_span("in worker"):
+        pass
+    with worker_trace_hook(ShippedInfo(None)), tracer.start_as_current_span("untraced"):
+        pass
+    worker = otel.one("in worker")
+    assert worker.parent is not None
+    assert worker.parent.span_id == invocation.get_span_context().span_id
+    assert otel.one("untraced").parent is None
+
+
+async def test_metrics_only_observer_makes_no_spans_and_no_carriers() -> None:
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    observer = OpenTelemetryObserver(
+        tracer_provider=trace.NoOpTracerProvider(), meter_provider=meter_provider
+    )
+    pipe: Pipe[dict[str, Any], None] = Pipe(name="metered")
+    carriers: list[Any] = []
+
+    @pipe.step
+    async def one(state: dict[str, Any]) -> None:
+        await asyncio.sleep(0)
+
+    pipe.add_observer(observer)
+    async for event in pipe.run({}):
+        if event.type is EventType.STEP_START:
+            carriers.append(await invocation_carrier(event.invocation_id or ""))
+    assert carriers == [None]
+    data = reader.get_metrics_data()
+    assert data is not None
+    runs = [
+        point.value
+        for r in data.resource_metrics
+        for sc in r.scope_metrics
+        for m in sc.metrics
+        if m.name == "justpipe.runs"
+        for point in m.data.data_points
+        if isinstance(point, NumberDataPoint)
+    ]
+    assert runs == [1]
+
+
+async def test_no_op_providers_leave_the_observer_idle() -> None:
+    observer = OpenTelemetryObserver(
+        tracer_provider=trace.NoOpTracerProvider(), meter_provider=NoOpMeterProvider()
+    )
+    pipe: Pipe[dict[str, Any], None] = Pipe(name="idle")
+
+    @pipe.step
+    async def one(state: dict[str, Any]) -> None:
+        pass
+
+    pipe.add_observer(observer)
+    seen: list[int] = []
+    async for _event in pipe.run({}):
+        seen.append(len(observer._runs))
+    assert set(seen) == {0}
+    assert await invocation_carrier("idle:1") is None
 
 
 def test_attach_context_rejects_a_non_mapping() -> None:

@@ -56,6 +56,7 @@ __all__ = [
     "inject_context",
     "invocation_carrier",
     "run_carrier",
+    "worker_trace_hook",
 ]
 
 INSTRUMENTATION_NAME = "justpipe"
@@ -194,10 +195,33 @@ def attach_context(carrier: Mapping[str, str] | None) -> AttachedContext:
     return AttachedContext(context)
 
 
+def worker_trace_hook(info: Any) -> AttachedContext:
+    """An executor trace hook: in the worker, make the invocation's shipped carrier current.
+
+    For `justpipe.executors` (``trace_hook=worker_trace_hook``): entered around the step
+    function in the worker with the call's `CallInfo`, whose ``carrier`` the kernel fills
+    with ``await invocation_carrier(invocation_id)``; spans the function makes there are
+    children of its invocation span. Module-level, so it pickles.
+    """
+    carrier = getattr(info, "carrier", None)
+    return attach_context(carrier if carrier else None)
+
+
 # invocation id -> span context of its live span (every observer, every run)
 _INVOCATIONS: dict[str, SpanContext] = {}
 _WAITERS: dict[str, list[asyncio.Future[dict[str, str] | None]]] = {}
-_TRACED_RUNS: dict[str, int] = {}  # run id -> live root runs observing it (claims)
+_TRACED_RUNS: dict[str, int] = {}  # run id -> live observers of it (spans or metrics)
+_SPANNED_RUNS: dict[str, int] = {}  # run id -> live observers making spans for it
+
+
+def _count(counts: dict[str, int], run_id: str, delta: int) -> None:
+    value = counts.get(run_id, 0) + delta
+    if value > 0:
+        counts[run_id] = value
+    else:
+        counts.pop(run_id, None)
+
+
 _FINISHED_RUNS: dict[str, SpanContext] = {}
 
 
@@ -226,7 +250,7 @@ async def invocation_carrier(invocation_id: str) -> dict[str, str] | None:
     if found is not None:
         return found
     run_id = invocation_id.rpartition(":")[0]
-    if run_id not in _TRACED_RUNS:
+    if run_id not in _SPANNED_RUNS:
         return None
     waiter: asyncio.Future[dict[str, str] | None] = asyncio.get_running_loop().create_future()
     _WAITERS.setdefault(invocation_id, []).append(waiter)
@@ -661,7 +685,9 @@ class OpenTelemetryObserver(Observer):
         run = _Run(run_id, tracer, instruments, root, meta.pipe_name)
         self._runs[run_id] = run
         _LIVE[id(run)] = run
-        _TRACED_RUNS[run_id] = _TRACED_RUNS.get(run_id, 0) + 1
+        _count(_TRACED_RUNS, run_id, 1)
+        if tracer is not None:
+            _count(_SPANNED_RUNS, run_id, 1)
         if mark:
             run.marker = _ENCLOSING.set(run_id)
         return run
@@ -702,11 +728,9 @@ class OpenTelemetryObserver(Observer):
 
     def _release(self, run: _Run) -> None:
         _LIVE.pop(id(run), None)
-        count = _TRACED_RUNS.get(run.run_id, 0) - 1
-        if count > 0:
-            _TRACED_RUNS[run.run_id] = count
-        else:
-            _TRACED_RUNS.pop(run.run_id, None)
+        _count(_TRACED_RUNS, run.run_id, -1)
+        if run.tracer is not None:
+            _count(_SPANNED_RUNS, run.run_id, -1)
         if run.marker is not None:
             # ValueError: ended in another context (a cancelled consumer's cleanup)
             with suppress(ValueError):
@@ -837,7 +861,9 @@ class OpenTelemetryObserver(Observer):
             context = trace.set_span_in_context(span)
         child = _Trace(origin, pipe_name, None, span, context, started, prefix=prefix + ":")
         run.children[origin] = child
-        _TRACED_RUNS[origin] = _TRACED_RUNS.get(origin, 0) + 1
+        _count(_TRACED_RUNS, origin, 1)
+        if run.tracer is not None:
+            _count(_SPANNED_RUNS, origin, 1)
         return child
 
     def _own(self, trace_: _Trace, stage: str) -> str:
@@ -1177,11 +1203,11 @@ class OpenTelemetryObserver(Observer):
                 span.set_status(Status(StatusCode.ERROR, "the run timed out"))
             span.end(end_time=_ns(end))
         if trace_ is not run.root:
-            count = _TRACED_RUNS.get(trace_.run_id, 0) - 1
-            if count > 0:
-                _TRACED_RUNS[trace_.run_id] = count
-            else:
-                _TRACED_RUNS.pop(trace_.run_id, None)
+            _count(_TRACED_RUNS, trace_.run_id, -1)
+            if run.tracer is not None:
+                _count(_SPANNED_RUNS, trace_.run_id, -1)
+            for inv_id in [i for i in _WAITERS if i.startswith(trace_.run_id)]:
+                _wake(inv_id, None)
         instruments = run.instruments
         if instruments is not None:
             attributes = {
