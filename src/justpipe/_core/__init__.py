@@ -44,6 +44,11 @@ __all__ = [
 NO_EXTENSIONS_ENV: Final = "JUSTPIPE_NO_EXTENSIONS"
 _TRUTHY: Final = frozenset({"1", "true", "yes", "on"})
 
+_EAGER_CORE: Final = sys.version_info < (3, 12)
+"""Whether the core supplies eager task start (`_eager`): on 3.11 only, as 3.12+ has
+``asyncio.Task(..., eager_start=True)``; so only 3.11 imports it and the private asyncio
+names it needs."""
+
 _MODULES: Final = (
     "_barrier",
     "_scheduler",
@@ -51,9 +56,8 @@ _MODULES: Final = (
     "_events",
     "_channel",
     "_metrics",
-    "_eager",
     "_dispatch",
-)
+) + (("_eager",) if _EAGER_CORE else ())
 """The twin pairs: compiled `NAME` (from NAME.pyx) and pure `NAME_py`."""
 
 _EXPORTED: Final = (
@@ -65,14 +69,12 @@ _EXPORTED: Final = (
     "RecordBuilder",
     "ControlChannel",
     "MetricsRecorder",
-    "Shell",
-    "start_eagerly",
     "Dispatcher",
     "IGNORED",
     "FIRST",
     "PROGRESS",
     "FIRED",
-)
+) + (("Shell", "start_eagerly") if _EAGER_CORE else ())
 """The names every backend provides; `_use()` rebinds exactly these (and `BACKEND`)."""
 
 
@@ -134,6 +136,10 @@ if TYPE_CHECKING:
     from justpipe._core._scheduler_py import Readiness
 
     BACKEND: str
+
+if sys.version_info >= (3, 12):
+    # no eager core here (see `_EAGER_CORE`); the kernel starts tasks with eager_start=True
+    Shell = start_eagerly = None
 
 
 def _use(name: str) -> None:

@@ -6,10 +6,13 @@ from asyncio import tasks as _tasks
 from collections import deque
 from collections.abc import Coroutine
 
-__all__ = ["Shell", "start_eagerly"]
+__all__ = ["EAGER", "Shell", "start_eagerly"]
 
-cdef object _enter_task = _tasks._enter_task
-cdef object _leave_task = _tasks._leave_task
+# private asyncio names, looked up defensively (see `_eager_py`): missing, tasks start normally
+cdef object _enter_task = getattr(_tasks, "_enter_task", None)
+cdef object _leave_task = getattr(_tasks, "_leave_task", None)
+cdef bint _EAGER = callable(_enter_task) and callable(_leave_task)
+EAGER = _EAGER
 cdef object _current_task = asyncio.current_task
 cdef object _copy_context = contextvars.copy_context
 cdef object _isfuture = asyncio.isfuture
@@ -52,6 +55,11 @@ cdef class Shell:
         except BaseException as exc:
             self._value = exc
             self._state = RAISED
+
+    # The pure twin drops its locals in `finally` clauses (in `send`, `throw` and
+    # `start_eagerly`) so that a failed step's traceback holds no frame that leads back to
+    # the exception. Nothing to drop here: the frames Cython adds to a traceback carry
+    # neither locals nor f_back. tests/test_core_eager.py checks both twins for cycles.
 
     def send(self, value):
         cdef int state = self._state
@@ -119,6 +127,8 @@ def start_eagerly(loop, coro):
         task = _Task(shell, loop=loop, context=context)
     else:
         task = loop.create_task(shell, context=context)
+    if not _EAGER:
+        return task
     step = ready[len(ready) - 1] if type(ready) is deque and ready else None  # (no wraparound)
     current = _current_task(loop)
     if current is not None:
@@ -140,4 +150,5 @@ def start_eagerly(loop, coro):
 
 
 cdef bint _steps(handle, task):
-    return getattr(getattr(handle, "_callback", None), "__self__", None) is task
+    callback = getattr(handle, "_callback", None)
+    return getattr(callback, "__self__", None) is task and hasattr(handle, "_args")

@@ -19,6 +19,12 @@ such option; `start_eagerly` gives the same semantics with a normal task:
    when `start_eagerly` returns, exactly like a 3.12 eager task that never
    suspended. From then on the shell forwards every `send`/`throw`.
 
+`justpipe._core` imports this module (and its compiled twin) on 3.11 only. It needs
+two private asyncio functions, `asyncio.tasks._enter_task` and `_leave_task`, to swap
+the loop's current task; they are looked up defensively, so that if a release renames
+them, `import justpipe` still works and `start_eagerly` starts tasks the ordinary way
+(`EAGER` is then False).
+
 A task cancelled before its first step gets the cancellation where the coroutine
 is suspended (the future it waited on is cancelled first, as `Task.cancel()` does);
 a coroutine that already finished eagerly finishes with its result, like a 3.12
@@ -34,10 +40,12 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
-__all__ = ["Shell", "start_eagerly"]
+__all__ = ["EAGER", "Shell", "start_eagerly"]
 
-_enter_task = _tasks._enter_task
-_leave_task = _tasks._leave_task
+_enter_task: Any = getattr(_tasks, "_enter_task", None)
+_leave_task: Any = getattr(_tasks, "_leave_task", None)
+EAGER: bool = callable(_enter_task) and callable(_leave_task)
+"""Whether `start_eagerly` runs first steps eagerly here (False: it starts tasks normally)."""
 _current_task = asyncio.current_task
 _copy_context = contextvars.copy_context
 _isfuture = asyncio.isfuture
@@ -164,6 +172,8 @@ def start_eagerly(
         task = _Task(shell, loop=loop, context=context)
     else:
         task = loop.create_task(shell, context=context)
+    if not EAGER:
+        return task  # the shell is FRESH: the task runs the coroutine from its start
     step = ready[-1] if type(ready) is deque and ready else None  # the task's first step
     current = _current_task(loop)
     if current is not None:
@@ -181,9 +191,16 @@ def start_eagerly(
         finally:
             if current is not None:
                 _enter_task(loop, current)
-    return task
+    try:
+        return task
+    finally:
+        # A step that raised in `first_step` keeps that frame in its exception's traceback,
+        # and the frame's f_back is this one: no local here may lead back to the task (task
+        # -> exception -> traceback -> frames -> task would be a cycle per failed step).
+        task = step = current = shell = None  # type: ignore[assignment]
 
 
 def _steps(handle: Any, task: asyncio.Task[Any]) -> bool:
-    """Whether `handle` is the scheduled step of `task`."""
-    return getattr(getattr(handle, "_callback", None), "__self__", None) is task
+    """Whether `handle` is the scheduled step of `task` (and can be run here)."""
+    callback = getattr(handle, "_callback", None)
+    return getattr(callback, "__self__", None) is task and hasattr(handle, "_args")
