@@ -328,6 +328,62 @@ async def test_sub_pipeline_run_is_a_child_of_its_sub_step(
     assert otel.metric("justpipe.runs", pipeline__name="parent") == 1
 
 
+async def test_nested_sub_pipelines_keep_maps_and_retries_in_shape(otel: Otel) -> None:
+    leaf: Pipe[dict[str, Any], None] = Pipe(name="leaf")
+    failures: list[int] = []
+
+    def again(error: Exception) -> Retry | None:
+        failures.append(1)
+        return Retry() if len(failures) == 1 else None
+
+    @leaf.map(each="piece")
+    async def split(state: dict[str, Any]) -> list[int]:
+        return [0, 1]
+
+    @leaf.step(on_error=again)
+    async def piece(state: dict[str, Any], item: int) -> None:
+        if item == 0 and not failures:
+            raise ValueError("first try")
+
+    mid: Pipe[dict[str, Any], None] = Pipe(name="mid")
+
+    @mid.sub(pipeline=leaf, to="last")
+    async def to_leaf(state: dict[str, Any]) -> dict[str, Any]:
+        return state
+
+    @mid.step
+    async def last(state: dict[str, Any]) -> None:
+        raise RuntimeError("mid fails")
+
+    top: Pipe[dict[str, Any], None] = Pipe(name="top")
+
+    @top.sub(pipeline=mid)
+    async def to_mid(state: dict[str, Any]) -> dict[str, Any]:
+        return state
+
+    otel.observer.instrument(top)
+    leaf.add_observer(otel.observer)
+    await collect(top)
+    pieces = sorted(
+        otel.children(otel.one("split")),
+        key=lambda s: (attr(s, "justpipe.map.index"), attr(s, "justpipe.attempt")),
+    )
+    assert [
+        (attr(s, "justpipe.map.index"), attr(s, "justpipe.invocation.status")) for s in pieces
+    ] == [(0, "retried"), (0, "success"), (1, "success")]
+    assert [link.context.span_id for link in pieces[1].links] == [_ctx(pieces[0]).span_id]
+    leaf_run, mid_run = otel.one("RUN leaf"), otel.one("RUN mid")
+    assert leaf_run.parent is not None and mid_run.parent is not None
+    assert leaf_run.parent.span_id == _ctx(otel.one("to_leaf")).span_id
+    assert mid_run.parent.span_id == _ctx(otel.one("to_mid")).span_id
+    assert attr(leaf_run, "justpipe.run.status") == "success"
+    assert attr(mid_run, "justpipe.run.status") == "failed"
+    assert mid_run.status.status_code is StatusCode.ERROR
+    assert otel.one("last").status.status_code is StatusCode.ERROR
+    assert attr(otel.one("last"), "justpipe.stage") == "to_mid:last"
+    assert otel.metric("justpipe.runs", pipeline__name="leaf") == 1
+
+
 async def test_a_child_observed_alone_traces_itself(otel: Otel) -> None:
     parent = _sub_pipes(otel.observer)  # only the child pipe has the observer
     await collect(parent)

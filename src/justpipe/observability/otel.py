@@ -894,9 +894,9 @@ class OpenTelemetryObserver(Observer):
         index = _map_index(stage, scope)
         # a new attempt (Retry): the previous attempt is still open, same step and scope
         previous: _Inv | None = None
-        if forwarded:  # forwarded events lose the child's lineage: same key, next attempt
+        if forwarded:  # forwarded events lose the child's lineage: same key, still open
             candidate = trace_.by_key.get(key)
-            if candidate is not None and candidate.attempt == event.attempt - 1:
+            if candidate is not None and candidate.attempt < event.attempt:
                 previous = candidate
         elif event.parent_invocation_id is not None:
             candidate = run.invs.get(event.parent_invocation_id)
