@@ -21,8 +21,7 @@ import pytest
 
 from helpers import collect, end_data, of_type, run_with_watchdog
 from justpipe import EventType, Pipe
-from justpipe.types import CancellationToken, Stop
-from justpipe.types import PipelineTerminalStatus
+from justpipe.types import CancellationToken, PipelineTerminalStatus, Stop
 
 QUEUE_SIZES = [pytest.param(0, id="queue_size=0"), pytest.param(None, id="default-queue")]
 ITEMS = 300_000  # far more than a 0.2 s timeout lets through, even on a fast machine

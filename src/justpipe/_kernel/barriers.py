@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from justpipe._kernel.plan import ExecutionPlan, NodePlan
+from justpipe._kernel.records import system_record
 from justpipe.types import EventType, NodeKind
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from justpipe._kernel.kernel import _Kernel
 
 __all__ = ["_BarrierManager"]
+
 
 
 class _BarrierManager:
@@ -58,7 +60,7 @@ class _BarrierManager:
         self._watchers[node.index] = (None, time.monotonic())
         parents = list(node.parents)
         self._channel.put_nowait(  # from the loop: before any release of this wave
-            (
+            system_record(
                 EventType.BARRIER_WAIT,
                 node.name,
                 {
@@ -68,14 +70,7 @@ class _BarrierManager:
                     "completed_count": 0,
                     "waiting_for": list(parents),
                 },
-                time.time(),
                 NodeKind.BARRIER,
-                None,
-                None,
-                None,
-                1,
-                (),
-                None,
             )
         )
         self._kernel.spawn(self._watch(node))
@@ -89,18 +84,11 @@ class _BarrierManager:
         if task is not None:
             task.cancel()
         self._channel.put_nowait(
-            (
+            system_record(
                 EventType.BARRIER_RELEASE,
                 node.name,
                 {"duration": round(time.monotonic() - started, 6)},
-                time.time(),
                 NodeKind.BARRIER,
-                None,
-                None,
-                None,
-                1,
-                (),
-                None,
             )
         )
 

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["_ErrorChain", "_SubFailure"]
 
-_perf = time.perf_counter
 
 
 class _SubFailure(Exception):
@@ -148,7 +147,7 @@ class _ErrorChain:
         self._errors[inv.inv_id or inv.name] = exc
         meta = invocation_meta(
             inv,
-            _perf() - started,
+            time.perf_counter() - started,
             scope_meta.snapshot() if scope_meta is not None else None,
             StepStatus.ERROR,
         )

@@ -165,6 +165,7 @@ _TERMINAL_STATUS = {
     FailureReason.CANCELLED: PipelineTerminalStatus.CANCELLED,
     FailureReason.CLIENT_CLOSED: PipelineTerminalStatus.CLIENT_CLOSED,
 }
+# read once per run's end (many small runs): globals instead of enum attribute lookups
 _SUCCESS = PipelineTerminalStatus.SUCCESS
 _NO_KIND = FailureKind.NONE
 _NO_SOURCE = FailureSource.NONE

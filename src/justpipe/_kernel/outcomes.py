@@ -36,7 +36,7 @@ class Outcome(IntEnum):
 # outcomes after which the invocation publishes its STEP_END
 ENDS_NORMALLY = frozenset({Outcome.OK, Outcome.ROUTE, Outcome.STOP, Outcome.SKIP, Outcome.SUSPEND})
 
-_OK = Outcome.OK
+_OK = Outcome.OK  # read per step (a global, not an enum attribute lookup)
 
 
 def interpret(name: str, result: Any, error: BaseException | None) -> tuple[Outcome, Any]:

@@ -79,6 +79,8 @@ Completion = tuple["_Invocation", "Outcome", Any]
 START_ROOTS: tuple[()] = ()  # schedule the roots (queued right after START)
 FINISH_MARK: tuple[None] = (None,)  # publish FINISH (queued after the shutdown hooks)
 
+# Hot-path aliases: a module global costs ~30 ns to read, an enum member's class attribute
+# ~200 ns on 3.11 (timeit, docs/performance.md); only names read per event or per step.
 _time = time.time
 _SYSTEM = NodeKind.SYSTEM
 
