@@ -7,9 +7,13 @@ Dask worker thread.
 The cluster: an existing `distributed.Client` (used as it is, never closed by justpipe),
 a scheduler `address` (justpipe opens and closes its own client), or, with neither, a
 `distributed.LocalCluster(**cluster_kwargs)` started on first use and closed by
-`aclose()`. A LocalCluster started here sets ``distributed.scheduler.allowed-failures``
-to 0, so a task whose worker dies fails at once (`WorkerLostError`) instead of being
-rerun by the scheduler; set that on clusters you start yourself to get the same.
+`aclose()`. A LocalCluster started here sets ``allowed-failures`` to 0
+(`DaskExecutor.SCHEDULER_CONFIG`), so a task whose worker dies fails at once
+(`WorkerLostError`) instead of being rerun by the scheduler; set it on clusters you start
+yourself to get the same. Dask also fails the tasks that were only queued on the dead
+worker: each call logs an event when it starts running, and a call whose worker died
+before that event reached the scheduler is submitted again (at most `MAX_RESUBMITS`
+times). A call that dies within milliseconds of starting may so run a second time.
 
 Stopping: cancelling a call cancels its Dask future and the local await ends at once, but
 Dask cannot interrupt a task that is already running: a plain function runs to its end
@@ -27,7 +31,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from justpipe._kernel.invoker import timeout_error
 from justpipe.executors import _remote
@@ -52,9 +56,12 @@ def _dask_call(payload: bytes) -> bytes:
     import distributed
 
     try:
-        address = distributed.get_worker().address
+        worker = distributed.get_worker()
     except ValueError:  # not on a worker (a synchronous scheduler)
         address = "local"
+    else:
+        address = worker.address
+        worker.log_event(DaskExecutor.STARTED_TOPIC, worker.get_current_task())
     return _remote.run_call(payload, f"dask worker {address} (pid {os.getpid()})")
 
 
@@ -64,6 +71,14 @@ class DaskExecutor(Executor):
 
     name = "dask"
     supports_streaming = False
+    #: The scheduler setting of a LocalCluster started here (set it on your own clusters
+    #: for the same failure semantics): a task whose worker dies fails at once instead of
+    #: being rerun elsewhere.
+    SCHEDULER_CONFIG: ClassVar[dict[str, Any]] = {"distributed.scheduler.allowed-failures": 0}
+    #: The topic of the event a call logs when it starts running on a worker: a call
+    #: whose worker died before it started (it was only queued there) is resubmitted.
+    STARTED_TOPIC: ClassVar[str] = "justpipe-started"
+    MAX_RESUBMITS: ClassVar[int] = 3
 
     def __init__(
         self,
@@ -110,9 +125,10 @@ class DaskExecutor(Executor):
         else:
             import dask
 
-            kwargs: dict[str, Any] = {"processes": True, "dashboard_address": None}
+            kwargs: dict[str, Any] = {"processes": True, "dashboard_address": ":0"}
             kwargs.update(self._cluster_kwargs)
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+
+            with dask.config.set(self.SCHEDULER_CONFIG):
                 self._cluster = distributed.LocalCluster(**kwargs)
             client = distributed.Client(self._cluster)
         self._client = client
@@ -140,41 +156,57 @@ class DaskExecutor(Executor):
 
         await asyncio.to_thread(stop)
 
-    def _lost(self, exc: BaseException, info: CallInfo) -> BaseException:
-        from distributed.scheduler import KilledWorker
-
-        if isinstance(exc, KilledWorker):
-            return WorkerLostError(info.step, f"Dask reported KilledWorker: {exc}")
-        return exc
-
     async def call(self, fn: Callable[..., Any], kwargs: dict[str, Any], *, info: CallInfo) -> Any:
         payload = _remote.dumps_call(fn, kwargs, info, self.trace_hook, self.name)
         await self.start()
-        client = self._client
-        key = f"justpipe-{info.step}-{uuid.uuid4().hex}"
-        future = client.submit(_dask_call, payload, key=key, pure=False, retries=0)
-        self._inflight.add(future)
-        done = False
+        if info.timeout is None:
+            return await self._call(payload, info)
         try:
             async with asyncio.timeout(info.timeout) as cm:
-                data = await self._result(future)
-            done = True
+                return await self._call(payload, info)
         except TimeoutError:
             if cm.expired():
-                assert info.timeout is not None
                 raise timeout_error(info.step, info.timeout) from None
             raise
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            done = True
-            raise self._lost(exc, info) from None
-        finally:
-            self._inflight.discard(future)
-            if not done:
-                # fire and forget: Future.cancel() waits for the scheduler
-                asyncio.get_running_loop().run_in_executor(None, _cancel_quietly, future)
-        return _remote.decode(data, info, self.name)[1]
+
+    async def _call(self, payload: bytes, info: CallInfo) -> Any:
+        from distributed.scheduler import KilledWorker
+
+        client = self._client
+        resubmits = 0
+        while True:
+            key = f"justpipe-{info.step}-{uuid.uuid4().hex}"
+            future = client.submit(_dask_call, payload, key=key, pure=False, retries=0)
+            self._inflight.add(future)
+            done = False
+            try:
+                data = await self._result(future)
+                done = True
+            except KilledWorker as exc:
+                done = True
+                # Dask fails every task its dead worker held, queued ones too: a call that
+                # never started there is submitted again, a started one is lost
+                if resubmits < self.MAX_RESUBMITS and not await self._started_on_worker(key):
+                    resubmits += 1
+                    continue
+                raise WorkerLostError(info.step, f"Dask reported KilledWorker: {exc}") from None
+            finally:
+                self._inflight.discard(future)
+                if not done:
+                    # fire and forget: Future.cancel() waits for the scheduler
+                    asyncio.get_running_loop().run_in_executor(None, _cancel_quietly, future)
+            return _remote.decode(data, info, self.name)[1]
+
+    async def _started_on_worker(self, key: str) -> bool:
+        client = self._client
+
+        def started() -> bool:
+            events = client.get_events(self.STARTED_TOPIC)
+            return any(msg == key for _, msg in events)
+
+        # the worker's event may still be on its way to the scheduler
+        await asyncio.sleep(0.05)
+        return await asyncio.to_thread(started)
 
     async def _result(self, future: Any) -> bytes:
         loop = asyncio.get_running_loop()
