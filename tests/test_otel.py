@@ -605,7 +605,7 @@ async def test_client_close_is_distinguishable(otel: Otel) -> None:
     assert attr(run, "cicd.pipeline.result") == "cancellation"
     assert run.status.status_code is StatusCode.UNSET
     assert attr(otel.one("waits"), "justpipe.invocation.status") == "client_closed"
-    assert otel.metric("justpipe.invocations.active", step__name="waits") == 0
+    assert otel.metric("justpipe.invocations.active", pipeline__name="closed") == 0
 
 
 async def test_suspended_run_is_distinguishable(otel: Otel) -> None:
@@ -915,7 +915,7 @@ async def test_metrics_values(otel: Otel) -> None:
     assert total >= end_data(first).duration_s
     count, _ = otel.metric("justpipe.invocation.duration", step__name="a", step__kind="step")
     assert count == 2
-    assert otel.metric("justpipe.invocations.active", step__name="b") == 0
+    assert otel.metric("justpipe.invocations.active", pipeline__name="counted") == 0
     units = {m.name: m.unit for m in _metric_objects(otel)}
     assert units == {
         "justpipe.runs": "{run}",

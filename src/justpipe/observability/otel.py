@@ -123,6 +123,10 @@ _TASK_RESULT = {
     "timeout": "timeout",
     "client_closed": "cancellation",
 }
+_ENDINGS: dict[str, dict[str, Any]] = {
+    status: {INVOCATION_STATUS: status, CICD_TASK_RUN_RESULT: result}
+    for status, result in _TASK_RESULT.items()
+}
 # messages the kernel gives its own exceptions, so failed spans get a real error.type
 _KNOWN_ERRORS = (
     ("Step '", " timed out after ", "TimeoutError"),
@@ -351,6 +355,7 @@ class _Instruments:
         "run_duration",
         "invocation_duration",
         "in_flight",
+        "active",
         "tokens",
         "retries",
         "map_items",
@@ -370,10 +375,14 @@ class _Instruments:
             unit="s",
             description="Duration of step invocations (STEP_START to its end), by step and status.",
         )
-        self.in_flight = meter.create_up_down_counter(
+        # asynchronous: read when metrics are collected, so an invocation costs no
+        # measurement for it (the observer keeps the live count per pipeline)
+        self.active: dict[str, int] = {}
+        self.in_flight = meter.create_observable_up_down_counter(
             "justpipe.invocations.active",
+            callbacks=[self._observe_active],
             unit="{invocation}",
-            description="Step invocations started and not yet ended.",
+            description="Step invocations started and not yet ended, by pipeline.",
         )
         self.tokens = meter.create_counter(
             "justpipe.tokens", unit="{token}", description="TOKEN events streamed by steps."
@@ -386,6 +395,10 @@ class _Instruments:
         self.map_items = meter.create_counter(
             "justpipe.map.items", unit="{item}", description="Items fanned out by map steps."
         )
+
+    def _observe_active(self, options: metrics.CallbackOptions) -> Iterator[metrics.Observation]:
+        for pipe_name, count in list(self.active.items()):
+            yield metrics.Observation(count, {PIPELINE_NAME: pipe_name})
 
 
 # --------------------------------------------------------------------------- per run
@@ -455,6 +468,7 @@ class _Run:
 
 
 _LIVE: dict[int, _Run] = {}  # id(run) -> run, for run_carrier
+_METERS: dict[int, tuple[metrics.MeterProvider, _Instruments]] = {}
 
 
 def _ns(timestamp: float) -> int:
@@ -548,7 +562,6 @@ class OpenTelemetryObserver(Observer):
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
         self._tracers: dict[int, tuple[trace.TracerProvider, Tracer]] = {}
-        self._meters: dict[int, tuple[metrics.MeterProvider, _Instruments]] = {}
         self._runs: dict[str, _Run] = {}
         self._pipes: dict[str, Any] = {}  # pipe name -> Pipe, from instrument()
         self._hashes: dict[str, str | None] = {}
@@ -615,13 +628,14 @@ class OpenTelemetryObserver(Observer):
         provider = self._meter_provider or metrics.get_meter_provider()
         if isinstance(provider, (metrics.NoOpMeterProvider, _ProxyMP)):
             return None
-        cached = self._meters.get(id(provider))
+        cached = _METERS.get(id(provider))
         if cached is not None and cached[0] is provider:
             return cached[1]
         from justpipe import __version__
 
+        # one set of instruments per provider, shared by every observer that uses it
         instruments = _Instruments(provider.get_meter(INSTRUMENTATION_NAME, __version__))
-        self._meters[id(provider)] = (provider, instruments)
+        _METERS[id(provider)] = (provider, instruments)
         return instruments
 
     # ------------------------------------------------------------------ callbacks
@@ -979,7 +993,8 @@ class OpenTelemetryObserver(Observer):
         if event.node_kind is NodeKind.SUB:
             run.subs[event.stage] = inv
         if run.instruments is not None:
-            run.instruments.in_flight.add(1, self._attrs(run, trace_.pipe_name, stage))
+            active = run.instruments.active
+            active[trace_.pipe_name] = active.get(trace_.pipe_name, 0) + 1
         if span_context is not None:
             _INVOCATIONS[inv_id] = span_context
             if _WAITERS:
@@ -1006,10 +1021,12 @@ class OpenTelemetryObserver(Observer):
         trace_.last_end = timestamp
         span = inv.span
         if span is not None:
-            span.set_attribute(INVOCATION_STATUS, status)
-            span.set_attribute(CICD_TASK_RUN_RESULT, _TASK_RESULT.get(status, "failure"))
+            ending = _ENDINGS.get(status)
+            if ending is None:
+                ending = {INVOCATION_STATUS: status, CICD_TASK_RUN_RESULT: "failure"}
             if inv.tokens:
-                span.set_attribute(TOKENS, inv.tokens)
+                ending = {**ending, TOKENS: inv.tokens}
+            span.set_attributes(ending)
             if error is not None:
                 _record_error(span, error, _error_type(error))
             elif status == "timeout":
@@ -1027,7 +1044,7 @@ class OpenTelemetryObserver(Observer):
         instruments = run.instruments
         if instruments is not None:
             pipe_name = trace_.pipe_name
-            instruments.in_flight.add(-1, self._attrs(run, pipe_name, inv.name))
+            instruments.active[pipe_name] -= 1
             instruments.invocation_duration.record(
                 max(0.0, timestamp - inv.start),
                 self._attrs(run, pipe_name, inv.name, inv.kind, status),
