@@ -60,6 +60,14 @@ _MODULES: Final = (
 ) + (("_eager",) if _EAGER_CORE else ())
 """The twin pairs: compiled `NAME` (from NAME.pyx) and pure `NAME_py`."""
 
+# Why two sources per pair, not one `.py` compiled with an augmenting `.pxd` (aiohttp's
+# `reader_py.py` + `reader_c.pxd`): CMakeLists.txt compiles the `*.pyx` glob, so the
+# shared source would have to sit under the compiled name (`_ids.py` + `_ids.pxd`), and a
+# `.py` ships in every wheel (wheel.exclude drops .pyx/.pxd/.c): a pure install would then
+# import `_core._ids` as interpreted code and report the compiled backend as available.
+# And most pairs differ on purpose (C arrays in `_barrier`/`_scheduler`, C-slot
+# construction in `_events`: under 20% of their lines match); the close ones are short.
+
 _EXPORTED: Final = (
     "JoinTable",
     "Readiness",

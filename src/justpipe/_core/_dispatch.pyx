@@ -5,9 +5,6 @@ __all__ = ["FINISH", "START", "Dispatcher"]
 START = 0
 FINISH = 1
 
-cdef object _START = START
-cdef object _FINISH = FINISH
-
 
 cdef class Dispatcher:
     """Turns the control channel's records into published events (see `_dispatch_py`)."""
@@ -48,9 +45,9 @@ cdef class Dispatcher:
             elif size == 5:
                 event = self._forward(*record)
             elif size == 0:
-                return _START
+                return START
             else:
-                return _FINISH
+                return FINISH
             if self._hooks is not None:
                 event = self._hooks(event)
             if self._record(event):

@@ -22,6 +22,8 @@ from justpipe.types import (
 
 __all__ = ["MetricsRecorder"]
 
+# Kept: enum members are slow to look up on 3.11 (`EventType.X` goes through the enum
+# metaclass); timed, `record` took 46-90% longer with `EventType.X` in its branches.
 _START = EventType.STEP_START
 _END = EventType.STEP_END
 _ERROR = EventType.STEP_ERROR
