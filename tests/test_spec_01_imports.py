@@ -216,16 +216,24 @@ def test_pipe_constructor_signature_and_defaults() -> None:
         "flush_interval": None,
         "max_retries": 100,
     }
-    assert list(params)[1:] == list(expected)
+    # upstream's parameters, in its order, then ours (keyword-only, default None)
+    ours = {"executors"}
+    assert list(params)[1 : len(expected) + 1] == list(expected)
+    assert set(list(params)[len(expected) + 1 :]) == ours
     for name, default in expected.items():
         assert params[name].default == default, name
     keyword_only = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    assert keyword_only == list(expected)[2:]
+    assert keyword_only == list(expected)[2:] + [n for n in params if n in ours]
+    assert all(params[n].default is None for n in ours)
 
 
 def test_run_signature_keeps_positional_order() -> None:
-    params = list(inspect.signature(Pipe.run).parameters)
-    assert params == ["self", "state", "context", "start", "queue_size", "timeout"]
+    signature = inspect.signature(Pipe.run).parameters
+    params = list(signature)
+    assert params[:6] == ["self", "state", "context", "start", "queue_size", "timeout"]
+    # ours after upstream's, keyword-only so no positional call changes meaning
+    assert params[6:] == ["executors"]
+    assert signature["executors"].kind is inspect.Parameter.KEYWORD_ONLY
 
 
 @pytest.mark.parametrize(

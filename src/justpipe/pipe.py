@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 
-from justpipe._kernel.injection import resolve_name
+from justpipe._kernel.injection import analyze_on_result, resolve_name
 from justpipe._kernel.plan import ExecutionPlan, compile_plan
 from justpipe._kernel.registry import Middleware, _PipelineRegistry
 from justpipe._kernel.runner import _PipelineRunner
@@ -49,6 +49,7 @@ class _RunSetup:
     max_retries: int
     failure_config: FailureClassificationConfig
     metadata: dict[str, Any]
+    executors: dict[str, Any]
 
 
 class Pipe(Generic[StateT, ContextT]):
@@ -72,6 +73,7 @@ class Pipe(Generic[StateT, ContextT]):
         persist: bool | None = None,
         flush_interval: int | None = None,
         max_retries: int = 100,
+        executors: dict[str, Any] | None = None,
     ) -> None:
         _check_options(
             name,
@@ -93,6 +95,8 @@ class Pipe(Generic[StateT, ContextT]):
         self.max_retries = max_retries
         self.flush_interval = flush_interval
         self.metadata: dict[str, Any] = dict(metadata or {})
+        # name -> Executor, for steps with executor="name" (run(executors=...) rebinds per run)
+        self.executors: dict[str, Any] = _check_executors("Pipe(executors=...)", executors)
         self.cancellation_token = cancellation_token or CancellationToken()
         self.failure_classification = failure_classification or FailureClassificationConfig()
         self.persist = _env_flag("JUSTPIPE_PERSIST") if persist is None else bool(persist)
@@ -122,6 +126,15 @@ class Pipe(Generic[StateT, ContextT]):
             self.registry.error_injection[step.name] = self.registry.analyze_handler(
                 step.on_error, ""
             )
+        if step.on_result is not None:
+            step.on_result_injection = analyze_on_result(
+                step.on_result,
+                name=step.name,
+                state_type=self.registry.state_type,
+                context_type=self.registry.context_type,
+            )
+        if step.executor is not None:
+            _warn_copies(step.name, injection)
         self.registry.add_step(step, injection)
         return func
 
@@ -351,13 +364,17 @@ class Pipe(Generic[StateT, ContextT]):
         start: str | Callable[..., Any] | None = None,
         queue_size: int | None = None,
         timeout: float | None = None,
+        *,
+        executors: dict[str, Any] | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Run the pipeline; iterate the returned async generator for its events.
 
+        `executors` binds executor names for this run (before `Pipe(executors=...)`).
         Nothing happens until the first ``__anext__()``: validation errors surface there.
         """
         _check_run_args(queue_size, timeout)
-        return _PipelineRunner(self, state, context, start, queue_size, timeout).stream()
+        bound = _check_executors("run(executors=...)", executors)
+        return _PipelineRunner(self, state, context, start, queue_size, timeout, bound).stream()
 
     def _prepare_run(self, start: Any) -> _RunSetup:
         start_name = resolve_name(start) if start is not None else None
@@ -387,6 +404,7 @@ class Pipe(Generic[StateT, ContextT]):
             max_retries=self.max_retries,
             failure_config=self.failure_classification,
             metadata=self.metadata,
+            executors=self.executors,
         )
 
     def __repr__(self) -> str:
@@ -445,6 +463,43 @@ def _check_int(option: str, value: Any, *, minimum: int, allow_none: bool) -> No
         raise TypeError(f"{option} must be an int, got {type(value).__name__}: {value!r}")
     if value < minimum:
         raise ValueError(f"{option} must be >= {minimum}, got {value}")
+
+
+def _warn_copies(step: str, injection: dict[str, Any]) -> None:
+    """An offloaded step that takes state or context gets copies: say so, once."""
+    from justpipe.types import InjectionSource
+
+    copied = (InjectionSource.STATE, InjectionSource.CONTEXT)
+    taken = [p for p, src in injection.items() if src in copied]
+    if taken:
+        warnings.warn(
+            f"Step '{step}' runs on an executor: its {', '.join(taken)} argument is a pickled "
+            "copy, and changes to it do not come back. Return the value and merge it in the "
+            "event loop with on_result=.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def _check_executors(where: str, executors: Any) -> dict[str, Any]:
+    if executors is None:
+        return {}
+    if not isinstance(executors, dict):
+        raise TypeError(
+            f"{where} must be a dict of name -> Executor, got {type(executors).__name__}: "
+            'e.g. {"cpu": ProcessExecutor()}.'
+        )
+    from justpipe.executors.base import Executor
+
+    for name, executor in executors.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{where}: executor names must be non-empty strings, got {name!r}.")
+        if not isinstance(executor, Executor):
+            raise TypeError(
+                f"{where}: {name!r} is {type(executor).__name__}, not an Executor: use "
+                "justpipe.executors.ProcessExecutor(), DaskExecutor() or RayExecutor()."
+            )
+    return dict(executors)
 
 
 def _check_run_args(queue_size: Any, timeout: Any) -> None:

@@ -146,6 +146,7 @@ class _Invocation:
         "has_item",
         "item",
         "map_run",
+        "placement",
     )
 
     def __init__(
@@ -172,3 +173,8 @@ class _Invocation:
         self.has_item = has_item
         self.item = item
         self.map_run = map_run
+        self.placement: Any = None  # where an offloaded invocation ran (executors.Placement)
+
+    def placed(self, placement: Any) -> None:
+        """The executor says where this invocation runs (reported in its end event's meta)."""
+        self.placement = placement

@@ -13,7 +13,14 @@ from typing import Any
 
 from justpipe.types import CancellationToken, DefinitionError, InjectionSource
 
-__all__ = ["HOOK_UNKNOWN_ALLOWED", "STEP_UNKNOWN_ALLOWED", "analyze", "resolve_name"]
+__all__ = [
+    "HOOK_UNKNOWN_ALLOWED",
+    "STEP_UNKNOWN_ALLOWED",
+    "OnResultInjection",
+    "analyze",
+    "analyze_on_result",
+    "resolve_name",
+]
 
 STEP_UNKNOWN_ALLOWED = 1
 HOOK_UNKNOWN_ALLOWED = 0
@@ -146,3 +153,43 @@ def _too_many_unknown(
         "'state'/'s', 'context'/'ctx'/'c', 'error'/'e', 'step_name' or 'cancel', "
         "or give them default values."
     )
+
+
+OnResultInjection = tuple[tuple[str, str], ...]
+_ON_RESULT_SOURCES = {
+    InjectionSource.STATE: "state",
+    InjectionSource.CONTEXT: "context",
+    InjectionSource.CANCEL: "token",
+}
+
+
+def analyze_on_result(
+    func: Callable[..., Any], *, name: str, state_type: type, context_type: type
+) -> OnResultInjection:
+    """Which value each parameter of step `name`'s `on_result=` receives.
+
+    `item` and `result` by name; state, context and the cancellation token by type or by
+    their usual names. Anything else cannot be injected: a DefinitionError says so.
+    """
+    sig = _signature(func, name)
+    hints = _hints(func)
+    plan: list[tuple[str, str]] = []
+    for pname, param in sig.parameters.items():
+        if param.kind in _SKIPPED_KINDS or param.default is not inspect.Parameter.empty:
+            continue
+        if pname in ("item", "result"):
+            plan.append((pname, pname))
+            continue
+        annotation = hints.get(pname, param.annotation)
+        source = _by_type(annotation, state_type, context_type) or _NAME_FALLBACK.get(pname)
+        value = _ON_RESULT_SOURCES.get(source) if source is not None else None
+        if value is None:
+            raise DefinitionError(
+                f"Step '{name}': on_result={getattr(func, '__name__', func)!r} has parameter "
+                f"'{pname}', which cannot be injected. on_result receives state, context, item "
+                "(the map item) and result (the step's return value): rename the parameter or "
+                "give it a default.",
+                step_name=name,
+            )
+        plan.append((pname, value))
+    return tuple(plan)

@@ -16,14 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
-from justpipe._kernel.plan import CALL_ASYNC, CALL_STREAM, NodePlan
+from justpipe._kernel.plan import CALL_ASYNC, CALL_STREAM, ExecutionPlan, NodePlan
 from justpipe._kernel.records import system_record
-from justpipe.types import EventType, NodeKind, Suspend, _Next
+from justpipe.types import DefinitionError, EventType, NodeKind, Suspend, _Next
 
-__all__ = ["TURN_EVERY", "Sink", "_LocalInvoker", "stream", "timeout_error"]
+if TYPE_CHECKING:
+    from justpipe._kernel.context import _Invocation
+    from justpipe.executors.base import Executor
+
+__all__ = [
+    "TURN_EVERY",
+    "Sink",
+    "_LocalInvoker",
+    "bind_executors",
+    "stream",
+    "timeout_error",
+]
 
 
 class Sink(Protocol):
@@ -61,44 +72,122 @@ def timeout_error(name: str, seconds: float) -> TimeoutError:
 
 
 class _LocalInvoker:
-    """Calls user code in this event loop (see the module)."""
+    """Calls user code in this event loop, or on the step's executor (see the module).
 
-    __slots__ = ()
+    `executors` holds, per node index, the executor an offloaded step runs on in this run
+    (None for local steps); an offloaded step's function is its local proxy
+    (`offload.offload_proxy`), which the invoker points at that executor.
+    """
 
-    async def call(self, node: NodePlan, kwargs: dict[str, Any], stage: str, sink: Sink) -> Any:
-        """Call the node's function; streamed items go to `sink` as TOKEN records of `stage`."""
-        if node.direct:  # a coroutine function without a timeout
+    __slots__ = ("_executors",)
+
+    def __init__(self, executors: Sequence[Executor | None] = ()) -> None:
+        self._executors = executors
+
+    async def call(
+        self, node: NodePlan, kwargs: dict[str, Any], inv: _Invocation, sink: Sink
+    ) -> Any:
+        """Call the node's function; streamed items go to `sink` as TOKEN records."""
+        if node.direct:  # a local coroutine function without a timeout
             return await node.func(**kwargs)
         if node.timeout is None:
-            return await self._call(node, kwargs, stage, sink)
+            return await self._call(node, kwargs, inv, sink)
         try:
             async with asyncio.timeout(node.timeout) as cm:
-                return await self._call(node, kwargs, stage, sink)
+                return await self._call(node, kwargs, inv, sink)
         except TimeoutError:
             if cm.expired():
                 raise timeout_error(node.name, node.timeout) from None
             raise
 
     async def call_handler(self, func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-        """Call an error handler or a lifecycle hook (sync or async)."""
+        """Call an error handler, an `on_result=` or a lifecycle hook (sync or async)."""
         result = func(**kwargs)
         if inspect.isawaitable(result):
             return await result
         return result
 
-    async def _call(self, node: NodePlan, kwargs: dict[str, Any], stage: str, sink: Sink) -> Any:
+    async def _call(
+        self, node: NodePlan, kwargs: dict[str, Any], inv: _Invocation, sink: Sink
+    ) -> Any:
+        if node.remote:
+            return await self._call_remote(node, kwargs, inv, sink)
         mode = node.call_mode
         if mode == CALL_ASYNC:
             result = await node.func(**kwargs)
         elif mode == CALL_STREAM:
-            return await stream(node.func(**kwargs), stage, sink)
+            return await stream(node.func(**kwargs), inv.name, sink)
         else:
             result = node.func(**kwargs)
             if inspect.isawaitable(result):
                 result = await result
         if inspect.isasyncgen(result) and node.kind is NodeKind.STEP:
-            return await stream(result, stage, sink)
+            return await stream(result, inv.name, sink)
         return result
+
+    async def _call_remote(
+        self, node: NodePlan, kwargs: dict[str, Any], inv: _Invocation, sink: Sink
+    ) -> Any:
+        """The step's proxy, pointed at this run's executor for the step."""
+        from justpipe._kernel.offload import offloading
+        from justpipe.executors.base import CallInfo
+
+        executor = self._executors[node.index]
+        assert executor is not None, f"step {node.name!r} has no executor bound for this run"
+        info = CallInfo(
+            step=node.name,
+            invocation_id=inv.inv_id or "",
+            attempt=inv.attempt,
+            on_placed=inv.placed,
+        )
+        owner = inv.map_run
+        bounded = owner is not None and _bounded_map(owner.inv.node)
+        # a bounded map's pool already limits its workers; anything else waits for a slot
+        limiter = None if bounded else executor.limiter()
+        with offloading(executor, info, limiter):
+            if node.call_mode == CALL_STREAM:
+                return await stream(node.func(**kwargs), inv.name, sink)
+            return await node.func(**kwargs)
+
+
+def bind_executors(
+    plan: ExecutionPlan, bound: Mapping[str, Any], defaults: Mapping[str, Any]
+) -> tuple[Executor | None, ...]:
+    """Each node's executor for one run: names resolve in `run(executors=...)`, then in
+    `Pipe(executors=...)`. An unknown name, or a streaming step on an executor that cannot
+    stream, is a DefinitionError before anything runs. Empty when every step is local."""
+    if not any(node.remote for node in plan.nodes):
+        return ()
+    table: list[Executor | None] = []
+    for node in plan.nodes:
+        spec = node.executor
+        if spec is None:
+            table.append(None)
+            continue
+        executor = spec
+        if isinstance(spec, str):
+            executor = bound.get(spec, defaults.get(spec))
+            if executor is None:
+                known = sorted({*bound, *defaults})
+                raise DefinitionError(
+                    f"Step '{node.name}' runs on executor {spec!r}, which is not bound: known "
+                    f"executors: {', '.join(map(repr, known)) or 'none'}. Pass "
+                    f"Pipe(executors={{{spec!r}: ...}}) or run(executors={{{spec!r}: ...}}).",
+                    step_name=node.name,
+                )
+        if node.call_mode == CALL_STREAM and not executor.supports_streaming:
+            raise DefinitionError(
+                f"Step '{node.name}' is an async generator, and {type(executor).__name__} "
+                "cannot stream its items back: run it on ProcessExecutor or RayExecutor, "
+                "keep it local, or return a list instead of yielding.",
+                step_name=node.name,
+            )
+        table.append(executor)
+    return tuple(table)
+
+
+def _bounded_map(node: NodePlan | None) -> bool:
+    return getattr(node, "max_concurrency", None) is not None
 
 
 async def stream(agen: Any, stage: str, sink: Sink) -> Any:

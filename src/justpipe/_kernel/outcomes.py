@@ -15,7 +15,7 @@ from typing import Any
 
 from justpipe.types import Raise, Retry, Skip, Stop, Suspend, _Next
 
-__all__ = ["ENDS_NORMALLY", "Outcome", "ignored_value_warning", "interpret"]
+__all__ = ["ENDS_NORMALLY", "Outcome", "ignored_value_warning", "interpret", "is_control"]
 
 
 class Outcome(IntEnum):
@@ -37,6 +37,14 @@ class Outcome(IntEnum):
 ENDS_NORMALLY = frozenset({Outcome.OK, Outcome.ROUTE, Outcome.STOP, Outcome.SKIP, Outcome.SUSPEND})
 
 _OK = Outcome.OK  # read per step (a global, not an enum attribute lookup)
+
+
+_CONTROL_TYPES = (str, _Next, Stop, Suspend, Skip, Retry, Raise)
+
+
+def is_control(result: Any) -> bool:
+    """Whether a step's return value is one the table acts on (not data for `on_result=`)."""
+    return result is Stop or isinstance(result, _CONTROL_TYPES)
 
 
 def interpret(name: str, result: Any, error: BaseException | None) -> tuple[Outcome, Any]:

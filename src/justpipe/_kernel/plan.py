@@ -60,6 +60,10 @@ class NodePlan:
     successors: tuple[int, ...]
     parents: tuple[str, ...]  # static `to=` parents, for BARRIER_WAIT payloads
     barrier_timeout: float | None  # effective: ALL barriers with >= 2 parent slots only
+    remote: bool  # runs on an executor (bound per run: `executor` below, by name or instance)
+    executor: Any  # `@pipe.step(executor=...)`: an Executor, a name, or None
+    on_result: Callable[..., Any] | None  # `@pipe.step(on_result=...)`
+    on_result_injection: tuple[tuple[str, str], ...]  # parameter -> state/context/token/item/result
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +204,7 @@ def _node_plan(
         "kind": step.kind,
         "func": func,
         "call_mode": call_mode,
-        "direct": call_mode == CALL_ASYNC and step.timeout is None,
+        "direct": call_mode == CALL_ASYNC and step.timeout is None and step.executor is None,
         "injection": injection,
         "item_param": item_param,
         "handler": step.on_error,
@@ -209,6 +213,10 @@ def _node_plan(
         "successors": tuple(v for v, _ in successors),
         "parents": tuple(parents),
         "barrier_timeout": barrier_timeout,
+        "remote": step.executor is not None,
+        "executor": step.executor,
+        "on_result": step.on_result,
+        "on_result_injection": step.on_result_injection,
     }
     if isinstance(step, _MapStep):
         return MapPlan(

@@ -165,9 +165,13 @@ def invocation_meta(
     if inv.inv_id is None or (inv.kind is NodeKind.SUB and status is StepStatus.SUCCESS):
         return None  # barrier-timeout errors and sub owners carry no step meta
     meta: dict[str, Any] = scoped if scoped is not None else {}
-    meta["framework"] = {
+    framework = meta["framework"] = {
         "duration_s": round(duration_s, 6),
         "attempt": inv.attempt,
         "status": status,
     }
+    placement = inv.placement
+    if placement is not None:  # offloaded: which executor and worker ran it
+        framework["executor"] = placement.executor
+        framework["worker"] = placement.worker
     return meta

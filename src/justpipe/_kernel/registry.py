@@ -83,6 +83,11 @@ class _BaseStep:
         self._wrapped_func: Callable[..., Any] | None = None
         self._wrapped_key: tuple[Any, ...] | None = None
         self.is_streaming = inspect.isasyncgenfunction(func)
+        # `@pipe.step(executor=..., on_result=...)` (standard steps only)
+        self.executor: Any = None  # an Executor, or the name of one bound at run start
+        self.on_result: Callable[..., Any] | None = None
+        self.on_result_injection: tuple[tuple[str, str], ...] = ()
+        self._proxy: tuple[Callable[..., Any], Callable[..., Any]] | None = None
 
     # -- compatibility surface
     def get_kind(self) -> NodeKind:
@@ -114,11 +119,20 @@ class _BaseStep:
         ctx = StepContext(
             name=self.name, kwargs=self.extra, pipe_name=self.pipe_name, retries=self.retries
         )
-        wrapped = self._active_func
+        wrapped = self._active_func if self.executor is None else self._offload_proxy()
         for mw in middleware:
             wrapped = mw(wrapped, ctx)
         self._wrapped_func = wrapped
         self._wrapped_key = key
+
+    def _offload_proxy(self) -> Callable[..., Any]:
+        """The local stand-in that middleware wraps when the step runs on an executor."""
+        from justpipe._kernel.offload import offload_proxy
+
+        func = self._active_func
+        if self._proxy is None or self._proxy[0] is not func:
+            self._proxy = (func, offload_proxy(self.name, func))
+        return self._proxy[1]
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} kind={self.kind.value}>"
@@ -257,6 +271,38 @@ def _check_on_error(step: str, handler: Any) -> None:
         )
 
 
+def _check_executor(step: str, executor: Any) -> Any:
+    if executor is None or isinstance(executor, str):
+        if isinstance(executor, str) and not executor:
+            raise DefinitionError(
+                f"Step '{step}' has executor='': name an executor of Pipe(executors={{...}}) "
+                "or run(executors={...}), or pass an Executor instance.",
+                step_name=step,
+            )
+        return executor
+    from justpipe.executors.base import Executor
+
+    if isinstance(executor, Executor):
+        return executor
+    raise TypeError(
+        f"Step '{step}' has executor={executor!r} ({type(executor).__name__}): pass an "
+        "Executor (justpipe.executors.ProcessExecutor(), DaskExecutor(), RayExecutor()) or "
+        "the name of one given to Pipe(executors={...}) or run(executors={...})."
+    )
+
+
+def _check_on_result(step: str, on_result: Any) -> Callable[..., Any] | None:
+    if on_result is None:
+        return None
+    if callable(on_result):
+        handler: Callable[..., Any] = on_result
+        return handler
+    raise TypeError(
+        f"Step '{step}' has a non-callable on_result={on_result!r}: pass a function "
+        "(state, item, result) -> None run in the event loop with each value the step returns."
+    )
+
+
 def _check_func(func: Any, what: str) -> None:
     if not callable(func):
         raise TypeError(
@@ -383,6 +429,16 @@ class _PipelineRegistry:
         step_name = resolve_name(name if name is not None else func)
         extra = dict(options or {})
         timeout = extra.pop("timeout", None)
+        executor = extra.pop("executor", None)
+        on_result = extra.pop("on_result", None)
+        if kind is not NodeKind.STEP and (executor is not None or on_result is not None):
+            option = "executor" if executor is not None else "on_result"
+            raise DefinitionError(
+                f"Step '{step_name}' (@pipe.{_DECORATOR[kind]}) does not take {option}=: it "
+                "belongs on a @pipe.step (for a map, on its worker step, the one named by "
+                "each=).",
+                step_name=step_name,
+            )
         retries = _check_retries(step_name, extra.pop("retries", 0))
         _check_positive(step_name, "timeout", timeout)
         _check_positive(step_name, "barrier_timeout", barrier_timeout)
@@ -416,7 +472,10 @@ class _PipelineRegistry:
             return _SubPipelineStep(
                 step_name, func, pipeline=self._check_pipeline(step_name, pipeline), **common
             )
-        return _StandardStep(step_name, func, **common)
+        step = _StandardStep(step_name, func, **common)
+        step.executor = _check_executor(step_name, executor)
+        step.on_result = _check_on_result(step_name, on_result)
+        return step
 
     @staticmethod
     def _check_each(step: str, each: Any) -> str:

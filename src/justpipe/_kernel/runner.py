@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from justpipe import _core
 from justpipe._kernel.context import _RunContext
 from justpipe._kernel.failures import _FailureJournal
-from justpipe._kernel.invoker import _LocalInvoker
+from justpipe._kernel.invoker import _LocalInvoker, bind_executors
 from justpipe._kernel.kernel import _Kernel
 from justpipe._kernel.meta import attach_meta
 from justpipe._kernel.orchestrator import _Orchestrator
@@ -99,6 +99,7 @@ class _PipelineRunner:
         start: Any,
         queue_size: int | None,
         timeout: float | None,
+        executors: dict[str, Any] | None = None,
     ) -> None:
         self.pipe = pipe
         self.state = state
@@ -106,6 +107,7 @@ class _PipelineRunner:
         self.start = start
         self.queue_size = pipe.queue_size if queue_size is None else queue_size
         self.timeout = timeout
+        self.run_executors = executors or {}
         self.run_id = os.urandom(16).hex()  # 32 lowercase hex digits, like uuid4().hex
         self.machine = _RunStateMachine()
         self.metrics = _core.MetricsRecorder()
@@ -131,6 +133,7 @@ class _PipelineRunner:
         )
         self.journal = _FailureJournal(setup.failure_config)
         self.pipe_name = setup.pipe_name
+        self.executors = bind_executors(self.plan, self.run_executors, setup.executors)
 
     # ------------------------------------------------------------------ the stream
 
@@ -144,7 +147,7 @@ class _PipelineRunner:
         channel = _core.ControlChannel(self.queue_size)
         kernel = _Kernel(channel.kick)
         kernel.eager_left = _EAGER_BUDGET
-        invoker = _LocalInvoker()
+        invoker = _LocalInvoker(self.executors)
         publisher = _EventPublisher(
             self.run_id,
             list(self.registry.event_hooks),

@@ -12,6 +12,8 @@ acts on.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -21,7 +23,7 @@ from justpipe._kernel.errors import _ErrorChain, _SubFailure
 from justpipe._kernel.invoker import _LocalInvoker
 from justpipe._kernel.maps import _MapFanOut
 from justpipe._kernel.meta import _ScopedMetaImpl, current_step_meta
-from justpipe._kernel.outcomes import ENDS_NORMALLY, Outcome, interpret
+from justpipe._kernel.outcomes import ENDS_NORMALLY, Outcome, interpret, is_control
 from justpipe._kernel.plan import MapPlan, NodePlan, SubPlan, SwitchPlan
 from justpipe._kernel.records import (
     completion,
@@ -64,6 +66,7 @@ class _StepRunner:
         "_attempts",
         "_kwargs",
         "_meta_on",
+        "_results_lock",
     )
 
     def __init__(
@@ -87,6 +90,7 @@ class _StepRunner:
         self._attempts = attempts
         self._kwargs = ctx.base_kwargs
         self._meta_on = ctx.meta is not None
+        self._results_lock: asyncio.Lock | None = None  # async on_result= calls, one at a time
 
     async def run(self, inv: _Invocation, worker: bool = False) -> None:
         """Run an invocation (and its retries, in this same task); `worker`: a map worker."""
@@ -112,8 +116,10 @@ class _StepRunner:
                     try:
                         if node is not None and inv.kind is _STEP:
                             result = await self._invoker.call(
-                                node, self._step_kwargs(node, inv), inv.name, ch
+                                node, self._step_kwargs(node, inv), inv, ch
                             )
+                            if result is not None and node.on_result is not None:
+                                result = await self._on_result(node, inv, result)
                             if result is None:
                                 outcome, value = _OK, None
                             else:
@@ -166,7 +172,7 @@ class _StepRunner:
                 "(or decorate it with @pipe.step())."
             )
         returned = await self._invoker.call(
-            node, self._step_kwargs(node, inv), inv.name, self._channel
+            node, self._step_kwargs(node, inv), inv, self._channel
         )
         if isinstance(node, SwitchPlan):
             return self._switch_route(node, returned)
@@ -176,6 +182,33 @@ class _StepRunner:
         assert isinstance(node, SubPlan)
         await self._run_sub(node, inv, returned)
         return _OK, None
+
+    async def _on_result(self, node: NodePlan, inv: _Invocation, result: Any) -> Any:
+        """`on_result=` with a data value the step returned; its own return value counts.
+
+        Runs in the event loop, one call at a time (an async one under the run's lock), so
+        merging results into the state needs no lock of the user's.
+        """
+        if is_control(result):
+            return result
+        ctx = self._ctx
+        values = {
+            "state": ctx.state,
+            "context": ctx.context,
+            "token": ctx.token,
+            "item": inv.item if inv.has_item else None,
+            "result": result,
+        }
+        handler = node.on_result
+        assert handler is not None
+        kwargs = {param: values[source] for param, source in node.on_result_injection}
+        if not inspect.iscoroutinefunction(handler):
+            return await self._invoker.call_handler(handler, kwargs)
+        lock = self._results_lock
+        if lock is None:
+            lock = self._results_lock = asyncio.Lock()
+        async with lock:
+            return await self._invoker.call_handler(handler, kwargs)
 
     def _switch_route(self, node: SwitchPlan, result: Any) -> tuple[Outcome, Any]:
         routes = node.routes
