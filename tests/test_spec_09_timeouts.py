@@ -68,10 +68,12 @@ async def test_run_timeout_applies_to_the_whole_run_not_each_step() -> None:
     for name, nxt in (("a", "b"), ("b", "c"), ("c", None)):
 
         async def step(s: Any) -> None:
-            await asyncio.sleep(0.04)
+            await asyncio.sleep(0.3)
 
         pipe.step(name, to=nxt)(step)
-    events = await collect(pipe, timeout=0.09)
+    # each step is well inside the timeout, the three together are not (150 ms margins
+    # either side, so a loaded machine does not change the outcome)
+    events = await collect(pipe, timeout=0.75)
     assert end_data(events).status is PipelineTerminalStatus.TIMEOUT
     assert [p[1] for p in pairs(events) if p[0] == "step_end"] == ["a", "b"]
 
