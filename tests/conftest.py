@@ -25,6 +25,9 @@ import pytest
 import justpipe
 import justpipe._core as core
 
+# the real engines' session fixtures (Ray, Dask, executors), shared across modules
+pytest_plugins = ["engines"]
+
 BACKENDS = ("cython", "python")
 REQUIRE_ENV = "JUSTPIPE_REQUIRE_EXTENSIONS"
 SLOW_ENV = "JUSTPIPE_SLOW"

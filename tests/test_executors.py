@@ -1,7 +1,8 @@
 """justpipe.executors against the real engines: a process pool, a Dask LocalCluster, Ray.
 
 One Ray session and one Dask LocalCluster (2 worker processes each) are started once for
-the whole test session by the session fixtures below and shut down at its end. The step
+the whole test session by the session fixtures in `engines.py` (shared with the
+pipeline-level tests) and shut down at its end. The step
 functions are module-level, so the workers import them from this module (the Ray session
 gets this directory on its workers' PYTHONPATH). Nothing here depends on the `_core`
 backend: every test runs once.
@@ -14,7 +15,6 @@ import contextlib
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -38,7 +38,6 @@ from justpipe.executors import (
 pytestmark = pytest.mark.backend_agnostic
 
 HERE = Path(__file__).resolve().parent
-GRACE = 0.5  # cancel_grace of the shared executors
 ALL = ("process", "dask", "ray")
 STREAMING = ("process", "ray")
 
@@ -147,64 +146,6 @@ def read_carrier() -> str:
 
 
 # --------------------------------------------------------------------------- engines
-
-
-@pytest.fixture(scope="session")
-def ray_session() -> Iterator[Any]:
-    """One local Ray for the whole test run (2 CPUs, no dashboard)."""
-    ray = require("ray", "ray")
-    paths = [str(HERE), *(p for p in sys.path if p and Path(p).is_dir())]
-    previous = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    finally:
-        if previous is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = previous
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="session")
-def dask_client() -> Iterator[Any]:
-    """One LocalCluster (2 worker processes, 1 thread each) for the whole test run."""
-    distributed = require("distributed", "dask")
-    dask = require("dask", "dask")
-    # a task whose worker dies fails at once: justpipe owns retries
-    with dask.config.set(DaskExecutor.SCHEDULER_CONFIG):
-        cluster = distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-        )
-    client = distributed.Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
-
-
-@pytest.fixture(scope="session")
-def process_executor() -> Iterator[ProcessExecutor]:
-    ex = ProcessExecutor(2, cancel_grace=GRACE)
-    yield ex
-    asyncio.run(ex.aclose())
-
-
-@pytest.fixture(scope="session")
-def dask_executor(dask_client: Any) -> Iterator[DaskExecutor]:
-    ex = DaskExecutor(client=dask_client)
-    yield ex
-    asyncio.run(ex.aclose())
-
-
-@pytest.fixture(scope="session")
-def ray_executor(ray_session: Any) -> Iterator[RayExecutor]:
-    ex = RayExecutor(cancel_grace=GRACE)
-    yield ex
-    asyncio.run(ex.aclose())
 
 
 @pytest.fixture
