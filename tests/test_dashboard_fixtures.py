@@ -1,0 +1,213 @@
+"""A run store for the dashboard tests, built by running real pipelines (no tests here).
+
+`build_store(root)` persists, under `root`:
+
+* ``orders``: load -> fan (a map over 5 items, worker ``work``) -> done; three
+  successful runs and one that fails in ``done``;
+* ``hostile``: a pipeline whose step names, state, step meta, run meta and error
+  message are HTML/JS payloads (nothing of it may execute in the browser);
+* ``live``: one run still going (its lease renewed by this process) and one whose
+  process died (its lease names a process that does not exist);
+* ``broken``: a ``runs.db`` that is not a database (its bytes must stay unchanged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from justpipe import Meta, Pipe
+from justpipe.storage import RunRecord
+from justpipe.storage.persistence import PIPELINE_JSON, RUNS_DB
+from justpipe.storage.sqlite import SQLiteBackend
+from justpipe.types import PipelineTerminalStatus
+
+XSS_SCRIPT = "<script>window.__xss = (window.__xss || 0) + 1</script>"
+XSS_IMG = '<img src=x onerror="window.__xss = (window.__xss || 0) + 1">'
+XSS_STEP = f"fetch{XSS_IMG}"
+TWIN_RUNS = ("twin0000aaaa000000000000000000001", "twin0000bbbb000000000000000000001")
+"""Two finished runs whose ids share the prefix ``twin0000``: an ambiguous prefix."""
+BROKEN_BYTES = b"this is not a SQLite database, and must stay exactly like this\n" * 4
+
+
+@dataclass
+class Store:
+    root: Path
+    orders_hash: str = ""
+    hostile_hash: str = ""
+    live_hash: str = ""
+    broken_hash: str = "b" * 16
+    order_runs: list[str] = field(default_factory=list)
+    failed_run: str = ""
+    hostile_run: str = ""
+    live_run: str = ""
+    dead_run: str = ""
+
+
+@dataclass
+class Ctx:
+    meta: Meta | None = None
+
+
+def orders_pipe(fail: bool = False) -> Pipe[Any, Any]:
+    pipe: Pipe[Any, Any] = Pipe(name="orders", persist=True)
+
+    @pipe.step(to="fan")
+    async def load(state: dict[str, Any]) -> None:
+        state["items"] = [1, 2, 3, 4, 5]
+
+    @pipe.map(each="work", to="done")
+    async def fan(state: dict[str, Any]) -> list[int]:
+        return list(state["items"])
+
+    @pipe.step
+    async def work(item: int, state: dict[str, Any]) -> None:
+        await asyncio.sleep(0.001 * item)
+
+    @pipe.step
+    async def done(state: dict[str, Any]) -> None:
+        if fail:
+            raise RuntimeError("payment service refused the order")
+
+    return pipe
+
+
+def hostile_pipe() -> Pipe[Any, Any]:
+    pipe: Pipe[Any, Any] = Pipe(name=f"hostile {XSS_SCRIPT}", persist=True)
+
+    @pipe.step(XSS_STEP, to="explode")
+    async def fetch(state: dict[str, Any], ctx: Ctx) -> None:
+        state["html"] = XSS_SCRIPT
+        state["img"] = XSS_IMG
+        assert ctx.meta is not None
+        ctx.meta.step.set("note", XSS_IMG)
+        ctx.meta.run.set("owner", XSS_SCRIPT)
+
+    @pipe.step
+    async def explode(state: dict[str, Any]) -> None:
+        raise ValueError(f"bad input {XSS_SCRIPT} {XSS_IMG}")
+
+    return pipe
+
+
+async def _drain(pipe: Pipe[Any, Any], state: Any, context: Any = None) -> str:
+    run_id = ""
+    async for event in pipe.run(state, context):
+        run_id = event.run_id
+    return run_id
+
+
+def _hash_of(pipe: Pipe[Any, Any]) -> str:
+    return str(pipe.describe()["pipeline_hash"])
+
+
+async def _build(store: Store) -> None:
+    for _ in range(3):
+        store.order_runs.append(await _drain(orders_pipe(), {}))
+        time.sleep(0.002)  # distinct start times keep "newest first" unambiguous
+    store.failed_run = await _drain(orders_pipe(fail=True), {})
+    store.orders_hash = _hash_of(orders_pipe())
+    hostile = hostile_pipe()
+    store.hostile_run = await _drain(hostile, {}, Ctx())
+    store.hostile_hash = _hash_of(hostile)
+
+
+def _event(run_id: str, seq: int, kind: str, stage: str, ts: float, **extra: Any) -> str:
+    data = {
+        "type": kind,
+        "stage": stage,
+        "timestamp": ts,
+        "run_id": run_id,
+        "seq": seq,
+        "node_kind": "step",
+        "invocation_id": extra.pop("invocation_id", None),
+        "attempt": 1,
+        "scope": [],
+        "meta": None,
+        "payload": extra.pop("payload", None),
+    }
+    return json.dumps(data)
+
+
+def add_live_pipeline(store: Store) -> None:
+    """A pipeline with one run still going (live lease) and one whose process died."""
+    store.live_hash = "1" * 16
+    directory = store.root / store.live_hash
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / PIPELINE_JSON).write_text(json.dumps({"name": "live", "nodes": {}}))
+    now = time.time()
+    store.live_run = "live0000run0000000000000000000001"
+    store.dead_run = "dead0000run0000000000000000000001"
+    with SQLiteBackend(directory / RUNS_DB) as backend:
+        backend.append_events(
+            store.live_run,
+            [
+                _event(store.live_run, 1, "start", "system", now),
+                _event(store.live_run, 2, "step_start", "slow", now, invocation_id="x:1"),
+            ],
+        )
+        backend.append_events(
+            store.dead_run, [_event(store.dead_run, 1, "start", "system", now - 5)]
+        )
+        conn = backend._connection()
+        conn.execute(
+            "UPDATE run_leases SET owner = ? WHERE run_id = ?",
+            (f"{socket.gethostname()}:0", store.dead_run),
+        )
+        for twin in TWIN_RUNS:
+            backend.save_run(
+                RunRecord(
+                    twin,
+                    datetime.fromtimestamp(now - 60, tz=UTC),
+                    datetime.fromtimestamp(now - 59, tz=UTC),
+                    timedelta(seconds=1),
+                    PipelineTerminalStatus.SUCCESS,
+                ),
+                [_event(twin, 1, "start", "system", now - 60)],
+            )
+
+
+def add_broken_pipeline(store: Store) -> None:
+    directory = store.root / store.broken_hash
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / RUNS_DB).write_bytes(BROKEN_BYTES)
+    (directory / PIPELINE_JSON).write_text(json.dumps({"name": "broken"}))
+
+
+def build_store(root: Path) -> Store:
+    """Persist every fixture run under `root` (sets and restores JUSTPIPE_STORAGE_PATH)."""
+    store = Store(root)
+    previous = os.environ.get("JUSTPIPE_STORAGE_PATH")
+    os.environ["JUSTPIPE_STORAGE_PATH"] = str(root)
+    try:
+        asyncio.run(_build(store))
+    finally:
+        if previous is None:
+            os.environ.pop("JUSTPIPE_STORAGE_PATH", None)
+        else:
+            os.environ["JUSTPIPE_STORAGE_PATH"] = previous
+    add_live_pipeline(store)
+    add_broken_pipeline(store)
+    return store
+
+
+def renew(store: Store) -> None:
+    """Renew the live run's lease (its "process" is the test process)."""
+    with SQLiteBackend(store.root / store.live_hash / RUNS_DB) as backend:
+        backend.beat(store.live_run)
+
+
+def sqlite_rows(path: Path, sql: str) -> list[Any]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
