@@ -642,6 +642,114 @@ async def test_stop_is_a_plain_success(otel: Otel) -> None:
     assert otel.named("unreached") == []
 
 
+async def test_barrier_timeout_is_an_error_span_of_the_join(otel: Otel) -> None:
+    pipe: Pipe[dict[str, Any], None] = Pipe(name="late-join")
+    released = asyncio.Event()
+
+    @pipe.step(to=["quick", "held"])
+    async def start(state: dict[str, Any]) -> None:
+        pass
+
+    @pipe.step(to="join")
+    async def quick(state: dict[str, Any]) -> None:
+        pass
+
+    @pipe.step(to="join")
+    async def held(state: dict[str, Any]) -> None:
+        await released.wait()  # until the join has timed out
+
+    @pipe.step(barrier_timeout=0.01)
+    async def join(state: dict[str, Any]) -> None:
+        pass
+
+    pipe.add_observer(otel.observer)
+
+    async def consume() -> None:
+        async for event in pipe.run({}):
+            if event.type is EventType.STEP_ERROR:
+                released.set()
+
+    await run_with_watchdog(consume())
+    span = otel.one("join")
+    assert span.status.status_code is StatusCode.ERROR
+    assert attr(span, "error.type") == "TimeoutError"
+    assert attr(span, "justpipe.invocation.status") == "error"
+    assert attr(otel.one("RUN late-join"), "justpipe.failed_step") == "join"
+
+
+async def test_two_observers_of_one_run_both_record_it_live(otel: Otel) -> None:
+    second = InMemorySpanExporter()
+    other_provider = TracerProvider()
+    other_provider.add_span_processor(SimpleSpanProcessor(second))
+    pipe: Pipe[dict[str, Any], None] = Pipe(name="twice")
+
+    @pipe.step(to="b")
+    async def a(state: dict[str, Any]) -> None:
+        pass
+
+    @pipe.step
+    async def b(state: dict[str, Any]) -> None:
+        pass
+
+    pipe.add_observer(otel.observer)
+    pipe.add_observer(OpenTelemetryObserver(tracer_provider=other_provider))
+    seen_during_run: list[list[str]] = []
+    async for event in pipe.run({}):
+        if event.type is EventType.STEP_END and event.stage == "a":
+            seen_during_run.append([s.name for s in second.get_finished_spans()])
+    assert seen_during_run == [["startup", "a"]]  # not held back to the end
+    assert sorted(s.name for s in second.get_finished_spans()) == sorted(
+        s.name for s in otel.spans()
+    )
+
+
+async def test_a_sub_pipeline_suspend_marks_its_parent_suspended(otel: Otel) -> None:
+    child: Pipe[dict[str, Any], None] = Pipe(name="asks")
+
+    @child.step
+    async def approve(state: dict[str, Any]) -> Suspend:
+        return Suspend("needs a human")
+
+    parent: Pipe[dict[str, Any], None] = Pipe(name="flow")
+
+    @parent.sub(pipeline=child)
+    async def review(state: dict[str, Any]) -> dict[str, Any]:
+        return state
+
+    parent.add_observer(otel.observer)
+    await collect(parent)
+    for name in ("RUN flow", "RUN review"):  # the child pipe's name is unknown: the step's
+        assert attr(otel.one(name), "justpipe.run.suspended") is True
+        assert attr(otel.one(name), "justpipe.suspend.reason") == "needs a human"
+
+
+async def test_unknown_route_and_empty_map_still_make_well_formed_spans(otel: Otel) -> None:
+    pipe: Pipe[dict[str, Any], None] = Pipe(name="odd")
+
+    @pipe.map(each="item", to="route")
+    async def nothing(state: dict[str, Any]) -> list[int]:
+        return []
+
+    @pipe.step
+    async def item(state: dict[str, Any], value: int) -> None:
+        pass
+
+    @pipe.step
+    async def route(state: dict[str, Any]) -> str:
+        return "nowhere"
+
+    pipe.add_observer(otel.observer)
+    events = await collect(pipe)
+    assert end_data(events).status is PipelineTerminalStatus.FAILED
+    empty = otel.one("nothing")
+    assert otel.children(empty) == []
+    assert attr(empty, "justpipe.map.item_count") == 0
+    missing = otel.one("nowhere")
+    assert missing.status.status_code is StatusCode.ERROR
+    assert [link.context.span_id for link in missing.links] == [_ctx(otel.one("route")).span_id]
+    assert all(s.end_time is not None for s in otel.spans())
+
+
 # --------------------------------------------------------------------------- events and tokens
 
 

@@ -418,6 +418,7 @@ class _Inv:
     key: tuple[str, tuple[str, ...]]
     trace: _Trace
     parent: _Inv | None = None  # its parent invocation span (a map worker's map)
+    context: otel_context.Context | None = None  # its span as a parent, once asked for
     tokens: int = 0
     item_count: int | None = None  # a map owner's item count
 
@@ -647,7 +648,12 @@ class OpenTelemetryObserver(Observer):
         if tracer is None and instruments is None:
             return  # nothing configured: this run costs one dict lookup per event
         enclosing = _ENCLOSING.get()
-        if enclosing is not None and enclosing in _TRACED_RUNS and run_id not in _HELD:
+        if (
+            enclosing is not None
+            and enclosing != run_id  # another observer of this same run
+            and enclosing in _TRACED_RUNS
+            and run_id not in _HELD
+        ):
             # nested in a traced run: hold the events until that run claims it or ends
             _HELD[run_id] = _Held(
                 self, meta, enclosing, otel_context.get_current(), _CONTINUED.get()
@@ -812,6 +818,8 @@ class OpenTelemetryObserver(Observer):
                 self._finish_child(run, trace_, event)
         elif kind is EventType.SUSPEND:
             trace_.suspend_reason = str(event.payload)
+            if run.root.suspend_reason is None:  # a sub-pipeline's suspend stops its parent
+                run.root.suspend_reason = str(event.payload)
             inv = self._by_stage(trace_, event)
             target = inv.span if inv is not None else trace_.span
             if target is not None:
@@ -933,7 +941,9 @@ class OpenTelemetryObserver(Observer):
         tracer = run.tracer
         if tracer is not None:
             if parent is not None and parent.span is not None:
-                parent_context = trace.set_span_in_context(parent.span)
+                parent_context = parent.context
+                if parent_context is None:
+                    parent_context = parent.context = trace.set_span_in_context(parent.span)
             else:
                 parent_context = trace_.context or otel_context.get_current()
             attributes: dict[str, Any] = {
