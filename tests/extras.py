@@ -31,4 +31,6 @@ def require(module: str, extra: str) -> ModuleType:
         reason = f"{module} is not installed (pip install 'justpipe[{extra}]'): {exc}"
         if extras_required():
             pytest.fail(f"{reason}; {REQUIRED_ENV}=1 demands it", pytrace=False)
-        pytest.skip(reason)
+        # also at a test module's top level (`require(...)` before its imports): the
+        # whole module is skipped then
+        pytest.skip(reason, allow_module_level=True)
