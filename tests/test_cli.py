@@ -672,13 +672,7 @@ def test_dashboard_without_its_dependencies_prints_the_install_hint(
     assert 'pip install "justpipe[dashboard]"' in result.output
 
 
-def test_dashboard_with_its_dependencies_says_it_is_not_bundled(
-    root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("importlib.util.find_spec", lambda name: object())
-    result = invoke("dashboard", "-p", "9000")
-    assert result.exit_code == 1
-    assert "not bundled" in result.output
+# serving the dashboard: tests/test_dashboard_cli.py
 
 
 # -- broken stores and environments -----------------------------------------------------

@@ -218,15 +218,26 @@ def pipelines_cli() -> None:
 @click.option(
     "--port",
     "-p",
-    type=click.IntRange(1, 65535),
+    type=click.IntRange(0, 65535),
     default=8741,
     show_default=True,
-    help="Port to serve on.",
+    help="Port to serve on (0: any free port).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind; anything but loopback needs an access token (warns).",
+)
+@click.option(
+    "--token",
+    envvar="JUSTPIPE_DASHBOARD_TOKEN",
+    help="Access token to require (default for non-loopback hosts: a random one).",
 )
 @click.option("--no-open", is_flag=True, help="Do not open a browser.")
-def dashboard_cli(port: int, no_open: bool) -> None:
-    """Open the web dashboard (needs the dashboard extra)."""
-    _run_command("dashboard", port, no_open)
+def dashboard_cli(port: int, host: str, token: str | None, no_open: bool) -> None:
+    """Serve the web dashboard and open it (needs the dashboard extra)."""
+    _run_command("dashboard", port, no_open, host, token)
 
 
 def _tolerate_unencodable_output() -> None:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader
 from starlette.requests import Request
 
 from justpipe.dashboard import analysis
@@ -71,7 +71,7 @@ def _pretty(value: Any) -> str:
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(str(TEMPLATES)),
-        autoescape=select_autoescape(default=True, default_for_string=True),
+        autoescape=True,  # every value from the store is user data
         trim_blocks=True,
         lstrip_blocks=True,
     )
@@ -95,7 +95,7 @@ class Pages:
         return self.env.get_template(template).render(**context)
 
     def error_page(self, error: DashboardError) -> str:
-        return self.render("error.html", title="Error", error=error)
+        return self.render("error.jinja", title="Error", error=error)
 
     # -- pipelines ------------------------------------------------------------------
 
@@ -105,7 +105,7 @@ class Pages:
         if name_filter:
             summaries = [s for s in summaries if name_filter.lower() in s["name"].lower()]
         template = (
-            "pipelines_table.html" if request.query_params.get("fragment") else "pipelines.html"
+            "pipelines_table.jinja" if request.query_params.get("fragment") else "pipelines.jinja"
         )
         return self.render(
             template,
@@ -127,7 +127,7 @@ class Pages:
             "status_filters": STATUS_FILTERS,
         }
         if detail["error"]:
-            return self.render("pipeline.html", **context)
+            return self.render("pipeline.jinja", **context)
         statuses = [s for s in request.query_params.get("status", "").split(",") if s]
         page = max(1, _int(request.query_params.get("page"), 1))
         days = _int(request.query_params.get("days"), 7)
@@ -145,11 +145,11 @@ class Pages:
             days=days,
         )
         if request.query_params.get("fragment") == "runs":
-            return self.render("runs_table.html", **context)
+            return self.render("runs_table.jinja", **context)
         stats = self.api.stats(pipeline_hash, days)
         context.update(stats=stats, charts=_stat_charts(stats))
         context["dag"] = self._dag(detail)
-        return self.render("pipeline.html", **context)
+        return self.render("pipeline.jinja", **context)
 
     def _dag(self, detail: dict[str, Any]) -> dict[str, Any] | None:
         ast = detail.get("visual_ast")
@@ -173,7 +173,7 @@ class Pages:
     ) -> str:
         detail = self.api.pipeline(pipeline_hash)
         return self.render(
-            "cleanup.html",
+            "cleanup.jinja",
             title=f"Clean up {detail['name']}",
             page="pipeline",
             pipeline=detail,
@@ -208,8 +208,8 @@ class Pages:
         }
         context.update(builders[tab](request, found, result))
         if request.query_params.get("fragment") == "1":
-            return self.render(f"tab_{tab}.html", **context)
-        return self.render("run.html", **context)
+            return self.render(f"tab_{tab}.jinja", **context)
+        return self.render("run.jinja", **context)
 
     def _timeline_tab(
         self, request: Request, found: FoundRun, result: RunAnalysis
@@ -357,7 +357,7 @@ class Pages:
             except DashboardError as exc:
                 error = exc
         return self.render(
-            "compare.html",
+            "compare.jinja",
             title="Compare runs",
             page="compare",
             run1=run1,
@@ -370,7 +370,7 @@ class Pages:
         query = request.query_params.get("q", "").strip()
         results = self.api.search(query, 50) if query else []
         return self.render(
-            "search.html",
+            "search.jinja",
             title="Search",
             page="search",
             query=query,

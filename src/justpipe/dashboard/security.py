@@ -95,7 +95,8 @@ class SecurityMiddleware:
     """Rejects foreign Host headers and (when a token is set) unauthenticated requests.
 
     `allowed_hosts`: host names the server answers to (the Host header's host part);
-    requests naming any other host get 421, which is what stops DNS rebinding.
+    requests naming any other host get 421, which is what stops DNS rebinding. ``*``
+    accepts any name (only sensible together with a token).
     `token`: when set, every request needs it, as ``Authorization: Bearer <token>``,
     the cookie a first ``?token=`` visit sets, or the ``token`` query parameter.
     """
@@ -110,7 +111,8 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
             return
         headers = _headers(scope)
-        if _host_name(headers.get("host", "")) not in self.allowed_hosts:
+        host = _host_name(headers.get("host", ""))
+        if "*" not in self.allowed_hosts and host not in self.allowed_hosts:
             await _reject(send, 421, "This dashboard does not answer for that host name")
             return
         set_cookie = False
