@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 # dependency groups installed into the venv; the groups of optional extras' tests go here, as the
 # main interpreter's run requires them (JUSTPIPE_EXTRAS_REQUIRED=1)
-TEST_GROUPS ?= test
+TEST_GROUPS ?= test test-extras
 # the other Pythons we ship wheels for: `make test` runs the suite on each, in .venv-X.Y
 OTHER_PYTHONS ?= 3.12 3.13
 # what they run: the suite, both backends, without the heavy reliability variants, which the
