@@ -58,9 +58,10 @@ test-other-pythons:
 	  fi; \
 	done
 
-## test-python: build and install into $(VENV) with $(PYTHON), then the suite (OTHER_PYTEST_ARGS)
+## test-python: build and install into $(VENV) with $(PYTHON), then the suite (OTHER_PYTEST_ARGS;
+## tests of optional extras that are not installed are skipped)
 test-python: install
-	$(PY) -m pytest $(OTHER_PYTEST_ARGS)
+	JUSTPIPE_EXTRAS_REQUIRED= $(PY) -m pytest $(OTHER_PYTEST_ARGS)
 
 ## browser: the headless Chromium the dashboard's browser tests drive (apt-get when root;
 ## otherwise a visible message, and those tests fail under the main run)
