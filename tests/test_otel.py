@@ -840,6 +840,31 @@ async def test_continued_run_links_to_the_earlier_run(otel: Otel) -> None:
     assert [link.context.span_id for link in later.links] == [_ctx(earlier).span_id]
 
 
+async def test_continued_from_takes_the_link_from_the_run(
+    otel: Otel, caplog: pytest.LogCaptureFixture
+) -> None:
+    observer = OpenTelemetryObserver(
+        tracer_provider=otel.tracer_provider,
+        continued_from=lambda state, context, meta: state.get("trace"),
+    )
+    pipe: Pipe[dict[str, Any], None] = Pipe(name="resumable")
+
+    @pipe.step
+    async def work(state: dict[str, Any]) -> None:
+        pass
+
+    pipe.add_observer(observer)
+    first = await collect(pipe, {})
+    await collect(pipe, {"trace": run_carrier(first[-1].run_id or "")})
+    await collect(pipe, {"trace": "not a carrier"})
+    earlier, later, broken = sorted(otel.named("RUN resumable"), key=lambda s: s.start_time or 0)
+    assert [link.context.span_id for link in later.links] == [_ctx(earlier).span_id]
+    assert broken.links == ()  # traced all the same, the bad carrier logged
+    assert "continued_from failed" in caplog.text
+    with pytest.raises(TypeError, match="continued_from=lambda state, context, meta"):
+        OpenTelemetryObserver(continued_from="state.trace")  # type: ignore[arg-type]
+
+
 async def test_invocation_carrier_is_the_live_invocation_span(otel: Otel) -> None:
     pipe: Pipe[dict[str, Any], None] = Pipe(name="carrier")
     seen: dict[str, Any] = {}

@@ -17,8 +17,9 @@ invocation_carrier(invocation_id)`) gives the carrier of a live invocation's spa
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ __all__ = [
 ]
 
 INSTRUMENTATION_NAME = "justpipe"
+_log = logging.getLogger("justpipe")
 
 # --------------------------------------------------------------------------- attribute names
 
@@ -285,6 +287,18 @@ def run_carrier(run_id: str) -> dict[str, str] | None:
 _CONTINUED: ContextVar[tuple[SpanContext, ...]] = ContextVar("justpipe_otel_links", default=())
 
 
+def _links_from(carrier: object, where: str = "continued_from") -> tuple[SpanContext, ...]:
+    """The span context in a carrier, as a one-element tuple (empty when there is none)."""
+    if not carrier:
+        return ()
+    if not isinstance(carrier, Mapping):
+        raise TypeError(
+            f"{where} expects a carrier from run_carrier() (a dict), got {type(carrier).__name__}"
+        )
+    span_context = trace.get_current_span(propagate.extract(dict(carrier))).get_span_context()
+    return (span_context,) if span_context.is_valid else ()
+
+
 @contextmanager
 def continue_trace(*carriers: Mapping[str, str] | None) -> Iterator[None]:
     """Runs started inside link their run span to the span(s) in `carriers`.
@@ -297,18 +311,10 @@ def continue_trace(*carriers: Mapping[str, str] | None) -> Iterator[None]:
         with continue_trace(saved_carrier):
             async for event in pipe.run(state, start="next_step"): ...
     """
-    links: list[SpanContext] = []
+    links: tuple[SpanContext, ...] = ()
     for carrier in carriers:
-        if not carrier:
-            continue
-        if not isinstance(carrier, Mapping):
-            raise TypeError(
-                f"continue_trace expects carriers from run_carrier(), got {type(carrier).__name__}"
-            )
-        span_context = trace.get_current_span(propagate.extract(dict(carrier))).get_span_context()
-        if span_context.is_valid:
-            links.append(span_context)
-    token = _CONTINUED.set(_CONTINUED.get() + tuple(links))
+        links += _links_from(carrier, "continue_trace")
+    token = _CONTINUED.set(_CONTINUED.get() + links)
     try:
         yield
     finally:
@@ -539,6 +545,11 @@ class OpenTelemetryObserver(Observer):
     global ones (looked up when each run starts, so setting them later works). With no
     provider configured (or a no-op one) the observer does nothing per event.
 
+    `continued_from(state, context, meta)`, optional: the carrier (`run_carrier`) of an
+    earlier run that this run continues, or ``None``, read when each run starts (e.g.
+    from where a durable runtime keeps it in the state); the run span links to it, as
+    inside `continue_trace`.
+
     One instance may observe any number of pipes and concurrent runs. See
     docs/opentelemetry.md for the spans, attributes and metrics.
     """
@@ -547,7 +558,17 @@ class OpenTelemetryObserver(Observer):
         self,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
+        *,
+        continued_from: Callable[[Any, Any, ObserverMeta], Mapping[str, str] | None] | None = None,
     ) -> None:
+        if continued_from is not None and not callable(continued_from):
+            raise TypeError(
+                "OpenTelemetryObserver(continued_from=...) must be a function "
+                "(state, context, meta) -> carrier or None, e.g. "
+                "continued_from=lambda state, context, meta: state.get('trace_carrier'); "
+                f"got {type(continued_from).__name__}"
+            )
+        self._continued_from = continued_from
         _check_provider(
             tracer_provider,
             trace.TracerProvider,
@@ -647,6 +668,12 @@ class OpenTelemetryObserver(Observer):
         instruments = self._instruments()
         if tracer is None and instruments is None:
             return  # nothing configured: this run costs one dict lookup per event
+        links = _CONTINUED.get()
+        if self._continued_from is not None:
+            try:
+                links = links + _links_from(self._continued_from(state, context, meta))
+            except Exception as exc:  # the run is still traced, without the link
+                _log.warning("OpenTelemetryObserver continued_from failed: %r", exc)
         enclosing = _ENCLOSING.get()
         if (
             enclosing is not None
@@ -655,11 +682,9 @@ class OpenTelemetryObserver(Observer):
             and run_id not in _HELD
         ):
             # nested in a traced run: hold the events until that run claims it or ends
-            _HELD[run_id] = _Held(
-                self, meta, enclosing, otel_context.get_current(), _CONTINUED.get()
-            )
+            _HELD[run_id] = _Held(self, meta, enclosing, otel_context.get_current(), links)
             return
-        self._begin(meta, tracer, instruments, otel_context.get_current(), _CONTINUED.get())
+        self._begin(meta, tracer, instruments, otel_context.get_current(), links)
 
     def _begin(
         self,
