@@ -736,3 +736,23 @@ def test_concurrency_counts_overlapping_invocations() -> None:
 
     spans = [span("a", 0, 4), span("b", 1, 3), span("c", 2, 5)]
     assert concurrency(spans, 5) == [(0, 1), (1, 2), (2, 3), (3, 2), (4, 1), (5, 0)]
+
+
+def test_large_run_pages_fold_workers_and_load_token_payloads_on_demand(tmp_path: Path) -> None:
+    from test_dashboard_fixtures import add_large_run
+
+    run_id = add_large_run(tmp_path, 3000, 400)
+    registry = PipelineRegistry(tmp_path)
+    with TestClient(create_app(registry), base_url=ORIGIN) as client:
+        timeline = client.get(f"/runs/{run_id}?tab=timeline").text
+        assert "400 \N{MULTIPLICATION SIGN} work" in timeline
+        assert timeline.count('class="span ') == 4  # load, fan, stream, done
+        events = client.get(f"/runs/{run_id}?tab=events&type=token").text
+        assert events.count('class="ev t-token"') == 200  # one page
+        tokens = get_json(client, f"/api/runs/{run_id}/events?type=token")
+        first, last_token = tokens[0]["data"]["payload"], tokens[-1]["data"]["payload"]
+        assert f"&#34;{first}&#34;" in events  # decoded from the store for this page
+        assert f"&#34;{last_token}&#34;" not in events
+        last = client.get(f"/runs/{run_id}?tab=events&seq=2999").text
+        assert 'id="e2999"' in last and "page 15 of 15" in last
+    registry.close()

@@ -211,3 +211,66 @@ def sqlite_rows(path: Path, sql: str) -> list[Any]:
         return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+def add_large_run(root: Path, events: int, workers: int, pipeline_hash: str = "f" * 16) -> str:
+    """Store one finished run of about `events` events with a map of `workers` workers.
+
+    load -> fan (map: `workers` workers of ``work``) -> stream (TOKEN events fill up
+    to `events`) -> done. Written directly (no pipeline run), so building 100k events
+    takes a second.
+    """
+    directory = root / pipeline_hash
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / PIPELINE_JSON).write_text(json.dumps({"name": f"large-{events}"}))
+    run_id = f"large{events:08d}".ljust(32, "0")
+    t = time.time() - 120
+    out: list[str] = []
+
+    def emit(kind: str, stage: str, inv: str | None, **extra: Any) -> None:
+        nonlocal t
+        t += 0.0005
+        out.append(
+            json.dumps(
+                {
+                    "type": kind, "stage": stage, "timestamp": t, "run_id": run_id,
+                    "seq": len(out) + 1, "node_kind": extra.pop("node_kind", "step"),
+                    "invocation_id": inv, "owner_invocation_id": extra.pop("owner", inv),
+                    "parent_invocation_id": extra.pop("parent", None),
+                    "attempt": extra.pop("attempt", 1), "scope": extra.pop("scope", []),
+                    "meta": None, "payload": extra.pop("payload", None),
+                }
+            )
+        )  # fmt: skip
+
+    emit("start", "system", None, node_kind="system", payload={})
+    emit("step_start", "load", f"{run_id}:1")
+    emit("step_end", "load", f"{run_id}:1", payload={"items": workers})
+    owner = f"{run_id}:2"
+    emit("step_start", "fan", owner, node_kind="map")
+    emit("map_start", "fan", owner, node_kind="map", payload={"target": "work"})
+    for index in range(workers):
+        emit("map_worker", f"work[{index}]", owner, node_kind="map", payload={"index": index})
+    for index in range(workers):
+        inv = f"{run_id}:{3 + index}"
+        scope = [f"work[{index}]"]
+        emit("step_start", "work", inv, owner=owner, parent=owner, scope=scope)
+        emit("step_end", "work", inv, owner=owner, parent=owner, scope=scope, payload={})
+    emit("map_complete", "fan", owner, node_kind="map", payload={})
+    emit("step_end", "fan", owner, node_kind="map", payload={})
+    stream = f"{run_id}:{3 + workers}"
+    emit("step_start", "stream", stream)
+    while len(out) < events - 4:
+        emit("token", "stream", None, node_kind="system", payload=f"token {len(out)}")
+    emit("step_end", "stream", stream, payload={})
+    done = f"{run_id}:{4 + workers}"
+    emit("step_start", "done", done)
+    emit("step_end", "done", done, payload={})
+    emit("finish", "system", None, node_kind="system", payload={"status": "success"})
+    start = datetime.fromtimestamp(json.loads(out[0])["timestamp"], tz=UTC)
+    end = datetime.fromtimestamp(t, tz=UTC)
+    with SQLiteBackend(directory / RUNS_DB) as backend:
+        backend.save_run(
+            RunRecord(run_id, start, end, end - start, PipelineTerminalStatus.SUCCESS), out
+        )
+    return run_id

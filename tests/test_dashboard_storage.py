@@ -136,3 +136,17 @@ async def test_a_persisted_run_renews_its_lease_while_it_runs(tmp_path: Path) ->
     assert store.get_leases() == {}  # finished: the lease no longer counts
     assert observer._heartbeat is None
     store.close()
+
+
+def test_event_data_rows_can_leave_some_types_for_later(tmp_path: Path) -> None:
+    token = json.dumps({"type": "token", "stage": "s", "timestamp": 2.0, "seq": 2, "payload": "t"})
+    with SQLiteBackend(tmp_path / "runs.db") as store:
+        store.append_events("r", [ev(1), token, ev(3)])
+        rows = store.get_event_data("r", without_data=["token"])
+        assert [(seq, kind, data is None) for seq, _, kind, _, data in rows] == [
+            (1, "step_start", False),
+            (2, "token", True),
+            (3, "step_start", False),
+        ]
+        assert store.get_event_json("r", [2, 3, 99]) == {2: token, 3: ev(3)}
+        assert [row[4] for row in store.get_event_data("r")][1] == token

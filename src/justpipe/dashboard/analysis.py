@@ -30,8 +30,10 @@ __all__ = [
     "build_spans",
     "concurrency",
     "first_divergence",
+    "full_event",
     "mark_critical_path",
     "parse_event",
+    "parse_row",
     "step_summaries",
 ]
 
@@ -108,6 +110,45 @@ def parse_event(event: StoredEvent) -> dict[str, Any]:
     data["seq"] = event.seq
     data["timestamp"] = event.timestamp.timestamp()
     return data
+
+
+RAW = "_raw"
+"""Key of an event dict whose JSON is not decoded yet (see :func:`full_event`)."""
+
+LAZY_TYPES = ("token",)
+"""Event types nothing but the event list looks into: their JSON is read and decoded
+only when shown, which is most of the cost of opening a run with many tokens."""
+
+
+def parse_row(
+    seq: int, timestamp: float, kind: str, stage: str, data: str | None
+) -> dict[str, Any]:
+    """A raw stored row as an event dict; without `data` it is marked to be loaded later."""
+    if data is None or kind in LAZY_TYPES:
+        return {"type": kind, "stage": stage, "seq": seq, "timestamp": timestamp, RAW: data}
+    try:
+        parsed = json.loads(data)
+    except (TypeError, ValueError, RecursionError):
+        parsed = None
+    event: dict[str, Any] = parsed if isinstance(parsed, dict) else {"type": kind, "stage": stage}
+    event["seq"] = seq
+    event["timestamp"] = timestamp
+    return event
+
+
+def full_event(event: dict[str, Any], data: str | None = None) -> dict[str, Any]:
+    """The event with its JSON decoded (from `data` when it was not loaded)."""
+    if RAW not in event:
+        return event
+    raw = event[RAW] if event[RAW] is not None else data
+    try:
+        parsed = json.loads(raw) if raw is not None else None
+    except (TypeError, ValueError, RecursionError):
+        parsed = None
+    decoded: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+    decoded.update(type=event["type"], stage=event["stage"], seq=event["seq"])
+    decoded["timestamp"] = event["timestamp"]
+    return decoded
 
 
 _ENDS = {"step_end": "success", "step_error": "error", "cancelled": "cancelled"}

@@ -334,16 +334,46 @@ class DashboardAPI:
             raise StoreUnavailable(str(exc), pipeline_hash=found.info.hash) from exc
 
     def parsed_events(self, found: FoundRun) -> list[dict[str, Any]]:
-        """Every event of the run as a dict (cached for finished runs)."""
-        stored = self.stored_events(found)
-        if found.run.end_time is not None:
-            key = (str(found.info.path), found.run.run_id, len(stored))
-            return _cached_parse(key, stored)
-        return [analysis.parse_event(event) for event in stored]
+        """Every event of the run as a dict, in ``seq`` order."""
+        get_rows = getattr(found.backend, "get_event_data", None)
+        try:
+            if callable(get_rows):
+                rows: list[tuple[int, float, str, str, str | None]] = get_rows(
+                    found.run.run_id, analysis.LAZY_TYPES
+                )
+                return [analysis.parse_row(*row) for row in rows]
+            return [analysis.parse_event(event) for event in self.stored_events(found)]
+        except StoreError as exc:
+            raise StoreUnavailable(str(exc), pipeline_hash=found.info.hash) from exc
+
+    def full_events(self, found: FoundRun, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`events` with every JSON decoded, loading what was left in the store."""
+        missing = [e["seq"] for e in events if e.get(analysis.RAW, "") is None]
+        loaded: dict[int, str] = {}
+        get_json = getattr(found.backend, "get_event_json", None)
+        if missing and callable(get_json):
+            try:
+                loaded = get_json(found.run.run_id, missing)
+            except StoreError as exc:
+                raise StoreUnavailable(str(exc), pipeline_hash=found.info.hash) from exc
+        return [analysis.full_event(e, loaded.get(e["seq"])) for e in events]
 
     def analysis(self, found: FoundRun) -> RunAnalysis:
-        events = self.parsed_events(found)
-        return RunAnalysis.build(found, events)
+        """The run worked out for the run page; kept for finished runs looked at lately."""
+        count = getattr(found.backend, "count_events", None)
+        key = None
+        if found.run.end_time is not None and callable(count):
+            key = (str(found.info.path), found.run.run_id, int(count(found.run.run_id)))
+            cached = _ANALYSES.get(key)
+            if cached is not None:
+                _ANALYSES.move_to_end(key)
+                return cached
+        result = RunAnalysis.build(found, self.parsed_events(found))
+        if key is not None:
+            _ANALYSES[key] = result
+            while len(_ANALYSES) > _ANALYSES_KEPT:
+                _ANALYSES.popitem(last=False)
+        return result
 
     def timeline(self, run_id: str) -> list[dict[str, Any]]:
         found = self.find_run(run_id)
@@ -576,21 +606,9 @@ def _step_timings(
     return rows
 
 
-_PARSED: OrderedDict[tuple[str, str, int], list[dict[str, Any]]] = OrderedDict()
-_PARSED_RUNS_KEPT = 4
-
-
-def _cached_parse(key: tuple[str, str, int], stored: list[StoredEvent]) -> list[dict[str, Any]]:
-    """Parsed events of a finished run, kept for the few runs looked at last."""
-    cached = _PARSED.get(key)
-    if cached is None:
-        cached = [analysis.parse_event(event) for event in stored]
-        _PARSED[key] = cached
-        while len(_PARSED) > _PARSED_RUNS_KEPT:
-            _PARSED.popitem(last=False)
-    else:
-        _PARSED.move_to_end(key)
-    return cached
+_ANALYSES: OrderedDict[tuple[str, str, int], RunAnalysis] = OrderedDict()
+_ANALYSES_KEPT = 4
+"""Finished runs never change (same file, id and event count): their analysis is reused."""
 
 
 def read_description(path: Path) -> dict[str, Any] | None:

@@ -290,7 +290,7 @@ class Pages:
             page = index // EVENTS_PER_PAGE + 1
         page = min(max(1, page), pages)
         shown = events[(page - 1) * EVENTS_PER_PAGE : page * EVENTS_PER_PAGE]
-        rows = [_event_row(e, result.origin) for e in shown]
+        rows = [_event_row(e, result.origin) for e in self.api.full_events(found, shown)]
         groups: dict[str, list[dict[str, Any]]] = {}
         if group:
             for row in rows:
@@ -334,9 +334,8 @@ class Pages:
         summary = summaries.get(selected)
         events: list[dict[str, Any]] = []
         if summary is not None:
-            events = [
-                _event_row(e, result.origin) for e in result.events if e.get("stage") == selected
-            ][:EVENTS_PER_PAGE]
+            own = [e for e in result.events if e.get("stage") == selected][:EVENTS_PER_PAGE]
+            events = [_event_row(e, result.origin) for e in self.api.full_events(found, own)]
         return {
             "summaries": list(summaries.values()),
             "selected": selected,

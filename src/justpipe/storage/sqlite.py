@@ -350,6 +350,46 @@ class SQLiteBackend:
         )
         return [event for event in map(_row_to_event, rows) if event is not None]
 
+    def get_event_data(
+        self, run_id: str, without_data: Sequence[str] = ()
+    ) -> list[tuple[int, float, str, str, str | None]]:
+        """``(seq, timestamp, type, step, data)`` of every event of the run, in ``seq`` order.
+
+        The raw rows, for readers that parse the JSON themselves and only when needed
+        (the dashboard): no ``StoredEvent`` or datetime is built per event, and events
+        whose type is in `without_data` come without their JSON (``None``; fetch it
+        later with :meth:`get_event_json`).
+        """
+        skip = list(dict.fromkeys(without_data))
+        data = "data"
+        if skip:
+            data = f"CASE WHEN event_type IN ({', '.join('?' * len(skip))}) THEN NULL ELSE data END"
+        rows = self._query(
+            "read events of run " + repr(run_id),
+            f"SELECT seq, timestamp, event_type, step_name, {data} FROM events"
+            " WHERE run_id = ? ORDER BY seq, id",
+            (*skip, run_id),
+        )
+        return [
+            (int(row[0]), float(row[1]), str(row[2] or ""), str(row[3] or ""), row[4])
+            for row in rows
+        ]
+
+    def get_event_json(self, run_id: str, seqs: Sequence[int]) -> dict[int, str]:
+        """The stored JSON of the run's events with these ``seq`` numbers."""
+        wanted = sorted(set(seqs))
+        found: dict[int, str] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = self._query(
+                "read events of run " + repr(run_id),
+                f"SELECT seq, data FROM events WHERE run_id = ? AND seq IN"
+                f" ({', '.join('?' * len(chunk))})",
+                (run_id, *chunk),
+            )
+            found.update((int(row[0]), str(row[1])) for row in rows)
+        return found
+
     def count_events(self, run_id: str) -> int:
         """How many events the run has stored."""
         rows = self._query(
