@@ -886,6 +886,28 @@ async def test_invocation_carrier_is_the_live_invocation_span(otel: Otel) -> Non
     assert await invocation_carrier("not-a-run:1") is None
 
 
+async def test_invocation_carrier_waits_for_the_span_to_open(otel: Otel) -> None:
+    pipe: Pipe[dict[str, Any], None] = Pipe(name="early")
+
+    @pipe.step
+    async def first(state: dict[str, Any]) -> None:
+        pass
+
+    pipe.add_observer(otel.observer)
+    waiting: list[asyncio.Task[dict[str, str] | None]] = []
+    async for event in pipe.run({}):
+        if event.type is EventType.START:  # before the first invocation is published
+            first_id = f"{event.run_id}:1"
+            assert current_invocation_carrier(first_id) is None
+            waiting.append(asyncio.create_task(invocation_carrier(first_id)))
+            await asyncio.sleep(0)  # the waiter registers
+            assert not waiting[0].done()
+    carrier = await run_with_watchdog(waiting[0])
+    assert carrier is not None
+    span_id = _ctx(otel.one("first")).span_id
+    assert carrier["traceparent"].split("-")[2] == f"{span_id:016x}"
+
+
 def remote_work(carrier: dict[str, str]) -> list[tuple[str, int, int, int | None]]:
     """Runs in a worker process: a span under the carried context, exported in the child."""
     exporter = InMemorySpanExporter()
