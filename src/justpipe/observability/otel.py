@@ -11,7 +11,10 @@ docs/opentelemetry.md.
 Propagation to code running elsewhere (worker processes, Dask, Ray):
 `inject_context()` / `attach_context(carrier)` carry the current context as W3C trace
 context; `current_invocation_carrier(invocation_id)` (or `await
-invocation_carrier(invocation_id)`) gives the carrier of a live invocation's span.
+invocation_carrier(invocation_id)`) gives the carrier of a live invocation's span, and
+`worker_trace_hook` attaches it in an executor's worker. Runs continued later link to the
+run they continue: `run_carrier(run_id)`, then `continue_trace(carrier)` (or the
+observer's `continued_from=`).
 """
 
 from __future__ import annotations
@@ -137,8 +140,6 @@ _KNOWN_ERRORS = (
 _OTHER = "_OTHER"
 _CLOSED_KEEP = 1024  # closed invocations remembered per run, for links to their spans
 _RUNS_KEEP = 1024  # finished runs whose carrier `run_carrier` still answers for
-
-_HOOK_STAGES = frozenset({"startup", "shutdown", "system"})
 
 _STEP_START = EventType.STEP_START
 _STEP_END = EventType.STEP_END
@@ -448,7 +449,6 @@ class _Trace:
     shutdown_errors: list[Event] = field(default_factory=list)
     suspend_reason: str | None = None
     timed_out: bool = False
-    cancelled: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -854,7 +854,6 @@ class OpenTelemetryObserver(Observer):
                     timestamp=_ns(event.timestamp),
                 )
         elif kind is EventType.CANCELLED:
-            trace_.cancelled = True
             self._run_event(trace_, event)
             if event.invocation_id is not None:
                 self._close(run, trace_, event, CANCELLED)
