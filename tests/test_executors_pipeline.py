@@ -456,3 +456,44 @@ async def test_closing_the_stream_leaves_the_pool_usable(process_executor: Proce
     again = Squares()
     await collect(fan_pipe(square, process_executor), again, watchdog=60)
     assert len(again.out) == 6
+
+
+# --------------------------------------------------------------------------- backpressure
+
+
+class CountingExecutor(ProcessExecutor):
+    """A process pool that records how many calls were submitted at once."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+        self.live = 0
+        self.peak = 0
+
+    async def call(self, fn: Any, kwargs: dict[str, Any], *, info: Any) -> Any:
+        self.live += 1
+        self.peak = max(self.peak, self.live)
+        try:
+            return await super().call(fn, kwargs, info=info)
+        finally:
+            self.live -= 1
+
+
+def nap_square(item: int) -> int:
+    time.sleep(0.01)
+    return item * item
+
+
+async def test_without_max_concurrency_at_most_capacity_calls_are_submitted() -> None:
+    pipe: Pipe[Squares, None] = Pipe(Squares, name="unbounded")
+
+    @pipe.map(each="work")  # no max_concurrency: one task per item, all spawned at once
+    async def fan(s: Squares) -> list[int]:
+        return list(range(20))
+
+    async with CountingExecutor() as executor:
+        pipe.step("work", executor=executor, on_result=keep)(nap_square)
+        state = Squares()
+        events = await collect(pipe, state, watchdog=60)
+        assert end_data(events).status is PipelineTerminalStatus.SUCCESS
+        assert len(state.out) == 20
+        assert executor.peak == executor.capacity == 2
