@@ -20,6 +20,7 @@ is already initialised in this process, in which case that session is used and
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import threading
@@ -92,6 +93,7 @@ class RayExecutor(Executor):
         self._call_task: Any = None
         self._stream_task: Any = None
         self._inflight: set[Any] = set()
+        self._owner: tuple[threading.Thread, threading.Event] | None = None
 
     @property
     def capacity(self) -> int:
@@ -102,7 +104,10 @@ class RayExecutor(Executor):
 
     async def _start(self) -> None:
         ray = self._ray = _import_ray()
-        self._owns_ray = await asyncio.to_thread(self._init, ray)
+        self._owns_ray = False
+        if not await asyncio.to_thread(ray.is_initialized):
+            await self._init(ray)
+            self._owns_ray = True
         cpus = await asyncio.to_thread(lambda: ray.cluster_resources().get("CPU", 1))
         self._capacity = max(1, int(cpus))
         options: dict[str, Any] = {"num_cpus": 1, "max_retries": 0, "retry_exceptions": False}
@@ -112,25 +117,47 @@ class RayExecutor(Executor):
             num_returns="streaming", _generator_backpressure_num_objects=_STREAM_WINDOW, **options
         )
 
-    def _init(self, ray: Any) -> bool:
-        if ray.is_initialized():
-            return False
+    async def _init(self, ray: Any) -> None:
+        """`ray.init` on a thread of its own that lives until `aclose()`.
+
+        Not on the event loop (it blocks for seconds), and not on a pool thread: Ray's
+        local processes are started with PR_SET_PDEATHSIG, so they are killed when the
+        *thread* that started them exits.
+        """
         kwargs: dict[str, Any] = {"include_dashboard": False}
         kwargs.update(self._init_kwargs)
-        ray.init(address=self._address, **kwargs)
-        return True
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        stop = threading.Event()
+
+        def owner() -> None:
+            try:
+                ray.init(address=self._address, **kwargs)
+            except BaseException as exc:
+                ready.set_exception(exc)
+                return
+            ready.set_result(None)
+            stop.wait()
+            ray.shutdown()
+
+        thread = threading.Thread(target=owner, name="justpipe-ray-owner", daemon=True)
+        thread.start()
+        await asyncio.wrap_future(ready)
+        self._owner = (thread, stop)
 
     async def _close(self) -> None:
         ray = self._ray
         inflight, self._inflight = list(self._inflight), set()
-        owns, self._owns_ray = self._owns_ray, False
+        owner, self._owner = self._owner, None
+        self._owns_ray = False
 
         def stop() -> None:
             for ref in inflight:
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
-            if owns and ray.is_initialized():
-                ray.shutdown()
+            if owner is not None:  # the owner thread shuts Ray down and exits
+                thread, event = owner
+                event.set()
+                thread.join(timeout=60)
 
         await asyncio.to_thread(stop)
 
