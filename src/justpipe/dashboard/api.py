@@ -561,11 +561,12 @@ class RunAnalysis:
     @classmethod
     def build(cls, found: FoundRun, events: list[dict[str, Any]]) -> RunAnalysis:
         spans = analysis.build_spans(events)
+        # the events' own clock: the stored start/end also cover the store's set-up
         origin = found.run.start_time.timestamp()
         if events:
-            origin = min(origin, float(events[0].get("timestamp") or origin))
+            origin = float(events[0].get("timestamp") or origin)
         last = float(events[-1].get("timestamp") or origin) if events else origin
-        until = found.run.end_time.timestamp() if found.run.end_time else last
+        until = last if events or found.run.end_time is None else found.run.end_time.timestamp()
         if found.liveness != "live":
             for span in spans:
                 if span.end is None:
