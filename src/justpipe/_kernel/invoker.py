@@ -156,7 +156,7 @@ def bind_executors(
     """Each node's executor for one run: names resolve in `run(executors=...)`, then in
     `Pipe(executors=...)`. An unknown name, or a streaming step on an executor that cannot
     stream, is a DefinitionError before anything runs. Empty when every step is local."""
-    if not any(node.remote for node in plan.nodes):
+    if not plan.offloads:
         return ()
     table: list[Executor | None] = []
     for node in plan.nodes:

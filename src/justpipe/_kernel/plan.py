@@ -101,6 +101,7 @@ class ExecutionPlan:
     slot_counts: tuple[int, ...]
     any_flags: tuple[bool, ...]
     step_names: str  # "a, b, c" for not-found messages
+    offloads: bool = False  # some step runs on an executor (bound per run)
 
     def node(self, name: str) -> NodePlan | None:
         i = self.index.get(name)
@@ -175,6 +176,7 @@ def compile_plan(reg: _PipelineRegistry, start: str | None) -> ExecutionPlan:
         slot_counts=slot_counts,
         any_flags=any_flags,
         step_names=", ".join(names),
+        offloads=any(node.remote for node in nodes),
     )
 
 
