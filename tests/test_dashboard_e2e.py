@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from extras import REQUIRED_ENV, extras_required, require
 
 pytestmark = pytest.mark.backend_agnostic
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.backend_agnostic
 require("uvicorn", "dashboard")
 sync_api = require("playwright.sync_api", "dashboard")
 
+from justpipe import Pipe  # noqa: E402
 from test_dashboard_cli import serve  # noqa: E402
 from test_dashboard_fixtures import (  # noqa: E402
     XSS_IMG,
@@ -38,8 +40,6 @@ from test_dashboard_fixtures import (  # noqa: E402
     add_large_run,
     build_store,
 )
-
-from justpipe import Pipe  # noqa: E402
 
 BROWSER_ENV = "JUSTPIPE_CHROMIUM"
 SCREENSHOTS_ENV = "JUSTPIPE_SCREENSHOTS"
