@@ -159,7 +159,8 @@ def test_every_page_loads_without_console_errors(browser: Any, site: Site, theme
             response = tab.goto(site.url + path)
             assert response.status == 200, path
             assert tab.page.evaluate("document.documentElement.dataset.theme") == theme
-            tab.page.screenshot(path=str(site.screenshots / f"dashboard-{name}-{theme}.png"))
+            shot = site.screenshots / f"dashboard-{name}-{theme}.png"
+            tab.page.screenshot(path=str(shot), full_page=True)
             tab.assert_clean()
     finally:
         context.close()
