@@ -2,15 +2,17 @@
 
     PYTHONPATH=src python bench/otel_overhead.py [--repeat 5] [--chain 1000] [--items 10000]
 
-Each scenario is run without an observer, then with `OpenTelemetryObserver` under:
+Each scenario is run without an observer, with a do-nothing `Observer()` (``plain``: what
+any observer costs, the runtime awaiting its hooks), then with `OpenTelemetryObserver` under:
 ``unset`` (no provider configured anywhere: the global proxies), ``no-op`` (the API's
 no-op providers passed explicitly), ``own`` (the observer's own bookkeeping: a tracer
 provider that hands out non-recording spans, so every span call is made but nothing is
 recorded), ``traces`` and ``metrics`` (the OpenTelemetry SDK for
 one signal, the no-op provider for the other) and ``sdk`` (both: an in-memory span
 exporter behind a SimpleSpanProcessor and an in-memory metric reader; every span is
-built, ended and exported). CPU time (`time.process_time`) of the whole run, best of
-`--repeat`; the overhead per event is (with - without) / events. Needs the SDK
+built, ended and exported). CPU time (`time.process_time`) per run, best of `--repeat`
+interleaved rounds (a round of the chain times 10 runs); the overhead per event is
+(with - without) / events. Needs the SDK
 (``pip install opentelemetry-sdk``). Figures are recorded in docs/opentelemetry.md.
 """
 
@@ -32,6 +34,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import justpipe._core as core
 from justpipe import Pipe
+from justpipe.observability import Observer
 from justpipe.observability.otel import OpenTelemetryObserver
 
 
@@ -83,13 +86,23 @@ async def _drain(pipe: Pipe[dict[str, Any], None]) -> int:
     return count
 
 
-def once(build: Callable[[], Pipe[dict[str, Any], None]], observer: Any) -> tuple[float, int]:
+def once(
+    build: Callable[[], Pipe[dict[str, Any], None]], observer: Any, runs: int
+) -> tuple[float, int]:
+    """CPU seconds per run (mean of `runs` runs of one pipe) and events per run."""
     pipe = build()
     if observer is not None:
         pipe.add_observer(observer)
+
+    async def drain_all() -> int:
+        events = 0
+        for _ in range(runs):
+            events = await _drain(pipe)
+        return events
+
     started = time.process_time()
-    events = asyncio.run(_drain(pipe))
-    return time.process_time() - started, events
+    events = asyncio.run(drain_all())
+    return (time.process_time() - started) / runs, events
 
 
 def main() -> None:
@@ -105,6 +118,7 @@ def main() -> None:
     sdk_meter = MeterProvider(metric_readers=[InMemoryMetricReader()])
     observers: dict[str, Any] = {
         "none": None,
+        "plain": Observer(),
         "unset": OpenTelemetryObserver(),
         "no-op": OpenTelemetryObserver(trace.NoOpTracerProvider(), NoOpMeterProvider()),
         "own": OpenTelemetryObserver(NonRecordingTracerProvider(), NoOpMeterProvider()),
@@ -112,18 +126,19 @@ def main() -> None:
         "metrics": OpenTelemetryObserver(trace.NoOpTracerProvider(), sdk_meter),
         "sdk": OpenTelemetryObserver(sdk_tracer, sdk_meter),
     }
-    scenarios: dict[str, Callable[[], Pipe[dict[str, Any], None]]] = {
-        f"chain of {args.chain} steps": lambda: chain(args.chain),
-        f"map of {args.items} items": lambda: fanout(args.items),
+    # (build, runs per sample): a sample of the short chain is several runs, to time ~0.5 s
+    scenarios: dict[str, tuple[Callable[[], Pipe[dict[str, Any], None]], int]] = {
+        f"chain of {args.chain} steps": (lambda: chain(args.chain), 10),
+        f"map of {args.items} items": (lambda: fanout(args.items), 1),
     }
     print(f"justpipe._core backend: {core.BACKEND}; best of {args.repeat}, CPU time")
     print(f"{'scenario':<24} {'observer':<8} {'events':>7} {'run ms':>9} {'us/event':>9}")
-    for label, build in scenarios.items():
+    for label, (build, runs) in scenarios.items():
         best = dict.fromkeys(observers, float("inf"))
         events = 0
         for _ in range(args.repeat):  # interleaved, so drifting load hits every variant
             for name, observer in observers.items():
-                cpu, events = once(build, observer)
+                cpu, events = once(build, observer, runs)
                 best[name] = min(best[name], cpu)
             exporter.clear()
         for name in observers:
