@@ -966,6 +966,7 @@ class ShippedInfo:
     carrier: dict[str, str] | None
 
 
+@pytest.mark.backend_agnostic
 def test_worker_trace_hook_parents_worker_spans_to_the_carrier(otel: Otel) -> None:
     tracer = otel.tracer_provider.get_tracer("t")
     with tracer.start_as_current_span("invocation") as invocation:
@@ -1030,11 +1031,13 @@ async def test_no_op_providers_leave_the_observer_idle() -> None:
     assert await invocation_carrier("idle:1") is None
 
 
+@pytest.mark.backend_agnostic
 def test_attach_context_rejects_a_non_mapping() -> None:
     with pytest.raises(TypeError, match="inject_context"):
         attach_context("traceparent")  # type: ignore[arg-type]
 
 
+@pytest.mark.backend_agnostic
 def test_inject_and_attach_round_trip_in_process(otel: Otel) -> None:
     tracer = otel.tracer_provider.get_tracer("t")
     with tracer.start_as_current_span("outer") as outer:
@@ -1104,6 +1107,7 @@ async def test_one_observer_serves_concurrent_runs(otel: Otel) -> None:
 # --------------------------------------------------------------------------- bad input
 
 
+@pytest.mark.backend_agnostic
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
@@ -1122,6 +1126,7 @@ def test_wrong_provider_types_name_the_fix(kwargs: dict[str, Any], fragment: str
     assert fragment in str(info.value)
 
 
+@pytest.mark.backend_agnostic
 def test_a_tracer_instead_of_its_provider_names_the_fix() -> None:
     tracer = TracerProvider().get_tracer("x")
     with pytest.raises(TypeError, match="got a Tracer; pass the provider"):
@@ -1137,6 +1142,7 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.backend_agnostic
 def test_the_core_never_imports_opentelemetry() -> None:
     done = _python(
         "import sys, justpipe, justpipe.observability, justpipe.pipe\n"
@@ -1147,6 +1153,7 @@ def test_the_core_never_imports_opentelemetry() -> None:
     assert done.stdout.strip() == "[]"
 
 
+@pytest.mark.backend_agnostic
 def test_without_the_extra_the_import_error_names_it() -> None:
     done = _python(
         "import sys\n"
@@ -1164,6 +1171,7 @@ def test_without_the_extra_the_import_error_names_it() -> None:
     assert "pip install 'justpipe[otel]'" in done.stdout
 
 
+@pytest.mark.backend_agnostic
 def test_global_providers_and_the_no_provider_path() -> None:
     done = _python(
         "import asyncio\n"
