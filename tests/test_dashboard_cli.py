@@ -17,11 +17,21 @@ from pathlib import Path
 
 import pytest
 
+import justpipe
 from extras import require
 
 pytestmark = pytest.mark.backend_agnostic
 
 STARTUP_LINES = 50
+
+
+def server_environment(root: Path) -> dict[str, str]:
+    """The environment of a dashboard process: this test run's justpipe, store `root`."""
+    env = {**os.environ, "JUSTPIPE_STORAGE_PATH": str(root), "PYTHONUNBUFFERED": "1"}
+    # the justpipe these tests import (the installed build under make test, else src/)
+    package_root = str(Path(justpipe.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return env
 
 
 @dataclass
@@ -35,9 +45,7 @@ class Served:
 @contextmanager
 def serve(root: Path, *args: str) -> Iterator[Served]:
     """Run the dashboard on `root` until the block ends; yield its URL and output."""
-    env = {**os.environ, "JUSTPIPE_STORAGE_PATH": str(root), "PYTHONUNBUFFERED": "1"}
-    src = str(Path(__file__).resolve().parent.parent / "src")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    env = server_environment(root)
     command = [sys.executable, "-c", "from justpipe.cli.main import main; main()"]
     process = subprocess.Popen(
         [*command, "dashboard", "--port", "0", "--no-open", *args],
@@ -114,9 +122,7 @@ def test_a_port_in_use_fails_with_a_message(tmp_path: Path) -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        env = {**os.environ, "JUSTPIPE_STORAGE_PATH": str(tmp_path)}
-        src = str(Path(__file__).resolve().parent.parent / "src")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+        env = server_environment(tmp_path)
         result = subprocess.run(
             [sys.executable, "-c", "from justpipe.cli.main import main; main()",
              "dashboard", "--port", str(port), "--no-open"],
