@@ -74,7 +74,7 @@ def get_json(client: TestClient, url: str, status: int = 200) -> Any:
 def test_health(client: TestClient) -> None:
     body = get_json(client, "/api/health")
     assert body["status"] == "ok"
-    assert body["total_pipelines"] == 4
+    assert body["total_pipelines"] == 5
     assert datetime.fromisoformat(body["timestamp"]).tzinfo is not None
 
 
@@ -616,7 +616,7 @@ def test_unknown_page_is_a_404_page(client: TestClient) -> None:
 # -- live streams (server-sent events) -------------------------------------------------
 
 
-def sse_messages(lines: Iterator[str], stop: str = "end") -> Iterator[dict[str, Any]]:
+def sse_messages(lines: Iterator[str], stop: str | None = "end") -> Iterator[dict[str, Any]]:
     message: dict[str, Any] = {}
     for line in lines:
         if line == "":
@@ -755,4 +755,42 @@ def test_large_run_pages_fold_workers_and_load_token_payloads_on_demand(tmp_path
         assert f"&#34;{last_token}&#34;" not in events
         last = client.get(f"/runs/{run_id}?tab=events&seq=2999").text
         assert 'id="e2999"' in last and "page 15 of 15" in last
+    registry.close()
+
+
+def test_graph_draws_parallel_groups_switch_labels_and_sub_pipelines(
+    client: TestClient, store: Store
+) -> None:
+    text = client.get(f"/pipelines/{store.routing_hash}").text
+    assert text.count('class="par-group"') == 1  # split -> left, right
+    labels = re.findall(r'<text class="edge-label"[^>]*>([^<]*)</text>', text)
+    assert sorted(labels) == ["default", "long", "short"]
+    for name in ("split", "left", "right", "join", "clean", "route", "speak", "done"):
+        assert f'data-name="{name}"' in text
+    # the sub-pipeline's own steps are drawn inside it, coloured by the forwarded events
+    assert re.search(r'class="node k-step st-success"[^>]*\s+data-name="clean:strip"', text)
+    assert re.search(r'class="node k-switch st-success"[^>]*\s+data-name="route"', text)
+
+
+def test_forwarded_sub_pipeline_steps_are_their_own_spans(client: TestClient, store: Store) -> None:
+    spans = get_json(client, f"/api/runs/{store.routing_run}/timeline")
+    names = [s["step_name"] for s in spans]
+    assert {"clean:strip", "clean:lower", "speak"} <= set(names)
+    assert names.index("left") < names.index("join") < names.index("clean")
+    assert all(s["status"] == "success" for s in spans)
+
+
+def test_run_list_stream_says_when_runs_change(tmp_path: Path) -> None:
+    store = build_store(tmp_path)
+    registry = PipelineRegistry(tmp_path)
+    backend = SQLiteBackend(tmp_path / store.live_hash / RUNS_DB)
+    app = create_app(registry, poll_interval=0.01)
+    url = f"/api/stream/runs?pipeline={store.live_hash}"
+    with TestClient(app, base_url=ORIGIN) as client, client.stream("GET", url) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        messages = sse_messages(response.iter_lines(), stop=None)
+        assert next(messages) == {"event": "runs", "data": {"pipeline": store.live_hash}}
+        backend.append_events("brand-new-run", [])  # a run starts
+        assert next(messages)["event"] == "runs"
+    backend.close()
     registry.close()

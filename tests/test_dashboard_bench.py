@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from extras import require
 
 pytestmark = [pytest.mark.backend_agnostic, pytest.mark.slow]

@@ -194,7 +194,7 @@ def test_xss_payloads_stay_inert(tab: Tab, site: Site) -> None:
 def test_name_filter_and_status_filter(tab: Tab, site: Site) -> None:
     tab.goto(site.url + "/")
     rows = tab.page.locator("#pipelines-table tbody tr")
-    assert rows.count() == 4
+    assert rows.count() == 5
     tab.page.fill("#name-filter", "ord")
     expect(tab.page.locator("#pipelines-table tbody tr:visible")).to_have_count(1)
     expect(tab.page.locator("#pipelines-table tbody tr:visible")).to_contain_text("orders")

@@ -2,6 +2,8 @@
 
 `build_store(root)` persists, under `root`:
 
+* ``routing``: every graph shape (parallel join, switch, sub-pipeline, streaming,
+  a retried step);
 * ``orders``: load -> fan (a map over 5 items, worker ``work``) -> done; three
   successful runs and one that fails in ``done``;
 * ``hostile``: a pipeline whose step names, state, step meta, run meta and error
@@ -48,6 +50,8 @@ class Store:
     order_runs: list[str] = field(default_factory=list)
     failed_run: str = ""
     hostile_run: str = ""
+    routing_hash: str = ""
+    routing_run: str = ""
     live_run: str = ""
     dead_run: str = ""
 
@@ -98,6 +102,60 @@ def hostile_pipe() -> Pipe[Any, Any]:
     return pipe
 
 
+def routing_pipe() -> Pipe[Any, Any]:
+    """Every graph shape: a parallel fan-out and join, a switch, a sub-pipeline, a
+    streaming step and a step that succeeds on its second attempt (retries)."""
+    cleaner: Pipe[Any, Any] = Pipe(name="cleaner")
+
+    @cleaner.step(to="lower")
+    async def strip(state: dict[str, Any]) -> None:
+        state["text"] = state["text"].strip()
+
+    @cleaner.step
+    async def lower(state: dict[str, Any]) -> None:
+        state["text"] = state["text"].lower()
+
+    pipe: Pipe[Any, Any] = Pipe(name="routing", persist=True)
+    attempts: list[int] = []
+
+    @pipe.step(to=["left", "right"])
+    async def split(state: dict[str, Any]) -> None:
+        state["text"] = "  Hello Routing  "
+
+    @pipe.step(to="join")
+    async def left(state: dict[str, Any]) -> None:
+        await asyncio.sleep(0.002)
+
+    @pipe.step(to="join", retries=2, retry_wait_min=0, retry_wait_max=0)
+    async def right(state: dict[str, Any]) -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ConnectionError("flaky upstream, first attempt")
+
+    @pipe.step(to="clean")
+    async def join(state: dict[str, Any]) -> None:
+        pass
+
+    @pipe.sub(pipeline=cleaner, to="route")
+    async def clean(state: dict[str, Any]) -> dict[str, Any]:
+        return state
+
+    @pipe.switch(to={"long": "speak", "short": "done"}, default="done")
+    async def route(state: dict[str, Any]) -> str:
+        return "long" if len(state["text"]) > 5 else "short"
+
+    @pipe.step(to="done")
+    async def speak(state: dict[str, Any]) -> Any:
+        for word in state["text"].split():
+            yield word
+
+    @pipe.step
+    async def done(state: dict[str, Any]) -> None:
+        pass
+
+    return pipe
+
+
 async def _drain(pipe: Pipe[Any, Any], state: Any, context: Any = None) -> str:
     run_id = ""
     async for event in pipe.run(state, context):
@@ -115,6 +173,9 @@ async def _build(store: Store) -> None:
         time.sleep(0.002)  # distinct start times keep "newest first" unambiguous
     store.failed_run = await _drain(orders_pipe(fail=True), {})
     store.orders_hash = _hash_of(orders_pipe())
+    routing = routing_pipe()
+    store.routing_run = await _drain(routing, {})
+    store.routing_hash = _hash_of(routing)
     hostile = hostile_pipe()
     store.hostile_run = await _drain(hostile, {}, Ctx())
     store.hostile_hash = _hash_of(hostile)

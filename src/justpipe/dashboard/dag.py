@@ -59,7 +59,13 @@ def layout_dag(
         node = raw_nodes[name]
         sub = node.get("sub_graph")
         if isinstance(sub, dict) and sub.get("nodes"):
-            inner = layout_dag(sub, {}, {}, prefix=f"{prefix}{name}:")
+            # forwarded child events are staged "<sub step>:<child step>"
+            inner_statuses = {
+                key[len(name) + 1 :]: value
+                for key, value in statuses.items()
+                if key.startswith(f"{name}:")
+            }
+            inner = layout_dag(sub, inner_statuses, {}, prefix=f"{prefix}{name}:")
             subs[name] = inner
             sizes[name] = (max(NODE_W, inner["width"]), NODE_H + inner["height"])
         else:

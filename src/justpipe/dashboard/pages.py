@@ -478,10 +478,13 @@ def _stat_charts(stats: dict[str, Any]) -> dict[str, Any]:
             }
         )
     trend = stats["duration_trend"]
+    count = len(trend)
+    if count == 1:
+        trend = trend * 2  # one run: a flat line rather than nothing
     slowest = max((point["duration_seconds"] for point in trend), default=0) or 1
     step = 1000 / max(1, len(trend) - 1)
     points = " ".join(
         f"{round(i * step, 2)},{round(100 - p['duration_seconds'] / slowest * 95, 2)}"
         for i, p in enumerate(trend)
     )
-    return {"daily": bars, "trend": points, "slowest": slowest, "trend_count": len(trend)}
+    return {"daily": bars, "trend": points, "slowest": slowest, "trend_count": count}

@@ -28,7 +28,7 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from justpipe.cli.registry import PipelineRegistry
+from justpipe.cli.registry import PipelineRegistry, StoreError
 from justpipe.dashboard import pages
 from justpipe.dashboard.api import BadRequest, DashboardAPI, DashboardError, serialize_event
 from justpipe.dashboard.security import LOOPBACK_NAMES, SecurityMiddleware, same_origin
@@ -401,7 +401,7 @@ async def _watch_runs(
         fingerprint = await asyncio.to_thread(_runs_fingerprint, api, pipeline_hash)
         if fingerprint != previous:
             previous = fingerprint
-            yield _sse("runs", {"pipeline": pipeline_hash, "changes": len(str(fingerprint))})
+            yield _sse("runs", {"pipeline": pipeline_hash})
         if await request.is_disconnected():
             return
         idle += 1
@@ -411,9 +411,24 @@ async def _watch_runs(
 
 
 def _runs_fingerprint(api: DashboardAPI, pipeline_hash: str | None) -> object:
-    summaries = api.pipelines()
-    return [
-        (s["hash"], s["total_runs"], s["last_run_time"], s["last_run_status"], s["running_count"])
-        for s in summaries
-        if pipeline_hash is None or s["hash"] == pipeline_hash
-    ]
+    """What changes when a run starts, ends or is deleted, read cheaply per store."""
+    marks: list[object] = []
+    for info in api.registry.list_pipelines():
+        if pipeline_hash is not None and info.hash != pipeline_hash:
+            continue
+        try:
+            backend = api.backend(info)
+            newest = backend.list_runs(limit=1)
+            count = getattr(backend, "count_runs", None)
+            leases = getattr(backend, "get_leases", None)
+            marks.append(
+                (
+                    info.hash,
+                    count() if callable(count) else None,
+                    [(run.run_id, run.status.value, run.end_time) for run in newest],
+                    sorted(leases()) if callable(leases) else None,
+                )
+            )
+        except (DashboardError, *StoreError) as exc:
+            marks.append((info.hash, str(exc)))
+    return marks

@@ -390,6 +390,10 @@ class SQLiteBackend:
             found.update((int(row[0]), str(row[1])) for row in rows)
         return found
 
+    def count_runs(self) -> int:
+        """How many runs the store holds."""
+        return int(self._query("count runs", "SELECT COUNT(*) FROM runs", ())[0][0])
+
     def count_events(self, run_id: str) -> int:
         """How many events the run has stored."""
         rows = self._query(
