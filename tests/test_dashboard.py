@@ -110,6 +110,8 @@ def test_unknown_objects_are_404_with_a_json_error(client: TestClient) -> None:
         "/api/runs/zzzz-no-such-run",
         "/api/runs/zzzz-no-such-run/events",
         "/api/runs/zzzz-no-such-run/timeline",
+        "/api/runs/zzzz-no-such-run/export",
+        "/api/runs/zzzz-no-such-run/stream",
         "/api/no/such/route",
     ):
         body = get_json(client, url, 404)

@@ -166,6 +166,12 @@ def create_app(
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
 
+    async def export(request: Request) -> Response:
+        try:
+            return await asyncio.to_thread(_export, api, request)
+        except DashboardError as exc:
+            return JSONResponse(exc.to_dict(), status_code=exc.status)
+
     async def static(request: Request) -> Response:
         return _serve_file(STATIC_DIR, request.path_params["path"]) or _not_found(request)
 
@@ -222,7 +228,7 @@ def create_app(
             "/api/runs/{run_id}/timeline",
             json_route(lambda r: api.timeline(r.path_params["run_id"])),
         ),
-        Route("/api/runs/{run_id}/export", page_route(lambda r: _export(api, r))),
+        Route("/api/runs/{run_id}/export", export),
         Route("/api/runs/{run_id}/stream", run_stream),
         Route("/api/stream/runs", runs_stream),
         Route(
