@@ -608,6 +608,55 @@ async def test_client_close_is_distinguishable(otel: Otel) -> None:
     assert otel.metric("justpipe.invocations.active", pipeline__name="closed") == 0
 
 
+async def test_cancelled_consumer_still_ends_the_trace(otel: Otel) -> None:
+    pipe: Pipe[dict[str, Any], None] = Pipe(name="abandoned")
+    started = asyncio.Event()
+
+    @pipe.step
+    async def forever(state: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    pipe.add_observer(otel.observer)
+
+    async def consume() -> None:
+        async for _event in pipe.run({}):
+            pass
+
+    task = asyncio.create_task(consume())
+    await run_with_watchdog(started.wait())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run_with_watchdog(task)
+    run = otel.one("RUN abandoned")
+    assert attr(run, "justpipe.run.status") == "cancelled"
+    assert attr(otel.one("forever"), "justpipe.invocation.status") == "cancelled"
+    assert otel.observer._runs == {}
+
+
+async def test_internal_error_fails_the_run_span(otel: Otel) -> None:
+    pipe: Pipe[dict[str, Any], None] = Pipe(name="crash")
+
+    def breaks(event: Any) -> Any:
+        return None if event.type is EventType.STEP_END else event
+
+    pipe.add_event_hook(breaks)
+
+    @pipe.step
+    async def a(state: dict[str, Any]) -> None:
+        pass
+
+    pipe.add_observer(otel.observer)
+    with pytest.raises(ExceptionGroup):
+        await collect(pipe)
+    run = otel.one("RUN crash")
+    assert run.status.status_code is StatusCode.ERROR
+    assert attr(run, "error.type") == "internal_error"
+    assert attr(run, "justpipe.failure.kind") == "infra"
+    assert attr(otel.one("a"), "justpipe.invocation.status") == "interrupted"
+    assert otel.observer._runs == {}
+
+
 async def test_suspended_run_is_distinguishable(otel: Otel) -> None:
     pipe: Pipe[dict[str, Any], None] = Pipe(name="pause")
 
