@@ -117,7 +117,9 @@ def serialize_run(
     status = RUNNING if liveness == "live" else run.status.value
     error_message = run.error_message
     if liveness == "dead":
-        error_message = "The process running this run died before it finished"
+        error_message = (
+            "The process running this run died or stopped reporting before it finished"
+        )
     return {
         "run_id": run.run_id,
         "pipeline_name": info.name,
