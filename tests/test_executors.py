@@ -506,6 +506,28 @@ async def test_aclose_fails_in_flight_calls_and_kills_workers() -> None:
     assert gone(pids)
 
 
+@pytest.mark.parametrize("engine", ["dask", "ray"])
+async def test_aclose_ends_in_flight_calls_on_a_shared_engine(
+    engine: str, request: pytest.FixtureRequest
+) -> None:
+    ex: Executor
+    if engine == "dask":
+        ex = DaskExecutor(client=request.getfixturevalue("dask_client"))
+        seconds = 2.0  # Dask cannot stop the running task: keep it short
+    else:
+        request.getfixturevalue("ray_session")
+        ex = RayExecutor(cancel_grace=0.2)
+        seconds = 30.0
+    await ex.start()
+    call = asyncio.ensure_future(ex.call(nap, {"seconds": seconds, "value": 1}, info=info("n")))
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    await ex.aclose()
+    with pytest.raises(RuntimeError, match="closed while step 'n' was running"):
+        await asyncio.wait_for(call, 10)
+    assert time.monotonic() - started < 5
+
+
 async def test_trace_hook_gets_the_carrier_in_the_worker() -> None:
     async with ProcessExecutor(1, trace_hook=record_carrier) as ex:
         carrier = {"traceparent": "00-abc-def-01"}

@@ -173,6 +173,7 @@ class DaskExecutor(Executor):
         from distributed.scheduler import KilledWorker
 
         client = self._client
+        generation = self._generation
         resubmits = 0
         while True:
             key = f"justpipe-{info.step}-{uuid.uuid4().hex}"
@@ -190,6 +191,11 @@ class DaskExecutor(Executor):
                     resubmits += 1
                     continue
                 raise WorkerLostError(info.step, f"Dask reported KilledWorker: {exc}") from None
+            except Exception as exc:
+                done = True
+                if self._generation != generation:
+                    raise self._closed_error(info.step) from exc
+                raise
             finally:
                 self._inflight.discard(future)
                 if not done:

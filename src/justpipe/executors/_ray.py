@@ -215,6 +215,7 @@ class RayExecutor(Executor):
     async def call(self, fn: Callable[..., Any], kwargs: dict[str, Any], *, info: CallInfo) -> Any:
         payload = _remote.dumps_call(fn, kwargs, info, self.trace_hook, self.name)
         await self.start()
+        generation = self._generation
         ref = self._call_task.remote(payload)
         self._inflight.add(ref)
         done = False
@@ -231,6 +232,8 @@ class RayExecutor(Executor):
             raise
         except Exception as exc:
             done = True
+            if self._generation != generation:
+                raise self._closed_error(info.step) from exc
             raise self._lost(exc, info) from None
         finally:
             if done:
@@ -246,6 +249,7 @@ class RayExecutor(Executor):
         await self.start()
         loop = asyncio.get_running_loop()
         deadline = None if info.timeout is None else loop.time() + info.timeout
+        generation = self._generation
         gen = self._stream_task.remote(payload)
         self._inflight.add(gen)
         finished = False
@@ -271,6 +275,8 @@ class RayExecutor(Executor):
                     raise
                 except Exception as exc:
                     finished = True
+                    if self._generation != generation:
+                        raise self._closed_error(info.step) from exc
                     raise self._lost(exc, info) from None
                 tag, value = _remote.decode(data, info, placed)
                 placed = None

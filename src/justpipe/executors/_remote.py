@@ -279,7 +279,9 @@ def remote_traceback(exc: BaseException) -> str:
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_SKIPPED):
         tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb))
+    formatted = traceback.TracebackException(type(exc), exc, tb)
+    formatted.__notes__ = None  # the notes travel with the exception itself
+    return "".join(formatted.format())
 
 
 def encode_err(exc: BaseException, where: str) -> bytes:

@@ -127,6 +127,7 @@ class Executor(abc.ABC):
         self.trace_hook = trace_hook
         self._started = False
         self._starting: asyncio.Future[None] | None = None
+        self._generation = 0  # counts aclose() calls: a call sees if it was closed under it
         self._limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
@@ -162,6 +163,7 @@ class Executor(abc.ABC):
         if not self._started:
             return
         self._started = False
+        self._generation += 1
         self._limiters = weakref.WeakKeyDictionary()
         await self._close()
 
@@ -185,6 +187,11 @@ class Executor(abc.ABC):
         if sem is None:
             sem = self._limiters[loop] = asyncio.Semaphore(self.capacity)
         return sem
+
+    def _closed_error(self, step: str) -> RuntimeError:
+        return RuntimeError(
+            f"the {type(self).__name__} was closed while step '{step}' was running or waiting"
+        )
 
     @abc.abstractmethod
     async def _start(self) -> None: ...

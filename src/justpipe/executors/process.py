@@ -38,7 +38,6 @@ from justpipe.executors.base import CallInfo, Executor, Placement, TraceHook, Wo
 __all__ = ["ProcessExecutor"]
 
 _START_TIMEOUT = 60.0
-_CLOSED = "the ProcessExecutor was closed while the call was running or waiting"
 
 
 def _default_workers() -> int:
@@ -286,10 +285,10 @@ class ProcessExecutor(Executor):
         else:
             waiter.set_result(worker)
 
-    async def _acquire(self) -> _Worker:
+    async def _acquire(self, step: str) -> _Worker:
         with self._lock:
             if self._closing:
-                raise RuntimeError(_CLOSED)
+                raise self._closed_error(step)
             if not self._workers and self._start_error is not None:
                 raise self._start_error
             if self._idle:
@@ -309,7 +308,13 @@ class ProcessExecutor(Executor):
         """Send the call to an idle worker (a worker found dead is skipped)."""
         loop = asyncio.get_running_loop()
         while True:
-            worker = await self._acquire()
+            generation = self._generation
+            try:
+                worker = await self._acquire(info.step)
+            except _PoolClosed:
+                if self._generation != generation:
+                    raise self._closed_error(info.step) from None
+                raise
             call = _Call(next(self._cids), info, loop, stream)
             worker.call = call
             try:
@@ -418,7 +423,7 @@ class ProcessExecutor(Executor):
             workers = list(self._workers.values())
             self._idle.clear()
             waiters, self._waiters = list(self._waiters), deque()
-        closed = RuntimeError(_CLOSED)
+        closed = _PoolClosed("the pool was closed")
         for waiter in waiters:
             with contextlib.suppress(RuntimeError):
                 waiter.get_loop().call_soon_threadsafe(_fail_waiter, waiter, closed)
@@ -427,7 +432,7 @@ class ProcessExecutor(Executor):
             call = worker.call
             if call is not None:
                 call.cancelled = True
-                call.deliver("closed", RuntimeError(_CLOSED))
+                call.deliver("closed", self._closed_error(call.info.step))
         await asyncio.to_thread(self._stop_workers, workers)
 
     def _stop_workers(self, workers: list[_Worker]) -> None:
@@ -444,6 +449,10 @@ class ProcessExecutor(Executor):
         self._readers = []
         with self._lock:
             self._workers.clear()
+
+
+class _PoolClosed(RuntimeError):
+    """A waiter's wake-up when the pool closes (the caller turns it into its own error)."""
 
 
 def _fail_waiter(waiter: asyncio.Future[Any], exc: BaseException) -> None:
