@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar, Token
@@ -229,7 +230,7 @@ def _count(counts: dict[str, int], run_id: str, delta: int) -> None:
         counts.pop(run_id, None)
 
 
-_FINISHED_RUNS: dict[str, SpanContext] = {}
+_FINISHED_RUNS: OrderedDict[str, SpanContext] = OrderedDict()
 
 
 def _carrier_of(span_context: SpanContext) -> dict[str, str]:
@@ -461,7 +462,8 @@ class _Run:
     root: _Trace
     pipe_name: str
     invs: dict[str, _Inv] = field(default_factory=dict)
-    closed: dict[str, SpanContext] = field(default_factory=dict)
+    # the last closed invocations (an OrderedDict: evicting its oldest entry is O(1))
+    closed: OrderedDict[str, SpanContext] = field(default_factory=OrderedDict)
     children: dict[str, _Trace] = field(default_factory=dict)
     finished_children: set[str] = field(default_factory=set)
     subs: dict[str, _Inv] = field(default_factory=dict)  # full stage -> open sub invocation
@@ -1074,7 +1076,7 @@ class OpenTelemetryObserver(Observer):
                 closed = run.closed
                 closed[inv.inv_id] = inv.span_context
                 if len(closed) > _CLOSED_KEEP:
-                    del closed[next(iter(closed))]
+                    closed.popitem(last=False)
         instruments = run.instruments
         if instruments is not None:
             pipe_name = trace_.pipe_name
@@ -1195,7 +1197,7 @@ class OpenTelemetryObserver(Observer):
         if span_context is not None:
             _FINISHED_RUNS[run.run_id] = span_context
             if len(_FINISHED_RUNS) > _RUNS_KEEP:
-                del _FINISHED_RUNS[next(iter(_FINISHED_RUNS))]
+                _FINISHED_RUNS.popitem(last=False)
 
     def _close_trace(
         self,
