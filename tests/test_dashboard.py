@@ -27,6 +27,7 @@ require("httpx", "dashboard")
 from starlette.testclient import TestClient  # noqa: E402
 
 from justpipe.cli.registry import PipelineRegistry  # noqa: E402
+from justpipe.dashboard.api import DashboardRegistry  # noqa: E402
 from justpipe.dashboard.security import CONTENT_SECURITY_POLICY  # noqa: E402
 from justpipe.dashboard.server import _serve_file, create_app  # noqa: E402
 from justpipe.storage import RunRecord  # noqa: E402
@@ -471,17 +472,6 @@ def test_a_corrupt_store_gives_an_error_panel_and_is_never_modified(
     assert sorted(p.name for p in path.parent.iterdir()) == [PIPELINE_JSON, RUNS_DB]
 
 
-class _ImpatientRegistry(PipelineRegistry):
-    """Opens stores with a short lock timeout, so a locked store fails fast in tests."""
-
-    def get_backend(self, pipeline_hash: str) -> Any:
-        backend = self._backends.get(pipeline_hash)
-        if backend is None:
-            backend = SQLiteBackend(self.storage_dir / pipeline_hash / RUNS_DB, timeout=0.2)
-            self._backends[pipeline_hash] = backend
-        return backend
-
-
 def test_a_locked_store_gives_an_error_panel_and_is_left_alone(tmp_path: Path) -> None:
     directory = tmp_path / "cccccccccccccccc"
     directory.mkdir()
@@ -491,7 +481,7 @@ def test_a_locked_store_gives_an_error_panel_and_is_left_alone(tmp_path: Path) -
     holder.execute("BEGIN EXCLUSIVE")
     holder.execute("INSERT INTO t VALUES (1)")
     before = path.read_bytes()
-    registry = _ImpatientRegistry(tmp_path)
+    registry = DashboardRegistry(tmp_path, timeout=0.2)
     try:
         with TestClient(create_app(registry), base_url=ORIGIN) as client:
             page = client.get("/pipelines/cccccccccccccccc")

@@ -28,8 +28,13 @@ from justpipe.cli.registry import PipelineInfo, PipelineRegistry, StoreError
 from justpipe.dashboard import analysis
 from justpipe.observability.compare import compare_runs
 from justpipe.storage.interface import MAX_QUERY_LIMIT, RunRecord, StorageBackend, StoredEvent
-from justpipe.storage.persistence import PIPELINE_JSON
-from justpipe.storage.sqlite import UNFINISHED_RUN_MESSAGE, RunLease, lease_state
+from justpipe.storage.persistence import PIPELINE_JSON, RUNS_DB
+from justpipe.storage.sqlite import (
+    UNFINISHED_RUN_MESSAGE,
+    RunLease,
+    SQLiteBackend,
+    lease_state,
+)
 from justpipe.types import EventType, PipelineTerminalStatus
 
 __all__ = [
@@ -37,6 +42,7 @@ __all__ = [
     "BadRequest",
     "DashboardAPI",
     "DashboardError",
+    "DashboardRegistry",
     "NotFound",
     "StoreUnavailable",
 ]
@@ -44,6 +50,30 @@ __all__ = [
 MIN_SEARCH_LENGTH = 2
 RUNNING = "running"
 CLEANUP_PREVIEW = 20
+
+
+STORE_TIMEOUT_S = 1.0
+"""How long the dashboard waits for a store another process holds locked."""
+
+
+class DashboardRegistry(PipelineRegistry):
+    """A registry whose stores wait at most `timeout` seconds for a lock.
+
+    The CLI waits 5 s for a locked store; a page (and the live streams, which poll)
+    should report it quickly instead, and try again on the next request.
+    """
+
+    def __init__(self, storage_dir: str | Path, *, timeout: float = STORE_TIMEOUT_S) -> None:
+        super().__init__(storage_dir)
+        self.timeout = timeout
+
+    def get_backend(self, pipeline_hash: str) -> StorageBackend:
+        backend = self._backends.get(pipeline_hash)
+        if backend is None:
+            db_path = self.storage_dir / pipeline_hash / RUNS_DB
+            backend = SQLiteBackend(db_path, timeout=self.timeout)
+            self._backends[pipeline_hash] = backend
+        return backend
 
 
 class DashboardError(Exception):
@@ -117,9 +147,7 @@ def serialize_run(
     status = RUNNING if liveness == "live" else run.status.value
     error_message = run.error_message
     if liveness == "dead":
-        error_message = (
-            "The process running this run died or stopped reporting before it finished"
-        )
+        error_message = "The process running this run died or stopped reporting before it finished"
     return {
         "run_id": run.run_id,
         "pipeline_name": info.name,

@@ -41,6 +41,7 @@ def dashboard_command(
 
     import uvicorn
 
+    from justpipe.dashboard.api import DashboardRegistry
     from justpipe.dashboard.security import LOOPBACK_NAMES, is_loopback
     from justpipe.dashboard.server import create_app
 
@@ -54,7 +55,9 @@ def dashboard_command(
             file=sys.stderr,
         )
         allowed = {ANY_HOST}  # the token guards; clients may use any name for this host
-    app = create_app(registry, token=token, allowed_hosts=allowed)
+    # stores that another process holds locked are reported fast, not waited for
+    pages_registry = DashboardRegistry(registry.storage_dir)
+    app = create_app(pages_registry, token=token, allowed_hosts=allowed)
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
     )
@@ -68,6 +71,8 @@ def dashboard_command(
         return EXIT_FAILURE
     except KeyboardInterrupt:
         pass
+    finally:
+        pages_registry.close()
     if not server.started:
         print(f"Error: the dashboard could not listen on {host}:{port}", file=sys.stderr)
         return EXIT_FAILURE
