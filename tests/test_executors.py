@@ -453,6 +453,15 @@ async def test_lambdas_and_closures_ship_with_cloudpickle(executor: Executor) ->
 
     assert await executor.call(lambda x: x * 2, {"x": 21}, info=info("lambda")) == 42
     assert await executor.call(shifted, {"x": 1}, info=info("closure")) == 101
+    # a closure ships what it closes over as it is at each call
+    box = {"n": 1}
+
+    def read() -> int:
+        return box["n"]
+
+    assert await executor.call(read, {}, info=info("read")) == 1
+    box["n"] = 2
+    assert await executor.call(read, {}, info=info("read")) == 2
 
 
 # --------------------------------------------------------------------------- lifecycle

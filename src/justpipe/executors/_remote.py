@@ -16,6 +16,7 @@ import asyncio
 import inspect
 import os
 import pickle
+import sys
 import threading
 import traceback
 import weakref
@@ -100,9 +101,28 @@ def dump_function(fn: Any, step: str, executor: str) -> bytes:
         data = _dumps(fn)
     except Exception as exc:
         raise unpicklable(step, executor, "function", fn, exc) from exc
-    with suppress(TypeError):  # not weak-referenceable: no cache
-        _fn_cache[fn] = data
+    if _by_reference(fn):
+        # a closure or lambda is pickled by value, with what it closes over as it is
+        # now: only functions pickled by name are cached
+        with suppress(TypeError):  # not weak-referenceable: no cache
+            _fn_cache[fn] = data
     return data
+
+
+def _by_reference(fn: Any) -> bool:
+    """Whether `fn` pickles as a reference to its module's attribute (never by value)."""
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    if module is None or module.__name__ == "__main__":
+        return False
+    target: Any = module
+    for part in getattr(fn, "__qualname__", "<").split("."):
+        target = getattr(target, part, None)
+    if target is not fn:
+        return False
+    if _cloudpickle is not None:
+        by_value: set[str] = getattr(_cloudpickle, "list_registry_pickle_by_value", set)()
+        return module.__name__ not in by_value
+    return True
 
 
 def dumps_call(

@@ -60,7 +60,7 @@ def _describe_exit(pid: int | None, code: int | None) -> str:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        why = " (out of memory, or killed)" if -code == signal.SIGKILL else ""
+        why = " (out of memory, or killed)" if -code == getattr(signal, "SIGKILL", 9) else ""
         return f"worker process {pid} was killed by {name}{why}"
     return f"worker process {pid} exited with code {code}"
 
