@@ -141,6 +141,8 @@ def pages_of(store: Store) -> list[tuple[str, str]]:
     return [
         ("pipelines", "/"),
         ("pipeline", f"/pipelines/{store.orders_hash}"),
+        ("pipeline-graph", f"/pipelines/{store.routing_hash}"),
+        ("run-subpipeline", f"/runs/{store.routing_run}?tab=timeline"),
         ("run-timeline", f"/runs/{run}?tab=timeline"),
         ("run-events", f"/runs/{run}?tab=events"),
         ("run-metrics", f"/runs/{run}?tab=metrics"),
