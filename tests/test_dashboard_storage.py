@@ -150,3 +150,22 @@ def test_event_data_rows_can_leave_some_types_for_later(tmp_path: Path) -> None:
         ]
         assert store.get_event_json("r", [2, 3, 99]) == {2: token, 3: ev(3)}
         assert [row[4] for row in store.get_event_data("r")][1] == token
+
+
+async def test_heartbeat_stops_when_the_task_driving_the_run_ends(tmp_path: Path) -> None:
+    from justpipe.observability.observer import ObserverMeta
+
+    store = SQLiteBackend(tmp_path / "runs.db")
+    observer = PersistenceObserver(lambda: store, heartbeat_interval=0.01)
+
+    async def abandoned_run() -> None:
+        meta = ObserverMeta(pipe_name="p", run_id="r-abandoned", started_at=time.time())
+        await observer.on_pipeline_start({}, None, meta)
+
+    await asyncio.create_task(abandoned_run())  # no end callback ever comes
+    heartbeat = observer._heartbeat
+    assert heartbeat is not None
+    await asyncio.wait_for(heartbeat, timeout=30)  # ends by itself
+    assert heartbeat.done() and not heartbeat.cancelled()
+    assert "r-abandoned" in store.get_leases()  # the lease stays, and will expire
+    store.close()
