@@ -28,6 +28,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from justpipe.cli.registry import PipelineRegistry  # noqa: E402
 from justpipe.dashboard.api import DashboardRegistry  # noqa: E402
+from justpipe.dashboard.pages import RUN_TABS  # noqa: E402
 from justpipe.dashboard.security import CONTENT_SECURITY_POLICY  # noqa: E402
 from justpipe.dashboard.server import _serve_file, create_app  # noqa: E402
 from justpipe.storage import RunRecord  # noqa: E402
@@ -785,4 +786,78 @@ def test_run_list_stream_says_when_runs_change(tmp_path: Path) -> None:
         backend.append_events("brand-new-run", [])  # a run starts
         assert next(messages)["event"] == "runs"
     backend.close()
+    registry.close()
+
+
+ODD_EVENTS = [
+    {"type": "start", "stage": None, "payload": [1, 2]},
+    {"type": "step_start", "stage": "a", "invocation_id": 7, "attempt": "x", "scope": "s"},
+    {"type": "step_start", "stage": "b", "invocation_id": "b:1", "scope": [None, 3]},
+    {"type": "token", "stage": "b", "payload": {"deep": [[[[{"x": None}]]]]}},
+    {"type": "step_error", "stage": "b", "invocation_id": "b:1", "meta": "not a dict"},
+    {"type": "step_end", "stage": "zz", "invocation_id": "never-started"},
+    {"type": "barrier_release", "stage": "j"},
+    {"type": "map_worker", "stage": "w[notanumber]"},
+    {"type": "no_such_type", "stage": "q"},
+    {
+        "type": "finish",
+        "stage": "system",
+        "meta": [],
+        "payload": {
+            "status": "failed",
+            "errors": "not a list",
+            "metrics": {
+                "tasks": 5,
+                "queue": None,
+                "step_latency": {"a": {"count": "x", "total_s": "y"}, "b": 3},
+                "maps": [],
+            },
+        },
+    },
+]
+
+
+def test_odd_and_partial_event_data_never_breaks_a_page(tmp_path: Path) -> None:
+    directory = tmp_path / "dddddddddddddddd"
+    (directory).mkdir()
+    (directory / PIPELINE_JSON).write_text(
+        json.dumps({"name": "odd", "visual_ast": {"nodes": {"a": "x"}, "edges": [1, None]}})
+    )
+    events = [
+        json.dumps({**e, "seq": i, "timestamp": 100.0 + i}) for i, e in enumerate(ODD_EVENTS, 1)
+    ]
+    events.append(json.dumps({"type": "step_end", "stage": "a", "seq": 99, "timestamp": "later"}))
+    start = datetime.now(UTC)
+    with SQLiteBackend(directory / RUNS_DB) as backend:
+        backend.save_run(
+            RunRecord("odd-run", start, start, timedelta(seconds=1), PipelineTerminalStatus.FAILED,
+                      error_message="x", error_step="b", run_meta="{not json"),
+            events,
+        )  # fmt: skip
+        backend.append_events("half-run", [json.dumps({"type": "step_start", "stage": "a"})])
+    registry = PipelineRegistry(tmp_path)
+    with TestClient(create_app(registry), base_url=ORIGIN) as client:
+        urls = [
+            "/",
+            "/pipelines/dddddddddddddddd",
+            "/search?q=odd",
+            "/compare?run1=odd-run&run2=half-run",
+            *(f"/runs/{run}?tab={tab}" for run in ("odd-run", "half-run") for tab in RUN_TABS),
+            "/runs/odd-run?tab=events&group=step",
+            "/runs/odd-run?tab=steps&step=b",
+        ]
+        for url in urls:
+            assert client.get(url).status_code == 200, url
+        for url in (
+            "/api/pipelines",
+            "/api/pipelines/dddddddddddddddd",
+            "/api/pipelines/dddddddddddddddd/runs",
+            "/api/stats/dddddddddddddddd",
+            "/api/runs/odd-run",
+            "/api/runs/odd-run/events",
+            "/api/runs/odd-run/timeline",
+            "/api/runs/half-run/timeline",
+            "/api/compare?run1=odd-run&run2=half-run",
+        ):
+            assert client.get(url).status_code == 200, url
     registry.close()

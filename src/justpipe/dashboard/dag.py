@@ -28,9 +28,14 @@ def layout_dag(
 ) -> dict[str, Any]:
     """Nodes with positions and the run status of their step, edges as SVG paths."""
     found = ast.get("nodes")
-    raw_nodes: dict[str, Any] = found if isinstance(found, dict) else {}
+    raw_nodes: dict[str, dict[str, Any]] = {
+        str(name): node
+        for name, node in (found.items() if isinstance(found, dict) else [])
+        if isinstance(node, dict)
+    }
     names = sorted(str(name) for name in raw_nodes)
-    edges = [e for e in ast.get("edges") or [] if isinstance(e, dict)]
+    listed = ast.get("edges")
+    edges = [e for e in listed if isinstance(e, dict)] if isinstance(listed, list) else []
     successors: dict[str, list[str]] = {name: [] for name in names}
     for edge in edges:
         source, target = str(edge.get("source")), str(edge.get("target"))
@@ -139,12 +144,17 @@ def layout_dag(
             }
         )
     groups = []
-    for group in ast.get("parallel_groups") or []:
-        members = [str(m) for m in group.get("node_ids") or [] if str(m) in positions]
+    listed_groups = ast.get("parallel_groups")
+    for group in listed_groups if isinstance(listed_groups, list) else []:
+        if not isinstance(group, dict):
+            continue
+        listed_ids = group.get("node_ids")
+        node_ids = listed_ids if isinstance(listed_ids, list) else []
+        members = [str(m) for m in node_ids if str(m) in positions]
         if len(members) < 2:
             # node_ids may be ids (n0, n1) rather than names
             by_id = {str(raw_nodes[n].get("id")): n for n in names}
-            members = [by_id[str(m)] for m in group.get("node_ids") or [] if str(m) in by_id]
+            members = [by_id[str(m)] for m in node_ids if str(m) in by_id]
         if len(members) < 2:
             continue
         xs = [positions[m][0] for m in members]

@@ -319,12 +319,25 @@ class Pages:
             return {"metrics": None}
         recorded = metrics.get("step_latency")
         latency: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
+        rows = []
+        for name, values in latency.items():
+            if not isinstance(values, dict):
+                continue
+            count, total = _number(values.get("count")), _number(values.get("total_s"))
+            rows.append(
+                {
+                    "name": str(name),
+                    "count": count,
+                    "total_s": total,
+                    "min_s": _number(values.get("min_s")),
+                    "max_s": _number(values.get("max_s")),
+                    "avg_s": total / count if total is not None and count else None,
+                }
+            )
+        rows.sort(key=lambda row: -(row["total_s"] or 0))
         return {
             "metrics": metrics,
-            "latency": sorted(
-                ((name, values) for name, values in latency.items() if isinstance(values, dict)),
-                key=lambda item: -float(item[1].get("total_s") or 0),
-            ),
+            "latency": rows,
             "finish_meta": result.finish.get("meta") if result.finish else None,
         }
 
@@ -440,12 +453,23 @@ def _event_row(event: dict[str, Any], origin: float) -> dict[str, Any]:
         "stage": str(event.get("stage") or ""),
         "relative": ts - origin,
         "absolute": datetime.fromtimestamp(ts, tz=UTC).strftime("%H:%M:%S.%f")[:-3],
-        "invocation_id": event.get("invocation_id"),
-        "attempt": event.get("attempt"),
+        "invocation_id": _text_or_none(event.get("invocation_id")),
+        "attempt": _number(event.get("attempt")),
         "summary": _summary(payload),
         "payload": _pretty(payload),
         "meta": _pretty(event.get("meta")) if event.get("meta") is not None else None,
     }
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _number(value: Any) -> int | float | None:
+    """`value` when it is a real number (stored data may hold anything)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    return None
 
 
 def _summary(payload: Any) -> str:
