@@ -319,7 +319,7 @@ class Pages:
             return {"metrics": None}
         recorded = metrics.get("step_latency")
         latency: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name, values in latency.items():
             if not isinstance(values, dict):
                 continue
