@@ -217,7 +217,7 @@ def test_pipe_constructor_signature_and_defaults() -> None:
         "max_retries": 100,
     }
     # upstream's parameters, in its order, then ours (keyword-only, default None)
-    ours = {"executors"}
+    ours = {"executors", "durable"}
     assert list(params)[1 : len(expected) + 1] == list(expected)
     assert set(list(params)[len(expected) + 1 :]) == ours
     for name, default in expected.items():

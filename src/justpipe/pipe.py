@@ -74,6 +74,7 @@ class Pipe(Generic[StateT, ContextT]):
         flush_interval: int | None = None,
         max_retries: int = 100,
         executors: dict[str, Any] | None = None,
+        durable: Any = None,
     ) -> None:
         _check_options(
             name,
@@ -100,6 +101,14 @@ class Pipe(Generic[StateT, ContextT]):
         self.cancellation_token = cancellation_token or CancellationToken()
         self.failure_classification = failure_classification or FailureClassificationConfig()
         self.persist = _env_flag("JUSTPIPE_PERSIST") if persist is None else bool(persist)
+        # durable runs (justpipe.durable, docs/durable.md): a `Durable`, None for plain runs
+        self.durable: Any = None
+        if durable is not None and durable is not False:
+            from justpipe.durable.api import as_durable
+
+            self.durable = as_durable(durable)
+            if self.durable.store is None and persist is None:
+                self.persist = True  # the default store is the run store: keep the run too
         self.registry = _PipelineRegistry(name, self.state_type, self.context_type)
         self.registry.middleware.extend(
             [tenacity_retry_middleware] if middleware is None else _check_middleware(middleware)
@@ -374,7 +383,68 @@ class Pipe(Generic[StateT, ContextT]):
         """
         _check_run_args(queue_size, timeout)
         bound = _check_executors("run(executors=...)", executors)
+        if self.durable is not None:
+            from justpipe.durable.api import durable_run
+
+            args = {
+                "state": state,
+                "context": context,
+                "start": start,
+                "queue_size": queue_size,
+                "timeout": timeout,
+                "executors": bound,
+            }
+            return durable_run(self, args)
         return _PipelineRunner(self, state, context, start, queue_size, timeout, bound).stream()
+
+    def resume(
+        self,
+        run_id: str,
+        value: Any = None,
+        *,
+        context: ContextT | None = None,
+        force: bool = False,
+        queue_size: int | None = None,
+        timeout: float | None = None,
+        executors: dict[str, Any] | None = None,
+        start: Any = None,
+    ) -> AsyncGenerator[Event, None]:
+        """Continue durable run `run_id` (suspended, or whose process died) in this process.
+
+        Returns the same kind of event stream as `run()`: the same `run_id`, `seq` going on
+        from the last checkpoint. `value` is what `justpipe.durable.resume_value()` returns
+        in the steps of this segment (the human's answer to a `Suspend`). The run's state
+        comes from its checkpoint; `context` is this segment's. Refused before anything
+        runs: an unknown or finished run, a changed pipeline (unless `force=True`), a run
+        another live process executes. See docs/durable.md.
+        """
+        if self.durable is None:
+            raise ValueError(
+                f"Pipe {self.name!r} is not durable: resume() continues durable runs only. "
+                "Create it with Pipe(..., durable=True) (or durable=<CheckpointStore>)."
+            )
+        if start is not None:
+            raise ValueError(
+                f"resume({run_id!r}, start=...) is not allowed: a durable run resumes where its "
+                "checkpoint stopped (its pending steps and the suspending step's successors). "
+                "To run from a given step, start a new run: pipe.run(state, start=...)."
+            )
+        if not isinstance(run_id, str) or not run_id:
+            raise TypeError(f"resume(run_id) needs the run id (a str), got {run_id!r}")
+        if not isinstance(force, bool):
+            raise TypeError(f"resume(force=...) must be a bool, got {force!r}")
+        _check_run_args(queue_size, timeout)
+        bound = _check_executors("resume(executors=...)", executors)
+        from justpipe.durable.api import durable_resume
+
+        args = {
+            "context": context,
+            "start": None,
+            "queue_size": queue_size,
+            "timeout": timeout,
+            "executors": bound,
+        }
+        return durable_resume(self, run_id, value, force, args)
 
     def _prepare_run(self, start: Any) -> _RunSetup:
         start_name = resolve_name(start) if start is not None else None

@@ -8,6 +8,7 @@ like an instance made by `__init__`.
 from cpython.object cimport PyObject_GenericGetDict
 
 from justpipe._core._events_py import EVENT_FIELDS, check_event_class, check_plain_dataclass
+from justpipe._core._ids_py import check_seed
 
 __all__ = ["EVENT_FIELDS", "EventFactory", "RecordBuilder", "check_event_class"]
 
@@ -59,6 +60,14 @@ cdef class EventFactory:
         fields["scope"] = scope
         fields["meta"] = meta
         return event
+
+    def last_seq(self):
+        """The `seq` of the last event built (a durable run's checkpoint keeps it)."""
+        return self._seq
+
+    def seed(self, seq):
+        """Continue numbering after `seq` (a resumed durable run: same run, seq goes on)."""
+        self._seq = check_seed("EventFactory.seed(seq)", seq)
 
     def forward(self, child, stage, parent_invocation_id, owner_invocation_id, scope):
         """Re-emit a child pipeline's event here (see `_events_py.EventFactory.forward`)."""

@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Final, Generic, TypeVar
 
+from justpipe._core._ids_py import check_seed
+
 __all__ = ["EVENT_FIELDS", "EventFactory", "RecordBuilder", "check_event_class"]
 
 E = TypeVar("E")
@@ -158,6 +160,14 @@ class EventFactory(Generic[E]):
             meta=meta,
         )
         return event
+
+    def last_seq(self) -> int:
+        """The `seq` of the last event built (a durable run's checkpoint keeps it)."""
+        return self._seq
+
+    def seed(self, seq: int) -> None:
+        """Continue numbering after `seq` (a resumed durable run: same run, seq goes on)."""
+        self._seq = check_seed("EventFactory.seed(seq)", seq)
 
     def forward(
         self,

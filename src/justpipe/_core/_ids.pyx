@@ -1,5 +1,7 @@
 """Counters of one run (compiled twin of `_ids_py.py`, which documents them)."""
 
+from justpipe._core._ids_py import check_seed
+
 __all__ = ["AttemptCounter", "InvocationIds"]
 
 
@@ -18,6 +20,14 @@ cdef class InvocationIds:
         self._count += 1
         return f"{self._prefix}{self._count}"
 
+    def issued(self):
+        """How many ids were issued (a durable run's checkpoint keeps it)."""
+        return self._count
+
+    def seed(self, count):
+        """Continue after `count` issued ids (a resumed durable run): the next is count + 1."""
+        self._count = check_seed("InvocationIds.seed(count)", count)
+
 
 cdef class AttemptCounter:
     """Attempt numbers counted per name: `next(name)` returns 1, 2, 3, ... for each name."""
@@ -32,3 +42,20 @@ cdef class AttemptCounter:
         attempt = self._counts.get(name, 0) + 1
         self._counts[name] = attempt
         return attempt
+
+    def snapshot(self):
+        """A copy of the counts per name (a durable run's checkpoint keeps it)."""
+        return dict(self._counts)
+
+    def seed(self, counts):
+        """Replace the counts (a resumed durable run continues from its checkpoint's)."""
+        if not isinstance(counts, dict):
+            raise TypeError(
+                f"AttemptCounter.seed(counts) needs a dict, got {type(counts).__name__}"
+            )
+        seeded = {}
+        for name, count in counts.items():
+            if type(name) is not str:
+                raise TypeError(f"AttemptCounter.seed: names must be str, got {name!r}")
+            seeded[name] = check_seed(f"AttemptCounter.seed: the count of {name!r}", count)
+        self._counts = seeded

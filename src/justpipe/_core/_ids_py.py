@@ -5,7 +5,18 @@ Pure-Python twin of `_ids.pyx`; both must behave identically (tests/test_core_pa
 
 from __future__ import annotations
 
-__all__ = ["AttemptCounter", "InvocationIds"]
+from typing import Any
+
+__all__ = ["AttemptCounter", "InvocationIds", "check_seed"]
+
+
+def check_seed(what: str, value: Any) -> int:
+    """`value` as a counter seed (an int >= 0), or TypeError/ValueError naming `what`."""
+    if type(value) is not int:
+        raise TypeError(f"{what} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{what} must be >= 0, got {value}")
+    return value
 
 
 class InvocationIds:
@@ -22,6 +33,14 @@ class InvocationIds:
         self._count += 1
         return f"{self._prefix}{self._count}"
 
+    def issued(self) -> int:
+        """How many ids were issued (a durable run's checkpoint keeps it)."""
+        return self._count
+
+    def seed(self, count: int) -> None:
+        """Continue after `count` issued ids (a resumed durable run): the next is count + 1."""
+        self._count = check_seed("InvocationIds.seed(count)", count)
+
 
 class AttemptCounter:
     """Attempt numbers counted per name: `next(name)` returns 1, 2, 3, ... for each name."""
@@ -36,3 +55,20 @@ class AttemptCounter:
         attempt = self._counts.get(name, 0) + 1
         self._counts[name] = attempt
         return attempt
+
+    def snapshot(self) -> dict[str, int]:
+        """A copy of the counts per name (a durable run's checkpoint keeps it)."""
+        return dict(self._counts)
+
+    def seed(self, counts: dict[str, int]) -> None:
+        """Replace the counts (a resumed durable run continues from its checkpoint's)."""
+        if not isinstance(counts, dict):
+            raise TypeError(
+                f"AttemptCounter.seed(counts) needs a dict, got {type(counts).__name__}"
+            )
+        seeded: dict[str, int] = {}
+        for name, count in counts.items():
+            if type(name) is not str:
+                raise TypeError(f"AttemptCounter.seed: names must be str, got {name!r}")
+            seeded[name] = check_seed(f"AttemptCounter.seed: the count of {name!r}", count)
+        self._counts = seeded

@@ -84,6 +84,11 @@ class _Orchestrator:
         self.completed = 0
         # invocations scheduled by the loop-side decision in progress (see `_spawn_all`)
         self._pending: list[Coroutine[Any, Any, None]] | None = None
+        # durable runs only (`justpipe.durable`; None otherwise, so a plain run pays one test
+        # per scheduled invocation): the live invocations by owner id, and what the run
+        # refused to schedule once it was stopping (a suspended run resumes with those)
+        self.live: dict[str, _Invocation] | None = None
+        self.held: list[tuple[NodePlan | None, str | None, str | None, tuple[str, ...]]] = []
 
     @property
     def tasks_started(self) -> int:
@@ -106,13 +111,24 @@ class _Orchestrator:
         parent_id: str | None,
         name: str | None = None,
         scope: tuple[str, ...] = (),
+        owner_id: str | None = None,
     ) -> None:
-        """Spawn an invocation of `node` (refused once the run is stopping)."""
+        """Spawn an invocation of `node` (refused once the run is stopping).
+
+        `owner_id`: a resumed durable run's new attempt of an invocation that was in flight
+        when its process died (the invocation's own id otherwise).
+        """
+        live = self.live
         if self.ctx.stopping:
+            if live is not None:
+                self.held.append((node, parent_id, name, scope))
             return
         stage = node.name if node is not None else (name or "?")
         inv_id = self.ids.next()
-        inv = _Invocation(node, stage, inv_id, parent_id, inv_id, self.attempts.next(stage), scope)
+        owner = inv_id if owner_id is None else owner_id
+        inv = _Invocation(node, stage, inv_id, parent_id, owner, self.attempts.next(stage), scope)
+        if live is not None:
+            live[owner] = inv
         pending = self._pending
         if pending is not None:
             pending.append(self.steps.run(inv))

@@ -100,6 +100,7 @@ class _PipelineRunner:
         queue_size: int | None,
         timeout: float | None,
         executors: dict[str, Any] | None = None,
+        durable: Any = None,
     ) -> None:
         self.pipe = pipe
         self.state = state
@@ -109,6 +110,11 @@ class _PipelineRunner:
         self.timeout = timeout
         self.run_executors = executors or {}
         self.run_id = os.urandom(16).hex()  # 32 lowercase hex digits, like uuid4().hex
+        # a durable run's checkpointer (`justpipe.durable`), None for every other run: the
+        # seam is here (attach, begin, complete_step, finish), none of it on a plain run's path
+        self.durable = durable
+        if durable is not None:
+            self.run_id = durable.run_id
         self.machine = _RunStateMachine()
         self.metrics = _core.MetricsRecorder()
         self._timed_out = False
@@ -172,7 +178,13 @@ class _PipelineRunner:
         self.channel, self.kernel, self.publisher, self.orch = channel, kernel, publisher, orch
         self.invoker = invoker
         closing: BaseException | None = None
-        next_event = publisher.dispatcher(channel, orch.complete_step)
+        durable = self.durable
+        begin = orch.start
+        complete = orch.complete_step
+        if durable is not None:
+            durable.attach(self)
+            begin, complete = durable.begin, durable.complete_step
+        next_event = publisher.dispatcher(channel, complete)
         try:
             try:
                 await self._startup()
@@ -194,7 +206,7 @@ class _PipelineRunner:
                     if event.__class__ is int:
                         if event == _START:
                             self.machine.to(RunPhase.EXECUTING)
-                            orch.start()
+                            begin()
                         else:
                             yield await self._publish_finish()
                         continue
@@ -214,6 +226,8 @@ class _PipelineRunner:
         finally:
             await self._cleanup(closing)
             self.orch.release()
+            if durable is not None:
+                durable.detach()
 
     async def _startup(self) -> None:
         if self.observers:
@@ -248,6 +262,8 @@ class _PipelineRunner:
         """FINISH, once every earlier event was published (so metrics count them)."""
         run_meta = self.ctx.meta.run.snapshot() if self.ctx.meta is not None else None
         event = self._finish(run_meta)
+        if self.durable is not None:  # checkpointed before anyone hears of the end
+            event = self.durable.finished(event)
         await self.publisher.run_ended(event)
         return event
 

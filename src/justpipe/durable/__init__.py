@@ -1,0 +1,42 @@
+"""Durable runs: checkpoint as you go, resume in another process after a suspend or a crash.
+
+``Pipe(State, name=..., durable=True)`` checkpoints every run into the run store under
+``JUSTPIPE_STORAGE_PATH``; ``pipe.resume(run_id, value=...)`` continues one, in any
+process, as the same run (same ``run_id``, ``seq`` going on). See docs/durable.md.
+"""
+
+from justpipe.durable.api import Durable, resume_value
+from justpipe.durable.checkpointer import SuspendedEndData
+from justpipe.durable.serializer import StateSerializationError, StateSerializer
+from justpipe.durable.sqlite import SQLiteCheckpointStore
+from justpipe.durable.store import (
+    Checkpoint,
+    CheckpointStore,
+    DurableError,
+    InMemoryCheckpointStore,
+    Lease,
+    LeaseLostError,
+    PipelineChangedError,
+    RunFinishedError,
+    RunLeasedError,
+    UnknownRunError,
+)
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointStore",
+    "Durable",
+    "DurableError",
+    "InMemoryCheckpointStore",
+    "Lease",
+    "LeaseLostError",
+    "PipelineChangedError",
+    "RunFinishedError",
+    "RunLeasedError",
+    "SQLiteCheckpointStore",
+    "StateSerializationError",
+    "StateSerializer",
+    "SuspendedEndData",
+    "UnknownRunError",
+    "resume_value",
+]

@@ -1,0 +1,339 @@
+"""The checkpointer: what a durable run saves, when, and how a resumed run picks it up.
+
+One `Checkpointer` per segment of a durable run (the first run, then each resume). The
+runner calls it at four points and nowhere else (a plain run has none):
+
+* ``attach(runner)`` when the stream starts: takes the run's lease, seeds the run's
+  counters from the checkpoint (resume) and writes the first checkpoint of the segment
+  (so a run that crashes before anything else is still resumable);
+* ``begin()`` instead of scheduling the roots: a resumed run restores its joins'
+  arrivals and schedules its frontier (see below);
+* ``complete_step(record)`` around the orchestrator's: keeps the frontier's books and,
+  every ``every`` completions, writes a checkpoint;
+* ``finished(finish_event)`` before the FINISH is published: the last checkpoint
+  (``suspended`` or ``finished``), then the lease is released.
+
+The frontier is every invocation that was scheduled and has not completed (the
+orchestrator's `live`, by owner id), plus what the run refused to schedule once a
+`Suspend` stopped it (`held`), plus each suspending step (its successors run when the
+run resumes: the continuation). A resumed run runs again what was live (a new attempt,
+its parent the old invocation) and schedules the rest as the stopped run would have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from justpipe._kernel.outcomes import Outcome
+from justpipe.durable.serializer import StateSerializer
+from justpipe.durable.store import (
+    FINISHED,
+    RUNNING,
+    SUSPENDED,
+    Checkpoint,
+    CheckpointStore,
+    LeaseLostError,
+)
+from justpipe.types import Event, PipelineEndData, PipelineTerminalStatus
+
+if TYPE_CHECKING:
+    from justpipe._kernel.context import _Invocation
+    from justpipe._kernel.runner import _PipelineRunner
+
+__all__ = ["FORMAT", "Checkpointer", "SuspendedEndData"]
+
+FORMAT = 1
+"""The checkpoint document's format; a resume refuses a checkpoint of another format."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SuspendedEndData(PipelineEndData):
+    """FINISH payload of a durable run that suspended: resume it with ``pipe.resume(run_id)``.
+
+    Everything `PipelineEndData` has (status SUCCESS, as upstream reports a `Suspend`), plus
+    the run id to resume, this segment's number (1 for the first run) and the steps that
+    suspended, with their reasons. A durable run that finished has a plain
+    `PipelineEndData`; so ``isinstance(payload, SuspendedEndData)`` tells them apart.
+    """
+
+    run_id: str = ""
+    segment: int = 1
+    suspended_steps: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+
+
+_SUSPEND = Outcome.SUSPEND
+_DROPPED = Outcome.DROPPED
+_MAP_FED = Outcome.MAP_FED
+
+
+class Checkpointer:
+    def __init__(
+        self,
+        store: CheckpointStore,
+        serializer: StateSerializer,
+        every: int,
+        owner: str,
+        run_id: str,
+        pipe_name: str,
+        pipeline_hash: str,
+        version: str,
+        lease_ttl_s: float,
+        restored: dict[str, Any] | None = None,
+        segment: int = 1,
+    ) -> None:
+        self.store = store
+        self.serializer = serializer
+        self.every = every
+        self.owner = owner
+        self.run_id = run_id
+        self.pipe_name = pipe_name
+        self.pipeline_hash = pipeline_hash
+        self.version = version
+        self.lease_ttl_s = lease_ttl_s
+        self.restored = restored
+        self.segment = segment
+        self.writes = 0
+        self.write_s = 0.0  # time spent checkpointing (serializing + the store's write)
+        self._since = 0
+        self._suspenders: list[tuple[_Invocation, str]] = []
+        self._reruns: list[_Invocation] = []
+        self._arrivals: dict[int, set[int]] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._done = False
+        self._lost = False
+        self._started = restored is not None and bool(restored["started"])
+
+    # ------------------------------------------------------------------ the runner's seam
+
+    def attach(self, runner: _PipelineRunner) -> None:
+        self.runner = runner
+        orch = self.orch = runner.orch
+        orch.live = {}
+        plan = runner.plan
+        counts = plan.slot_counts
+        # the joins' arrivals, mirrored (only nodes with more than one parent slot have any):
+        # a slot joins the current wave once; the wave ends when every slot arrived
+        joins = {v for v, n in enumerate(counts) if n > 1}
+        successors = plan.successor_slots
+        arrivals = self._arrivals
+        readiness = orch.scheduler.complete
+
+        def complete(u: int) -> list[int]:
+            ready: list[int] = readiness(u)
+            for v, slot in successors[u]:
+                if v in joins:
+                    got = arrivals.setdefault(v, set())
+                    got.add(slot)
+                    if len(got) == counts[v]:
+                        del arrivals[v]
+            return ready
+
+        orch.scheduler.complete = complete  # type: ignore[assignment]
+        self.store.acquire(self.run_id, self.owner, self.lease_ttl_s)
+        if self.restored is not None:
+            data = self.restored
+            orch.ids.seed(int(data["invocations"]))
+            orch.attempts.seed({str(k): int(n) for k, n in data["attempts"].items()})
+            runner.publisher._factory.seed(int(data["seq"]))
+        self.write(RUNNING)
+        self._heartbeat = asyncio.get_running_loop().create_task(
+            self._beat(), name=f"justpipe-durable-lease-{self.run_id}"
+        )
+
+    def begin(self) -> None:
+        """The START_ROOTS of this segment: the roots (a fresh run) or the frontier.
+
+        Like every loop-side decision, what it schedules starts only once it is decided,
+        so the checkpoint written here holds them all, none started yet.
+        """
+        self._started = True
+        self.orch._deciding(self._begin, self.restored)
+
+    def _begin(self, data: dict[str, Any] | None) -> None:
+        if data is None or not data["started"]:
+            self.orch._schedule_roots()
+        else:
+            self._reschedule(data)
+        if self.every:
+            self.write(RUNNING)
+
+    def _reschedule(self, data: dict[str, Any]) -> None:
+        orch = self.orch
+        plan = orch.plan
+        table = orch.scheduler.table
+        for join, slots in data["arrivals"].items():
+            index = plan.index.get(join)
+            if index is None:
+                continue  # a forced resume of a changed pipeline: the join is gone
+            for slot in slots:
+                if 0 <= slot < plan.slot_counts[index]:
+                    table.mark(index, slot)
+                    self._arrivals.setdefault(index, set()).add(slot)
+        for entry in data["frontier"]:
+            name = entry["step"]
+            node = plan.node(name)
+            scope = tuple(entry["scope"])
+            if entry["rerun"]:  # was running: a new attempt, child of the one that was lost
+                orch.schedule(node, entry["inv"], name, scope, owner_id=entry["owner"])
+            else:
+                orch.schedule(node, entry["parent"], name, scope)
+        for entry in data["suspended"]:  # the continuation of each suspending step
+            node = plan.node(entry["step"])
+            if node is not None:
+                orch._advance(node)
+
+    def complete_step(self, record: tuple[Any, ...]) -> None:
+        """The orchestrator's `complete_step`, checkpointing before what it decided starts."""
+        self.orch._deciding(self._complete, record)
+
+    def _complete(self, record: tuple[Any, ...]) -> None:
+        orch = self.orch
+        orch._complete(record)
+        inv, outcome, value = record
+        live = orch.live
+        assert live is not None
+        map_run = inv.map_run
+        if map_run is not None:
+            if map_run.closed:
+                live.pop(map_run.inv.owner_id, None)
+        elif outcome is _MAP_FED:
+            if value.closed:
+                live.pop(value.inv.owner_id, None)
+        elif inv.inv_id is not None:
+            live.pop(inv.owner_id, None)
+            if outcome is _SUSPEND:
+                self._suspenders.append((inv, str(getattr(value, "reason", ""))))
+            elif outcome is _DROPPED and orch.ctx.stopping:
+                self._reruns.append(inv)  # a retry the stopping run refused: runs on resume
+        every = self.every
+        if every and not orch.ctx.stopping:
+            self._since += 1
+            if self._since >= every:
+                self._since = 0
+                self.write(RUNNING)
+
+    def finished(self, finish: Event) -> Event:
+        """The run's FINISH is built: its last checkpoint, then the lease goes.
+
+        A run that suspended (and did not fail) ends with a `SuspendedEndData` payload: its
+        status is SUCCESS, as for any run that returned `Suspend` (upstream's enum has no
+        other), and the payload says it can be resumed, where, and why.
+        """
+        data = finish.payload
+        status = data.status if isinstance(data, PipelineEndData) else None
+        suspended = bool(self._suspenders) and status is PipelineTerminalStatus.SUCCESS
+        self.write(SUSPENDED if suspended else FINISHED, status)
+        self._release()
+        if not suspended or not isinstance(data, PipelineEndData):
+            return finish
+        fields = {f.name: getattr(data, f.name) for f in dataclasses.fields(PipelineEndData)}
+        payload = SuspendedEndData(
+            **fields,
+            run_id=self.run_id,
+            segment=self.segment,
+            suspended_steps=tuple(inv.name for inv, _ in self._suspenders),
+            reasons=tuple(reason for _, reason in self._suspenders),
+        )
+        return dataclasses.replace(finish, payload=payload)
+
+    def detach(self) -> None:
+        """The stream is over, however it ended: stop renewing the lease and give it back."""
+        self._release()
+
+    # ------------------------------------------------------------------ writing
+
+    def document(self, status: str, end: PipelineTerminalStatus | None = None) -> dict[str, Any]:
+        orch = self.orch
+        runner = self.runner
+        frontier: list[dict[str, Any]] = []
+        live = orch.live or {}
+        for inv in live.values():
+            frontier.append(_rerun_entry(inv))
+        for inv in self._reruns:
+            frontier.append(_rerun_entry(inv))
+        for node, parent, name, scope in orch.held:
+            step = node.name if node is not None else (name or "?")
+            frontier.append({"step": step, "rerun": False, "parent": parent, "scope": list(scope)})
+        nodes = orch.nodes
+        return {
+            "format": FORMAT,
+            "version": self.version,
+            "run_id": self.run_id,
+            "pipe_name": self.pipe_name,
+            "pipeline_hash": self.pipeline_hash,
+            "status": status,
+            "end": None if end is None else end.value,
+            "segment": self.segment,
+            "started": self._started,
+            "seq": runner.publisher._factory.last_seq(),
+            "invocations": orch.ids.issued(),
+            "attempts": orch.attempts.snapshot(),
+            "completed": orch.completed,
+            "state": self.serializer.encode(runner.state),
+            "frontier": frontier,
+            "arrivals": {
+                nodes[v].name: sorted(slots) for v, slots in self._arrivals.items() if slots
+            },
+            "suspended": [
+                {"step": inv.name, "inv": inv.inv_id, "reason": reason}
+                for inv, reason in self._suspenders
+            ],
+            "written_at": time.time(),
+        }
+
+    def write(self, status: str, end: PipelineTerminalStatus | None = None) -> None:
+        """Write a checkpoint; LeaseLostError (once) when another process took the run over."""
+        if self._lost:
+            return  # the run is ending because its lease was lost: write nothing more
+        t0 = time.perf_counter()
+        text = json.dumps(self.document(status, end), separators=(",", ":"), allow_nan=False)
+        try:
+            self.store.save(
+                Checkpoint(
+                    self.run_id, self.pipe_name, self.pipeline_hash, status, self.segment, text
+                ),
+                self.owner,
+            )
+        except LeaseLostError:
+            self._lost = True
+            raise
+        self.writes += 1
+        self.write_s += time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ the lease
+
+    async def _beat(self) -> None:
+        interval = max(0.05, self.lease_ttl_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(
+                    self.store.acquire, self.run_id, self.owner, self.lease_ttl_s
+                )
+            except Exception:  # the next checkpoint write reports a lost lease
+                return
+
+    def _release(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+        if not self._done:
+            self._done = True
+            self.store.release(self.run_id, self.owner)
+
+
+def _rerun_entry(inv: _Invocation) -> dict[str, Any]:
+    return {
+        "step": inv.name,
+        "rerun": True,
+        "inv": inv.inv_id,
+        "owner": inv.owner_id,
+        "parent": inv.parent_id,
+        "attempt": inv.attempt,
+        "scope": list(inv.scope),
+    }

@@ -1,0 +1,255 @@
+"""`SQLiteCheckpointStore`: checkpoints and leases in a run store's SQLite file.
+
+The store adds two tables of its own to the file (``durable_checkpoints`` and
+``durable_leases``) and touches no other table, so the run store (`SQLiteBackend`),
+upstream's tools and older versions read the file as before; opening an existing run
+store only creates the two tables (``CREATE TABLE IF NOT EXISTS``, one transaction).
+
+Every write is one ``BEGIN IMMEDIATE`` transaction in WAL mode with
+``synchronous=NORMAL``: a committed checkpoint survives the process being killed, and
+a reader never sees half of one. A save checks, inside its transaction, that the
+writer still holds the run's lease.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from justpipe.durable.store import (
+    Checkpoint,
+    Lease,
+    LeaseLostError,
+    RunLeasedError,
+    lease_is_live,
+    leased_message,
+)
+
+__all__ = ["SQLiteCheckpointStore"]
+
+_TABLES = (
+    """CREATE TABLE IF NOT EXISTS durable_checkpoints (
+        run_id TEXT PRIMARY KEY,
+        pipe_name TEXT NOT NULL,
+        pipeline_hash TEXT NOT NULL,
+        status TEXT NOT NULL,
+        segment INTEGER NOT NULL,
+        data TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS durable_leases (
+        run_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+)
+
+
+class SQLiteCheckpointStore:
+    """Checkpoints in a SQLite file (by default the pipeline's run store, ``runs.db``)."""
+
+    def __init__(self, db_path: str | Path, *, timeout: float = 10.0) -> None:
+        self.db_path = Path(db_path)
+        self._timeout = timeout
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+        if str(self.db_path) != ":memory:":
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._migrate()
+
+    def __repr__(self) -> str:
+        return f"SQLiteCheckpointStore({str(self.db_path)!r})"
+
+    # ------------------------------------------------------------------ connection
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        conn = sqlite3.connect(
+            self.db_path, timeout=self._timeout, check_same_thread=False, isolation_level=None
+        )
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error:
+            conn.close()
+            raise
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                with self._write() as conn:
+                    for ddl in _TABLES:
+                        conn.execute(ddl)
+                return
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    # ------------------------------------------------------------------ the protocol
+
+    def save(self, checkpoint: Checkpoint, owner: str) -> None:
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT owner FROM durable_leases WHERE run_id = ?", (checkpoint.run_id,)
+            ).fetchone()
+            if row is None or row[0] != owner:
+                raise LeaseLostError(
+                    f"run {checkpoint.run_id!r}: this process ({owner}) no longer holds its "
+                    f"lease (held by {row[0] if row else 'nobody'}); not checkpointing."
+                )
+            conn.execute(
+                "INSERT INTO durable_checkpoints (run_id, pipe_name, pipeline_hash, status,"
+                " segment, data, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (run_id) DO UPDATE SET pipe_name = excluded.pipe_name,"
+                " pipeline_hash = excluded.pipeline_hash, status = excluded.status,"
+                " segment = excluded.segment, data = excluded.data,"
+                " updated_at = excluded.updated_at",
+                (
+                    checkpoint.run_id,
+                    checkpoint.pipe_name,
+                    checkpoint.pipeline_hash,
+                    checkpoint.status,
+                    checkpoint.segment,
+                    checkpoint.data,
+                    time.time(),
+                ),
+            )
+
+    def load(self, run_id: str) -> Checkpoint | None:
+        with self._lock:
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT run_id, pipe_name, pipeline_hash, status, segment, data, updated_at"
+                    " FROM durable_checkpoints WHERE run_id = ?",
+                    (run_id,),
+                )
+                .fetchone()
+            )
+        if row is None:
+            return None
+        return Checkpoint(
+            str(row[0]), str(row[1]), str(row[2]), str(row[3]), int(row[4]), str(row[5]), row[6]
+        )
+
+    def acquire(self, run_id: str, owner: str, ttl_s: float) -> None:
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT owner, expires_at FROM durable_leases WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row is not None and row[0] != owner:
+                held = Lease(run_id, str(row[0]), float(row[1]))
+                if lease_is_live(held):
+                    raise RunLeasedError(leased_message(run_id, held))
+            conn.execute(
+                "INSERT INTO durable_leases (run_id, owner, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner,"
+                " expires_at = excluded.expires_at",
+                (run_id, owner, time.time() + ttl_s),
+            )
+
+    def release(self, run_id: str, owner: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "DELETE FROM durable_leases WHERE run_id = ? AND owner = ?", (run_id, owner)
+            )
+
+    def lease(self, run_id: str) -> Lease | None:
+        with self._lock:
+            row = (
+                self._connection()
+                .execute("SELECT owner, expires_at FROM durable_leases WHERE run_id = ?", (run_id,))
+                .fetchone()
+            )
+        return None if row is None else Lease(run_id, str(row[0]), float(row[1]))
+
+    # ------------------------------------------------------------------ the run store beside
+
+    def reopen_run(self, run_id: str) -> None:
+        """Mark the run store's row of `run_id` as running again (a resumed segment).
+
+        The persistence of the next segment then appends its events to the same run and
+        completes the row when that segment ends. No-op when the file has no such row.
+        """
+        with self._write() as conn:
+            if not _has_table(conn, "runs"):
+                return
+            conn.execute(
+                "UPDATE runs SET status = 'running', end_time = NULL, duration_s = NULL,"
+                " error_message = NULL, error_step = NULL WHERE run_id = ?",
+                (run_id,),
+            )
+
+    def stored_seq(self, run_id: str) -> int:
+        """The highest `seq` the run store holds for the run (0: none, or no run store)."""
+        with self._lock:
+            conn = self._connection()
+            if not _has_table(conn, "events"):
+                return 0
+            row = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        return int(row[0])
+
+
+def _has_table(conn: sqlite3.Connection, table: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone()
+    return row is not None
+
+
+def find_checkpoint_file(root: Path, run_id: str, file_name: str) -> Path | None:
+    """The ``<root>/<pipeline_hash>/<file_name>`` that holds a checkpoint of `run_id`."""
+    if not root.is_dir():
+        return None
+    for candidate in sorted(root.glob(f"*/{file_name}")):
+        try:
+            conn = sqlite3.connect(f"file:{candidate}?mode=ro", uri=True, timeout=5.0)
+        except sqlite3.Error:
+            continue
+        try:
+            if not _has_table(conn, "durable_checkpoints"):
+                continue
+            row = conn.execute(
+                "SELECT 1 FROM durable_checkpoints WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row is not None:
+                return candidate
+        except sqlite3.Error:
+            continue
+        finally:
+            conn.close()
+    return None

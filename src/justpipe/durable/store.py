@@ -1,0 +1,197 @@
+"""Checkpoint stores: where durable runs keep their checkpoints and leases.
+
+A store is a small synchronous interface (`CheckpointStore`) so that a server database
+can back it later: four operations on rows keyed by run id, each one atomic.
+
+* ``save(checkpoint, owner)`` replaces the run's checkpoint, but only while `owner`
+  holds the run's lease (the check and the write are one transaction: a process whose
+  lease was taken over cannot overwrite the new owner's checkpoints);
+* ``load(run_id)`` reads it back (``None``: no such run);
+* ``acquire(run_id, owner, ttl_s)`` takes the run's lease, or raises `RunLeasedError`
+  when another owner holds a lease that is still live; ``release`` gives it back.
+
+A lease names its owner (``host:pid:nonce``) and an expiry. It is live until it
+expires, except that a lease whose owner ran on this host in a process that no longer
+exists is dead at once (so a crashed run can be resumed right away on the same
+machine; on another machine, once the lease expires). A running durable run renews
+its lease with each checkpoint and from a heartbeat.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "DEFAULT_LEASE_TTL_S",
+    "Checkpoint",
+    "CheckpointStore",
+    "DurableError",
+    "InMemoryCheckpointStore",
+    "Lease",
+    "LeaseLostError",
+    "PipelineChangedError",
+    "RunFinishedError",
+    "RunLeasedError",
+    "UnknownRunError",
+    "lease_is_live",
+    "new_owner",
+]
+
+DEFAULT_LEASE_TTL_S = 30.0
+"""How long a durable run's lease lasts without renewal (a heartbeat renews it)."""
+
+RUNNING, SUSPENDED, FINISHED = "running", "suspended", "finished"
+
+
+class DurableError(Exception):
+    """Base of the errors durable runs raise."""
+
+
+class UnknownRunError(DurableError, LookupError):
+    """`resume()` of a run id that no checkpoint store knows."""
+
+
+class RunFinishedError(DurableError, ValueError):
+    """`resume()` of a run that already finished (only suspended or crashed runs resume)."""
+
+
+class PipelineChangedError(DurableError, ValueError):
+    """`resume()` with a pipeline whose definition (hash) differs from the checkpoint's."""
+
+
+class RunLeasedError(DurableError, RuntimeError):
+    """The run is being executed (or resumed) by another live process."""
+
+
+class LeaseLostError(DurableError, RuntimeError):
+    """A checkpoint write by a process whose lease on the run was taken over."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One durable run's latest checkpoint.
+
+    `data` is the JSON document the checkpointer wrote (state, counters, frontier...);
+    the other fields are what a store indexes. `status`: ``running`` (being executed,
+    or its process died), ``suspended`` or ``finished``.
+    """
+
+    run_id: str
+    pipe_name: str
+    pipeline_hash: str
+    status: str
+    segment: int
+    data: str
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Lease:
+    run_id: str
+    owner: str
+    expires_at: float
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """Where durable runs keep their checkpoints (see the module docstring)."""
+
+    def save(self, checkpoint: Checkpoint, owner: str) -> None: ...
+
+    def load(self, run_id: str) -> Checkpoint | None: ...
+
+    def acquire(self, run_id: str, owner: str, ttl_s: float) -> None: ...
+
+    def release(self, run_id: str, owner: str) -> None: ...
+
+    def lease(self, run_id: str) -> Lease | None: ...
+
+
+def new_owner() -> str:
+    """A lease owner id for this process: ``host:pid:nonce``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def lease_is_live(lease: Lease | None, now: float | None = None) -> bool:
+    """Whether `lease` still protects its run (see the module docstring)."""
+    if lease is None:
+        return False
+    if (time.time() if now is None else now) >= lease.expires_at:
+        return False
+    host, _, rest = lease.owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host == socket.gethostname() and pid_text.isdigit():
+        return _pid_alive(int(pid_text))
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def leased_message(run_id: str, lease: Lease) -> str:
+    left = max(0.0, lease.expires_at - time.time())
+    return (
+        f"run {run_id!r} is being executed by another live process ({lease.owner}, lease "
+        f"valid for {left:.0f}s more): wait for it to suspend or finish, or, if that process "
+        "is hung, for its lease to expire."
+    )
+
+
+class InMemoryCheckpointStore:
+    """A checkpoint store in this process's memory (tests, and runs that need no restart)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._checkpoints: dict[str, Checkpoint] = {}
+        self._leases: dict[str, Lease] = {}
+        self.saves = 0  # how many checkpoints were written (tests read it)
+
+    def save(self, checkpoint: Checkpoint, owner: str) -> None:
+        with self._lock:
+            lease = self._leases.get(checkpoint.run_id)
+            if lease is None or lease.owner != owner:
+                raise LeaseLostError(
+                    f"run {checkpoint.run_id!r}: this process ({owner}) no longer holds its "
+                    f"lease (held by {lease.owner if lease else 'nobody'}); not checkpointing."
+                )
+            self._checkpoints[checkpoint.run_id] = replace(checkpoint, updated_at=time.time())
+            self.saves += 1
+
+    def load(self, run_id: str) -> Checkpoint | None:
+        with self._lock:
+            return self._checkpoints.get(run_id)
+
+    def acquire(self, run_id: str, owner: str, ttl_s: float) -> None:
+        with self._lock:
+            held = self._leases.get(run_id)
+            if held is not None and held.owner != owner and lease_is_live(held):
+                raise RunLeasedError(leased_message(run_id, held))
+            self._leases[run_id] = Lease(run_id, owner, time.time() + ttl_s)
+
+    def release(self, run_id: str, owner: str) -> None:
+        with self._lock:
+            held = self._leases.get(run_id)
+            if held is not None and held.owner == owner:
+                del self._leases[run_id]
+
+    def lease(self, run_id: str) -> Lease | None:
+        with self._lock:
+            return self._leases.get(run_id)
+
+    def __repr__(self) -> str:
+        return f"InMemoryCheckpointStore({len(self._checkpoints)} runs)"

@@ -1,0 +1,320 @@
+"""Durable runs across real processes and a real store (SQLite under JUSTPIPE_STORAGE_PATH).
+
+Each test starts children running this file (`python test_durable_process.py SCENARIO
+ACTION [RUN_ID]`): a first segment (which may SIGKILL itself inside a chosen step) and
+resumes in fresh processes. Every step appends its name to a side-effect log before it
+does anything else, so the log tells how many times each step really ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve()
+CHAIN = [f"s{i}" for i in range(8)]
+BRANCHES = [f"b{i}" for i in range(4)]
+
+
+@dataclass
+class Work:
+    done: list[str] = field(default_factory=list)
+    parts: dict[str, int] = field(default_factory=dict)
+    answer: Any = None
+
+
+# --------------------------------------------------------------------------- the pipelines
+
+
+def _side(name: str) -> None:
+    """Record that step `name` ran (before it does anything else), then die if asked to."""
+    with open(os.environ["DURABLE_SIDE"], "a", encoding="utf-8") as log:
+        log.write(name + "\n")
+    if os.environ.get("DURABLE_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def build(scenario: str) -> Any:
+    from justpipe import Pipe, Suspend
+    from justpipe.durable import resume_value
+
+    pipe: Any = Pipe(Work, name=f"durable-{scenario}", durable=True)
+    if scenario == "chain":
+        for i, name in enumerate(CHAIN):
+            nxt = CHAIN[i + 1] if i + 1 < len(CHAIN) else None
+
+            async def step(s: Work, _name: str = name) -> None:
+                _side(_name)
+                s.done.append(_name)
+
+            step.__name__ = name
+            pipe.step(name, to=nxt)(step)
+    elif scenario == "join":
+
+        @pipe.step(to=BRANCHES)
+        async def fork(s: Work) -> None:
+            _side("fork")
+
+        for name in BRANCHES:
+
+            async def branch(s: Work, _name: str = name) -> None:
+                _side(_name)
+                s.parts[_name] = int(_name[1:]) * 10
+
+            branch.__name__ = name
+            pipe.step(name, to="join")(branch)
+
+        @pipe.step
+        async def join(s: Work) -> None:
+            _side("join")
+            s.done.append(f"join:{sum(s.parts.values())}")
+    elif scenario in ("review", "gate"):
+
+        @pipe.step(to="review")
+        async def draft(s: Work) -> None:
+            _side("draft")
+            s.done.append("draft")
+
+        @pipe.step(to="publish")
+        async def review(s: Work) -> Any:
+            _side("review")
+            s.done.append("review")
+            if os.environ.get("DURABLE_NO_SUSPEND"):
+                return None
+            return Suspend("needs a human")
+
+        @pipe.step
+        async def publish(s: Work) -> None:
+            _side("publish")
+            if scenario == "gate":
+                print("ENTERED", flush=True)
+                gate = Path(os.environ["DURABLE_GATE"])
+                while not gate.exists():
+                    await asyncio.sleep(0.02)
+            s.answer = resume_value() if not os.environ.get("DURABLE_NO_SUSPEND") else "yes"
+            s.done.append("publish")
+
+    return pipe
+
+
+async def child(scenario: str, action: str, run_id: str | None) -> int:
+    from justpipe.durable import DurableError
+
+    pipe = build(scenario)
+    try:
+        if action == "run":
+            stream = pipe.run(Work())
+        else:
+            assert run_id is not None
+            stream = pipe.resume(run_id, value="approved")
+        async for event in stream:
+            if event.type.value == "start":
+                print("RUN", event.run_id, flush=True)
+            row = [event.type.value, event.stage, event.seq, event.attempt, event.invocation_id]
+            print("EVENT", json.dumps(row), flush=True)
+    except DurableError as exc:
+        print("REFUSED", type(exc).__name__, exc, flush=True)
+        return 3
+    return 0
+
+
+# --------------------------------------------------------------------------- the parent side
+
+
+@pytest.fixture
+def world(tmp_path: Path, core_backend: str) -> dict[str, str]:
+    import justpipe
+
+    env = dict(os.environ)
+    env["JUSTPIPE_STORAGE_PATH"] = str(tmp_path / "store")
+    env["DURABLE_SIDE"] = str(tmp_path / "side.log")
+    env["DURABLE_GATE"] = str(tmp_path / "gate")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(justpipe.__file__).resolve().parent.parent), env.get("PYTHONPATH", "")]
+    )
+    env.pop("DURABLE_KILL_AT", None)
+    if core_backend == "python":
+        env["JUSTPIPE_NO_EXTENSIONS"] = "1"
+    return env
+
+
+class Outcome:
+    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
+        self.returncode = proc.returncode
+        self.stderr = proc.stderr
+        lines = proc.stdout.splitlines()
+        self.run_id = next((ln.split()[1] for ln in lines if ln.startswith("RUN ")), None)
+        self.events = [json.loads(ln[6:]) for ln in lines if ln.startswith("EVENT ")]
+        self.refused = next((ln for ln in lines if ln.startswith("REFUSED ")), None)
+
+
+def launch(
+    env: dict[str, str], scenario: str, action: str, run_id: str = "", **extra: str
+) -> Outcome:
+    proc = subprocess.run(
+        [sys.executable, str(HERE), scenario, action, run_id],
+        env={**env, **extra},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return Outcome(proc)
+
+
+def side_counts(env: dict[str, str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for name in Path(env["DURABLE_SIDE"]).read_text().split():
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def store_file(env: dict[str, str]) -> Path:
+    files = list(Path(env["JUSTPIPE_STORAGE_PATH"]).glob("*/runs.db"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+def final_checkpoint(env: dict[str, str], run_id: str) -> dict[str, Any]:
+    with sqlite3.connect(store_file(env)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        row = conn.execute(
+            "SELECT status, data FROM durable_checkpoints WHERE run_id = ?", (run_id,)
+        ).fetchone()
+    assert row is not None
+    data: dict[str, Any] = json.loads(row[1])
+    data["row_status"] = row[0]
+    return data
+
+
+def uninterrupted_state(env: dict[str, str], scenario: str, tmp: Path) -> dict[str, Any]:
+    clean = {
+        **env,
+        "JUSTPIPE_STORAGE_PATH": str(tmp / "clean-store"),
+        "DURABLE_SIDE": str(tmp / "clean-side.log"),
+        "DURABLE_NO_SUSPEND": "1",
+    }
+    out = launch(clean, scenario, "run")
+    assert out.returncode == 0, out.stderr
+    assert out.run_id is not None
+    return final_checkpoint(clean, out.run_id)["state"]
+
+
+@pytest.mark.parametrize("kill_at", ["s0", "s3", "s7"])
+def test_a_chain_killed_mid_run_resumes_in_another_process(
+    world: dict[str, str], tmp_path: Path, kill_at: str
+) -> None:
+    first = launch(world, "chain", "run", DURABLE_KILL_AT=kill_at)
+    assert first.returncode == -signal.SIGKILL
+    assert first.run_id is not None
+    second = launch(world, "chain", "resume", first.run_id)
+    assert second.returncode == 0, second.stderr
+    assert second.events[-1][:2] == ["finish", "system"]
+
+    counts = side_counts(world)
+    killed = CHAIN.index(kill_at)
+    for i, name in enumerate(CHAIN):
+        assert counts[name] == (2 if i == killed else 1), (name, counts)
+    # the re-run of the killed step is a new attempt of it
+    starts = [row for row in second.events if row[0] == "step_start"]
+    assert starts[0][1] == kill_at and starts[0][3] == 2
+    seqs = [row[2] for row in first.events + second.events]
+    assert len(set(seqs)) == len(seqs), "no seq is used twice across the segments"
+    assert [row[2] for row in second.events] == sorted(row[2] for row in second.events)
+
+    data = final_checkpoint(world, first.run_id)
+    assert data["row_status"] == "finished" and data["end"] == "success"
+    assert data["state"] == uninterrupted_state(world, "chain", tmp_path)
+
+
+@pytest.mark.parametrize("kill_at", ["b2", "join"])
+def test_a_parallel_join_killed_mid_run_resumes_in_another_process(
+    world: dict[str, str], tmp_path: Path, kill_at: str
+) -> None:
+    first = launch(world, "join", "run", DURABLE_KILL_AT=kill_at)
+    assert first.returncode == -signal.SIGKILL
+    assert first.run_id is not None
+    second = launch(world, "join", "resume", first.run_id)
+    assert second.returncode == 0, second.stderr
+    counts = side_counts(world)
+    # The checkpoint after fork's completion holds b0..b3, none started; they start eagerly,
+    # one after the other: b0 and b1 return, but the process dies in b2 before the loop
+    # processed (and checkpointed) their completions, so they run again (at least once);
+    # b3 never started before the kill. Killed in the join, every branch's completion was
+    # checkpointed (the join was scheduled by the last one): the branches ran exactly once.
+    twice = {kill_at, "b0", "b1"} if kill_at == "b2" else {kill_at}
+    assert counts == {name: 2 if name in twice else 1 for name in ["fork", *BRANCHES, "join"]}
+    data = final_checkpoint(world, first.run_id)
+    assert data["end"] == "success"
+    assert data["state"] == uninterrupted_state(world, "join", tmp_path)
+
+
+def test_suspend_in_one_process_resume_in_another(world: dict[str, str], tmp_path: Path) -> None:
+    first = launch(world, "review", "run")
+    assert first.returncode == 0, first.stderr
+    assert first.events[-1][0] == "finish" and first.events[-3][:2] == ["suspend", "review"]
+    assert first.run_id is not None
+    second = launch(world, "review", "resume", first.run_id)
+    assert second.returncode == 0, second.stderr
+
+    clean = launch(
+        {
+            **world,
+            "JUSTPIPE_STORAGE_PATH": str(tmp_path / "c"),
+            "DURABLE_SIDE": str(tmp_path / "c.log"),
+        },
+        "review",
+        "run",
+        DURABLE_NO_SUSPEND="1",
+    )
+    joined = [r for r in first.events if r[0] not in ("suspend", "finish")]
+    joined += [r for r in second.events if r[0] != "start"]
+    assert [r[:2] + r[3:4] for r in joined] == [r[:2] + r[3:4] for r in clean.events]
+    assert [r[2] for r in first.events + second.events] == list(
+        range(1, len(first.events) + len(second.events) + 1)
+    )
+    data = final_checkpoint(world, first.run_id)
+    assert data["state"]["fields"]["answer"] == "approved"
+    assert side_counts(world) == {"draft": 1, "review": 1, "publish": 1}
+
+    third = launch(world, "review", "resume", first.run_id)
+    assert third.returncode == 3 and third.refused is not None
+    assert "RunFinishedError" in third.refused
+
+
+def test_two_processes_resuming_one_run_exactly_one_wins(world: dict[str, str]) -> None:
+    first = launch(world, "gate", "run")
+    assert first.returncode == 0 and first.run_id is not None
+    winner = subprocess.Popen(
+        [sys.executable, str(HERE), "gate", "resume", first.run_id],
+        env=world,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert winner.stdout is not None
+        for line in winner.stdout:  # wait until the winner runs the resumed step
+            if line.startswith("ENTERED"):
+                break
+        loser = launch(world, "gate", "resume", first.run_id)
+        assert loser.returncode == 3 and loser.refused is not None
+        assert "RunLeasedError" in loser.refused
+    finally:
+        Path(world["DURABLE_GATE"]).touch()
+        _, err = winner.communicate(timeout=60)
+    assert winner.returncode == 0, err
+    assert final_checkpoint(world, first.run_id)["end"] == "success"
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(child(sys.argv[1], sys.argv[2], sys.argv[3] or None)))
