@@ -94,6 +94,19 @@ async def fail_midway(n: int) -> AsyncIterator[int]:
     raise StepFailed("stream broke", 7)
 
 
+async def slow_items(n: int, pause: float) -> AsyncIterator[int]:
+    for i in range(n):
+        await asyncio.sleep(pause)
+        yield i
+
+
+async def items_then_die(n: int) -> AsyncIterator[int]:
+    for i in range(n):
+        yield i
+    await asyncio.sleep(0.2)
+    os._exit(5)
+
+
 def fail_with(code: int) -> None:
     raise StepFailed(f"failed with {code}", code)
 
@@ -270,6 +283,37 @@ async def test_closing_a_stream_early_leaves_the_executor_usable(executor: Execu
             break
     await stream.aclose()  # type: ignore[attr-defined]
     assert first == [0, 1, 2, 3, 4]
+    assert await executor.call(add, {"a": 1, "b": 1}, info=info("after")) == 2
+
+
+@on(*STREAMING)
+async def test_stream_timeout_bounds_the_whole_stream(executor: Executor) -> None:
+    got: list[int] = []
+
+    async def drain() -> None:
+        stream = executor.stream(slow_items, {"n": 100, "pause": 0.1}, info=info("s", timeout=0.5))
+        async for x in stream:
+            got.append(x)
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"Step 's' timed out after 0\.5s"):
+        await drain()
+    assert time.monotonic() - started < 1.5
+    assert 0 < len(got) < 10 and got == list(range(len(got)))
+    assert await executor.call(add, {"a": 1, "b": 1}, info=info("after")) == 2
+
+
+@on(*STREAMING)
+async def test_stream_whose_worker_dies_fails_after_its_items(executor: Executor) -> None:
+    got: list[int] = []
+
+    async def drain() -> None:
+        async for x in executor.stream(items_then_die, {"n": 3}, info=info("dying")):
+            got.append(x)
+
+    with pytest.raises(WorkerLostError, match="Step 'dying' lost its worker"):
+        await asyncio.wait_for(drain(), 30)
+    assert got == [0, 1, 2]
     assert await executor.call(add, {"a": 1, "b": 1}, info=info("after")) == 2
 
 
