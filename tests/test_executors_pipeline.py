@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from extras import require
 from helpers import collect, end_data, of_type
 from justpipe import EventType, Pipe
 from justpipe.executors import DaskExecutor, Executor, ProcessExecutor
@@ -497,3 +498,44 @@ async def test_without_max_concurrency_at_most_capacity_calls_are_submitted() ->
         assert end_data(events).status is PipelineTerminalStatus.SUCCESS
         assert len(state.out) == 20
         assert executor.peak == executor.capacity == 2
+
+
+# --------------------------------------------------------------------------- tracing
+
+
+def current_span_ids() -> tuple[int, int]:
+    """In the worker: the trace and span id of the context the trace hook made current."""
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return context.trace_id, context.span_id
+
+
+async def test_an_offloaded_invocation_carries_its_span_to_the_worker() -> None:
+    require("opentelemetry.sdk", "otel")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from justpipe.observability.otel import OpenTelemetryObserver, worker_trace_hook
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    seen: list[tuple[int, int]] = []
+
+    def keep_ids(result: tuple[int, int]) -> None:
+        seen.append(tuple(result))  # type: ignore[arg-type]
+
+    pipe: Pipe[Any, None] = Pipe(name="traced")
+    pipe.add_observer(OpenTelemetryObserver(tracer_provider=provider))
+    async with ProcessExecutor(1, trace_hook=worker_trace_hook) as executor:
+        pipe.step("remote", executor=executor, on_result=keep_ids)(_traced_step)
+        events = await collect(pipe, {}, watchdog=60)
+    assert end_data(events).status is PipelineTerminalStatus.SUCCESS
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "remote"]
+    assert seen == [(span.context.trace_id, span.context.span_id)]
+
+
+def _traced_step() -> tuple[int, int]:
+    return current_span_ids()

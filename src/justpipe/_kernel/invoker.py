@@ -129,7 +129,7 @@ class _LocalInvoker:
         self, node: NodePlan, kwargs: dict[str, Any], inv: _Invocation, sink: Sink
     ) -> Any:
         """The step's proxy, pointed at this run's executor for the step."""
-        from justpipe._kernel.offload import offloading
+        from justpipe._kernel.offload import carrier_for, offloading
         from justpipe.executors.base import CallInfo
 
         executor = self._executors[node.index]
@@ -138,6 +138,7 @@ class _LocalInvoker:
             step=node.name,
             invocation_id=inv.inv_id or "",
             attempt=inv.attempt,
+            carrier=await carrier_for(inv.inv_id),
             on_placed=inv.placed,
         )
         owner = inv.map_run

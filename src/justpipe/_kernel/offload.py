@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,32 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from justpipe.executors.base import CallInfo, Executor
 
-__all__ = ["offload_proxy", "offloading"]
+__all__ = ["carrier_for", "offload_proxy", "offloading", "register_carrier_provider"]
+
+# Tracing across the process boundary: a provider returns the W3C carrier of a live
+# invocation's span (or None); the invoker ships it with the call (`CallInfo.carrier`),
+# and the executor's `trace_hook` makes it current in the worker. OpenTelemetry support
+# (`justpipe.observability.otel`) registers one when it is imported; the kernel itself
+# imports no tracing library.
+CarrierProvider = Callable[[str], Awaitable[Mapping[str, str] | None]]
+_carrier_providers: list[CarrierProvider] = []
+
+
+def register_carrier_provider(provider: CarrierProvider) -> None:
+    """Add a source of trace carriers for offloaded calls (idempotent)."""
+    if provider not in _carrier_providers:
+        _carrier_providers.append(provider)
+
+
+async def carrier_for(invocation_id: str | None) -> Mapping[str, str] | None:
+    """The first carrier a registered provider has for this invocation, if any."""
+    if invocation_id is None:
+        return None
+    for provider in _carrier_providers:
+        carrier = await provider(invocation_id)
+        if carrier:
+            return carrier
+    return None
 
 
 class _Offload:

@@ -39,6 +39,7 @@ except ImportError as _missing:  # pragma: no cover - exercised in a subprocess 
         "pip install 'justpipe[otel]' (and an SDK to export, e.g. opentelemetry-sdk)"
     ) from _missing
 
+from justpipe._kernel.offload import register_carrier_provider
 from justpipe.observability.observer import Observer, ObserverMeta
 from justpipe.types import (
     Event,
@@ -1296,3 +1297,7 @@ def _record_error(span: Span, event: Event, error_type: str | None, *, status: b
     if error_type is not None:
         attributes[EXCEPTION_TYPE] = error_type
     span.add_event("exception", attributes, timestamp=_ns(event.timestamp))
+
+
+# offloaded steps (justpipe.executors) ship their invocation's carrier to the worker
+register_carrier_provider(invocation_carrier)
