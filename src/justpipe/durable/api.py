@@ -32,6 +32,7 @@ __all__ = ["Durable", "as_durable", "durable_resume", "durable_run", "resume_val
 
 _RESUME_VALUE: ContextVar[Any] = ContextVar("justpipe_resume_value", default=None)
 _STORE_ATTRIBUTE = "_durable_store"
+_HASH_ATTRIBUTE = "_durable_hash"
 
 
 def resume_value() -> Any:
@@ -104,7 +105,14 @@ def as_durable(durable: Any) -> Durable:
 
 
 def _pipeline_hash(pipe: Pipe[Any, Any]) -> str:
-    return str(pipe.describe()["pipeline_hash"])
+    """The definition's hash, worked out once per definition (describe() walks the graph)."""
+    version = pipe.registry.version
+    cached = getattr(pipe, _HASH_ATTRIBUTE, None)
+    if cached is not None and cached[0] == version:
+        return str(cached[1])
+    found = str(pipe.describe()["pipeline_hash"])
+    setattr(pipe, _HASH_ATTRIBUTE, (version, found))
+    return found
 
 
 def _version() -> str:

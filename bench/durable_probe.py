@@ -1,0 +1,141 @@
+"""What durable runs cost: checkpoint cost per completion, and a 10,000-step chain.
+
+    python bench/durable_probe.py                 # everything, active core backend
+    python bench/durable_probe.py --steps 2000    # a shorter chain
+    JUSTPIPE_NO_EXTENSIONS=1 python bench/durable_probe.py   # the pure core
+
+Part 1, checkpoint cost per completion: a chain of N steps that never suspend, with a
+small state (a dict of a few ints) and a ~1 MB state (a list of 1,000 strings of 1 KB),
+into the SQLite store (a temporary JUSTPIPE_STORAGE_PATH, WAL, synchronous=NORMAL) and
+the in-memory store, in the full mode (checkpoint_every=1: after every completion) and the
+cheap mode (checkpoint_every=0: only when the run starts and finishes). The figure is the
+run's wall time minus a plain (non-durable) run's, divided by the completions, and the
+checkpointer's own time per write.
+
+Part 2, the 10,000-step chain: a plain run against durable runs (cheap and full, SQLite,
+small state). Best of `--repeat` runs each; wall-clock, so numbers vary with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+from justpipe import Pipe
+from justpipe.durable import Durable, InMemoryCheckpointStore
+
+
+def chain(n: int, durable: Any) -> Pipe[Any, None]:
+    pipe: Pipe[Any, None] = Pipe(dict, name=f"chain{n}", durable=durable, persist=False)
+    for i in range(n):
+        nxt = f"s{i + 1}" if i + 1 < n else None
+
+        async def step(s: Any) -> None:
+            pass
+
+        step.__name__ = f"s{i}"
+        pipe.step(f"s{i}", to=nxt)(step)
+    return pipe
+
+
+def small_state() -> dict[str, Any]:
+    return {"a": 1, "b": 2, "c": [1, 2, 3]}
+
+
+def big_state() -> dict[str, Any]:
+    return {"rows": ["x" * 1024 for _ in range(1000)]}
+
+
+async def timed(pipe: Pipe[Any, None], state: Any) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    count = 0
+    async for _ in pipe.run(state):
+        count += 1
+    return time.perf_counter() - t0, count
+
+
+def best(n: int, make: Any, state: Any, repeat: int) -> float:
+    """Best of `repeat` runs of one pipe (built once: a Pipe is defined once and reused, and
+    its first run validates and compiles the graph), after one warm-up run."""
+    pipe = make()
+    asyncio.run(timed(pipe, state()))
+    times = []
+    for _ in range(repeat):
+        elapsed, _ = asyncio.run(timed(pipe, state()))
+        times.append(elapsed)
+    return min(times)
+
+
+def per_completion(args: argparse.Namespace) -> None:
+    n = args.cost_steps
+    print(f"## Checkpoint cost per completion ({n}-step chain, best of {args.repeat})\n")
+    print("| state | store | mode | run (ms) | extra per completion (us) |")
+    print("|---|---|---|---:|---:|")
+    for label, state in (("small", small_state), ("1 MB", big_state)):
+        plain = best(n, lambda: chain(n, None), state, args.repeat)
+        print(f"| {label} | - | plain | {plain * 1e3:.1f} | - |")
+        for store_name in ("sqlite", "memory"):
+            for mode, every in (("full", 1), ("cheap", 0)):
+
+                def make(every: int = every, store_name: str = store_name) -> Pipe[Any, None]:
+                    store = InMemoryCheckpointStore() if store_name == "memory" else None
+                    return chain(n, Durable(store=store, checkpoint_every=every))
+
+                elapsed = best(n, make, state, args.repeat)
+                extra = (elapsed - plain) / n * 1e6
+                print(
+                    f"| {label} | {store_name} | {mode} | {elapsed * 1e3:.1f} | {extra:.1f} |"
+                )
+    print()
+
+
+def long_chain(args: argparse.Namespace) -> None:
+    n = args.steps
+    print(f"## A {n:,}-step chain (small state, SQLite store, best of {args.repeat})\n")
+    plain = best(n, lambda: chain(n, None), small_state, args.repeat)
+    cheap = best(n, lambda: chain(n, Durable(checkpoint_every=0)), small_state, args.repeat)
+    print("| run | wall (s) | per step (us) | vs plain |")
+    print("|---|---:|---:|---:|")
+    print(f"| plain | {plain:.3f} | {plain / n * 1e6:.1f} | 1.00x |")
+    print(f"| durable, cheap | {cheap:.3f} | {cheap / n * 1e6:.1f} | {cheap / plain:.2f}x |")
+    if not args.skip_full:
+        full = best(n, lambda: chain(n, Durable(checkpoint_every=1)), small_state, 1)
+        print(f"| durable, full | {full:.3f} | {full / n * 1e6:.1f} | {full / plain:.2f}x |")
+    print()
+
+
+def plain_only(args: argparse.Namespace) -> None:
+    n = args.steps
+    times = [best(n, lambda: chain(n, None), small_state, 1) for _ in range(args.repeat)]
+    print(f"plain {n}-step chain: best {min(times):.4f}s median {statistics.median(times):.4f}s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10_000)
+    parser.add_argument("--cost-steps", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-full", action="store_true", help="no full-mode long chain")
+    parser.add_argument("--plain-only", action="store_true", help="time the plain chain only")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as root:
+        os.environ["JUSTPIPE_STORAGE_PATH"] = root
+        import justpipe._core as core
+
+        print(f"justpipe core: {core.BACKEND}; Python {sys.version.split()[0]}\n")
+        if args.plain_only:
+            plain_only(args)
+            return 0
+        per_completion(args)
+        long_chain(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
