@@ -248,6 +248,12 @@ class ProcessExecutor(Executor):
             except RuntimeError as exc:
                 self._broken(exc)
                 return
+            with self._lock:
+                closed_meanwhile = self._closing
+            if closed_meanwhile:  # aclose() ran while it started: it must not outlive it
+                fresh.retired = True
+                _stop_process(fresh)
+                return
             self._release(fresh)
 
     def _broken(self, exc: RuntimeError) -> None:
@@ -440,15 +446,21 @@ class ProcessExecutor(Executor):
             with contextlib.suppress(OSError, ValueError):
                 worker.conn.send((_worker.STOP,))
         for worker in workers:
-            worker.process.join(timeout=2)
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join(timeout=5)
+            _stop_process(worker)
         for reader in self._readers:
             reader.join(timeout=5)
         self._readers = []
         with self._lock:
             self._workers.clear()
+
+
+def _stop_process(worker: _Worker) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        worker.conn.send((_worker.STOP,))
+    worker.process.join(timeout=2)
+    if worker.process.is_alive():
+        worker.process.kill()
+        worker.process.join(timeout=5)
 
 
 class _PoolClosed(RuntimeError):
