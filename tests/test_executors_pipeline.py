@@ -21,7 +21,7 @@ import pytest
 from extras import require
 from helpers import collect, end_data, of_type
 from justpipe import EventType, Pipe
-from justpipe.executors import DaskExecutor, Executor, ProcessExecutor
+from justpipe.executors import DaskExecutor, Executor, ProcessExecutor, RayExecutor
 from justpipe.types import DefinitionError, PipelineTerminalStatus
 
 ALL = ("process", "dask", "ray")
@@ -511,13 +511,29 @@ def current_span_ids() -> tuple[int, int]:
     return context.trace_id, context.span_id
 
 
-async def test_an_offloaded_invocation_carries_its_span_to_the_worker() -> None:
+def traced_executor(name: str, request: pytest.FixtureRequest) -> Executor:
+    """A fresh executor of engine `name` whose workers attach the shipped trace context."""
+    from justpipe.observability.otel import worker_trace_hook
+
+    if name == "process":
+        return ProcessExecutor(1, trace_hook=worker_trace_hook)
+    if name == "dask":
+        client = request.getfixturevalue("dask_client")
+        return DaskExecutor(client=client, trace_hook=worker_trace_hook)
+    request.getfixturevalue("ray_session")
+    return RayExecutor(trace_hook=worker_trace_hook)
+
+
+@pytest.mark.parametrize("engine", ALL)
+async def test_an_offloaded_invocation_carries_its_span_to_the_worker(
+    engine: str, request: pytest.FixtureRequest
+) -> None:
     require("opentelemetry.sdk", "otel")
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from justpipe.observability.otel import OpenTelemetryObserver, worker_trace_hook
+    from justpipe.observability.otel import OpenTelemetryObserver
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -529,7 +545,7 @@ async def test_an_offloaded_invocation_carries_its_span_to_the_worker() -> None:
 
     pipe: Pipe[Any, None] = Pipe(name="traced")
     pipe.add_observer(OpenTelemetryObserver(tracer_provider=provider))
-    async with ProcessExecutor(1, trace_hook=worker_trace_hook) as executor:
+    async with traced_executor(engine, request) as executor:
         pipe.step("remote", executor=executor, on_result=keep_ids)(_traced_step)
         events = await collect(pipe, {}, watchdog=60)
     assert end_data(events).status is PipelineTerminalStatus.SUCCESS
