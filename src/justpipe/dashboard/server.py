@@ -376,6 +376,9 @@ async def _tail_run(
         except DashboardError as exc:
             yield _sse("error", exc.to_dict())
             return
+        except StoreError as exc:  # the store went away or broke mid-stream
+            yield _sse("error", {"error": str(exc)})
+            return
         for event in batch:
             after = event.seq
             yield _sse("event", serialize_event(event), event.seq)
