@@ -861,3 +861,22 @@ def test_odd_and_partial_event_data_never_breaks_a_page(tmp_path: Path) -> None:
         ):
             assert client.get(url).status_code == 200, url
     registry.close()
+
+
+def test_stream_of_a_run_deleted_while_watched_ends_with_a_problem(tmp_path: Path) -> None:
+    store = build_store(tmp_path)
+    registry = PipelineRegistry(tmp_path)
+    backend = SQLiteBackend(tmp_path / store.live_hash / RUNS_DB)
+    app = create_app(registry, poll_interval=0.01)
+    with (
+        TestClient(app, base_url=ORIGIN) as client,
+        client.stream("GET", f"/api/runs/{store.live_run}/stream") as response,
+    ):
+        messages = sse_messages(response.iter_lines(), stop="problem")
+        assert next(messages)["id"] == "1"
+        backend.delete_run(store.live_run)
+        rest = list(messages)
+    assert rest[-1]["event"] == "problem"
+    assert "not found" in rest[-1]["data"]["error"]
+    backend.close()
+    registry.close()

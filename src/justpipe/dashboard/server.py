@@ -358,6 +358,9 @@ async def _tail_run(
 ) -> AsyncIterator[str]:
     """Every event stored after `after`, then new ones as they are stored, then ``end``.
 
+    A run that disappears (deleted) or a store that breaks ends the stream with a
+    ``problem`` message instead.
+
     Event ids are the events' ``seq``, so a reconnecting EventSource resumes after the
     last one it got (``Last-Event-ID``).
     """
@@ -374,10 +377,10 @@ async def _tail_run(
                 everything = await asyncio.to_thread(found.backend.get_events, run_id)
                 batch = [e for e in everything if e.seq > after][:STREAM_BATCH]
         except DashboardError as exc:
-            yield _sse("error", exc.to_dict())
+            yield _sse("problem", exc.to_dict())
             return
         except StoreError as exc:  # the store went away or broke mid-stream
-            yield _sse("error", {"error": str(exc)})
+            yield _sse("problem", {"error": str(exc)})
             return
         for event in batch:
             after = event.seq

@@ -204,6 +204,11 @@ function watchRun() {
     source.close();
     location.reload();
   });
+  source.addEventListener("problem", (message) => {
+    // the run or its store went away: stop following (no automatic reconnect)
+    source.close();
+    if (badge) badge.textContent = JSON.parse(message.data).error || "unavailable";
+  });
 }
 watchRun();
 
