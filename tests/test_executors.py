@@ -180,6 +180,21 @@ def info(step: str, **kwargs: Any) -> CallInfo:
     return CallInfo(step, invocation_id=f"{step}#1", **kwargs)
 
 
+def direct_children() -> set[int]:
+    """This process's live child processes (from /proc; empty where there is no /proc)."""
+    children: set[int] = set()
+    me = str(os.getpid())
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                if fields[1] == me and fields[0] != "Z":
+                    children.add(int(entry))
+    return children
+
+
 def gone(pids: list[int], within: float = 5.0) -> bool:
     """Whether every pid has exited (and been reaped) within `within` seconds."""
     deadline = time.monotonic() + within
@@ -525,18 +540,22 @@ def test_constructing_starts_nothing() -> None:
 
 def test_process_pool_is_reused_across_runs_and_closed_without_leftovers() -> None:
     ex = ProcessExecutor(2)
+    children_before = direct_children()
 
     async def one_run() -> list[int]:
         return list(await asyncio.gather(*(ex.call(pid, {}, info=info("p")) for _ in range(4))))
 
     first = asyncio.run(one_run())
     pids = ex.worker_pids
+    started_here = direct_children() - children_before  # the workers and any helper
     second = asyncio.run(one_run())  # another event loop, the same workers
     assert set(first) <= set(pids) and set(second) <= set(pids) and len(pids) == 2
     asyncio.run(ex.aclose())
     assert ex.worker_pids == [] and not ex.started
     assert gone(pids)
     assert not [p for p in multiprocessing.active_children() if p.pid in pids]
+    # nothing the pool started is left (no forkserver or resource tracker of its own)
+    assert gone(sorted(started_here))
     # closed is not dead: the next call starts a fresh pool
     again = asyncio.run(one_run())
     assert not set(again) & set(pids)

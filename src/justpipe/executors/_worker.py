@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import threading
+from multiprocessing import spawn
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -23,6 +25,15 @@ from justpipe.executors import _remote
 
 CALL, CANCEL, CREDIT, STOP = 0, 1, 2, 3
 WINDOW = 64  # streamed items in flight before the worker waits for the parent
+
+
+def bootstrap() -> None:
+    """Entry of a worker started by `python -c`: argv holds the socket's fd and the index;
+    the first message is multiprocessing's preparation data (sys.path, main module)."""
+    conn = Connection(int(sys.argv[1]))
+    index = int(sys.argv[2])
+    spawn.prepare(conn.recv())
+    main(conn, index)
 
 
 def main(conn: Connection, index: int) -> None:

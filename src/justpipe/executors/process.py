@@ -12,9 +12,13 @@ plain function cannot be interrupted: if the worker has not stopped after `cance
 seconds it is killed (SIGKILL) and a new one started. After `aclose()` no worker process
 remains.
 
-Workers start with the `forkserver` method where it exists (`spawn` elsewhere): a worker
-does not inherit the parent's threads or event loop, and functions are found by import
-(module-level functions need nothing else; lambdas and closures need cloudpickle).
+Workers start as fresh interpreters, the way multiprocessing's `spawn` method starts
+them (the parent's sys.path, working directory and main module), but as plain child
+processes on a socket pair, so no forkserver or resource-tracker process is started
+and nothing outlives `aclose()` (on Windows, or with `mp_context=`, multiprocessing
+starts them). A worker inherits neither the parent's threads nor its event loop, and
+functions are found by import (module-level functions need nothing else; lambdas and
+closures need cloudpickle).
 """
 
 from __future__ import annotations
@@ -26,9 +30,14 @@ import multiprocessing
 import multiprocessing.context
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from multiprocessing import spawn
+from multiprocessing.connection import Connection
 from typing import Any
 
 from justpipe._kernel.invoker import timeout_error
@@ -47,9 +56,61 @@ def _default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _default_context() -> multiprocessing.context.BaseContext:
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+_CAN_PASS_FDS = os.name == "posix"
+_BOOTSTRAP = "from justpipe.executors._worker import bootstrap; bootstrap()"
+
+
+class _Subprocess:
+    """A worker started with `subprocess` (the `multiprocessing.Process` calls we use)."""
+
+    __slots__ = ("popen",)
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.popen.poll()
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.popen.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout)
+
+
+def _launch_subprocess(index: int) -> tuple[_Subprocess, Connection]:
+    """Start a worker the way multiprocessing's spawn does (a fresh interpreter that gets
+    the parent's sys.path, working directory and main module), but as a plain child
+    process on a socket pair: no forkserver or resource-tracker process is started, so
+    nothing of the pool outlives `aclose()`."""
+    parent_sock, child_sock = socket.socketpair()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    try:
+        popen = subprocess.Popen(
+            [sys.executable, "-c", _BOOTSTRAP, str(child_sock.fileno()), str(index)],
+            pass_fds=(child_sock.fileno(),),
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+    finally:
+        child_sock.close()
+    conn = Connection(parent_sock.detach())
+    preparation = spawn.get_preparation_data(f"justpipe-process-worker-{index}")
+    if "authkey" in preparation:  # an AuthenticationString refuses to be pickled
+        preparation["authkey"] = bytes(preparation["authkey"])
+    conn.send(preparation)
+    return _Subprocess(popen), conn
 
 
 def _describe_exit(pid: int | None, code: int | None) -> str:
@@ -153,20 +214,34 @@ class ProcessExecutor(Executor):
     async def _start(self) -> None:
         self._closing = False
         self._start_error = None
-        if self._context is None:
-            self._context = _default_context()
+        if self._context is None and not _CAN_PASS_FDS:
+            self._context = multiprocessing.get_context("spawn")
         await asyncio.to_thread(self._spawn_all)
 
     def _spawn_all(self) -> None:
+        # all start at once (a spawned worker takes a while to import), then each is awaited
+        launched = [self._launch(index) for index in range(self._max_workers)]
         try:
-            for index in range(self._max_workers):
-                self._release(self._spawn(index))
+            for index, (process, conn) in enumerate(launched):
+                self._release(self._adopt(index, process, conn))
         except BaseException:
-            self._closing = True
+            with self._lock:
+                self._closing = True  # no replacements for the workers stopped here
+            for process, conn in launched:
+                if process.is_alive():
+                    process.kill()
+                    process.join(timeout=5)
+                with contextlib.suppress(OSError):
+                    conn.close()
             self._stop_workers(list(self._workers.values()))
             raise
 
     def _spawn(self, index: int) -> _Worker:
+        return self._adopt(index, *self._launch(index))
+
+    def _launch(self, index: int) -> tuple[Any, Any]:
+        if self._context is None:
+            return _launch_subprocess(index)
         ctx: Any = self._context
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         process = ctx.Process(
@@ -177,6 +252,9 @@ class ProcessExecutor(Executor):
         )
         process.start()
         child_conn.close()
+        return process, parent_conn
+
+    def _adopt(self, index: int, process: Any, parent_conn: Any) -> _Worker:
         # the worker says "ready" once it runs: a worker that cannot start (say, a main
         # module that starts the pool again on import) is an error, not a respawn loop
         try:
@@ -190,9 +268,9 @@ class ProcessExecutor(Executor):
             raise RuntimeError(
                 f"ProcessExecutor: worker process {index} did not start "
                 f"({_describe_exit(process.pid, process.exitcode)}); see its output above. "
-                "With the spawn and forkserver start methods a script must start pipelines "
-                "under `if __name__ == '__main__':`, and the step's module must import "
-                "cleanly in a fresh process."
+                "With the spawn (default) and forkserver start methods a script must start "
+                "pipelines under `if __name__ == '__main__':`, and the step's module must "
+                "import cleanly in a fresh process."
             )
         worker = _Worker(index, process, parent_conn)
         with self._lock:
