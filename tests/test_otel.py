@@ -459,12 +459,15 @@ async def test_failed_invocation_and_run_are_errors_with_the_exception(otel: Ote
     assert end_data(events).status is PipelineTerminalStatus.FAILED
     span = otel.one("broken")
     assert span.status.status_code is StatusCode.ERROR
-    assert attr(span, "error.type") == "_OTHER"  # the event carries the message only
+    assert attr(span, "error.type") == "KeyError"  # from the STEP_ERROR's framework meta
     assert attr(span, "justpipe.invocation.status") == "error"
     assert attr(span, "cicd.pipeline.task.run.result") == "failure"
     (exception,) = span.events
     assert exception.name == "exception"
-    assert exception.attributes == {"exception.message": "'missing thing'"}
+    attributes = dict(exception.attributes or {})
+    stacktrace = attributes.pop("exception.stacktrace")
+    assert attributes == {"exception.message": "'missing thing'", "exception.type": "KeyError"}
+    assert "in broken" in stacktrace and "KeyError: 'missing thing'" in stacktrace
     run = otel.one("RUN fails")
     assert run.status.status_code is StatusCode.ERROR
     assert attr(run, "error.type") == "step_error"

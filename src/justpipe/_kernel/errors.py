@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from typing import TYPE_CHECKING, Any
 
 from justpipe._kernel.context import _Invocation, _RunContext
@@ -151,8 +152,28 @@ class _ErrorChain:
             scope_meta.snapshot() if scope_meta is not None else None,
             StepStatus.ERROR,
         )
+        if meta is not None:  # what a failure autopsy needs, beyond the message
+            framework = meta["framework"]
+            framework["error_type"] = _type_name(exc)
+            framework["traceback"] = _traceback_text(exc)
         self._channel.put_nowait(step_record(EventType.STEP_ERROR, inv, str(exc), meta))
         return Outcome.FAIL, None
+
+
+_TRACEBACK_LIMIT = 16_384  # characters kept (the end: the innermost frames and the error)
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    if cls.__module__ in ("builtins", "__main__"):
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _traceback_text(exc: BaseException) -> str:
+    """The formatted traceback (with notes, e.g. a remote worker's), its end if very long."""
+    text = "".join(traceback.format_exception(exc))
+    return text if len(text) <= _TRACEBACK_LIMIT else "...\n" + text[-_TRACEBACK_LIMIT:]
 
 
 def _log_failure(name: str, exc: BaseException, state: Any) -> None:

@@ -138,6 +138,8 @@ class _LocalInvoker:
             step=node.name,
             invocation_id=inv.inv_id or "",
             attempt=inv.attempt,
+            # also enforced where the engine can (a Dask worker stops an async step)
+            timeout=node.timeout,
             carrier=await carrier_for(inv.inv_id),
             on_placed=inv.placed,
         )

@@ -98,6 +98,7 @@ PHASE = "justpipe.phase"
 # in development: see docs/opentelemetry.md)
 ERROR_TYPE = "error.type"
 EXCEPTION_TYPE = "exception.type"
+EXCEPTION_STACKTRACE = "exception.stacktrace"
 EXCEPTION_MESSAGE = "exception.message"
 CICD_PIPELINE_NAME = "cicd.pipeline.name"
 CICD_PIPELINE_RUN_ID = "cicd.pipeline.run.id"
@@ -1296,6 +1297,9 @@ def _record_error(span: Span, event: Event, error_type: str | None, *, status: b
     attributes = {EXCEPTION_MESSAGE: message}
     if error_type is not None:
         attributes[EXCEPTION_TYPE] = error_type
+    stacktrace = framework.get("traceback") if isinstance(framework, dict) else None
+    if isinstance(stacktrace, str) and stacktrace:  # the kernel's formatted traceback
+        attributes[EXCEPTION_STACKTRACE] = stacktrace
     span.add_event("exception", attributes, timestamp=_ns(event.timestamp))
 
 
