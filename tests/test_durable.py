@@ -6,6 +6,7 @@ tests/test_durable_process.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -487,3 +488,61 @@ async def test_durable_true_uses_the_run_store_under_the_storage_path(
     again = await collect(review_pipe(True), Doc())
     with pytest.raises(PipelineChangedError, match="different pipeline definition"):
         await drain(changed.resume(again[-1].run_id))
+
+
+# --------------------------------------------------------------------------- maps
+
+
+@pytest.mark.filterwarnings("ignore::justpipe.types.PipelineValidationWarning")
+@pytest.mark.parametrize("max_concurrency", [None, 4])
+async def test_an_interrupted_map_resumes_with_its_remaining_items_only(
+    max_concurrency: int | None,
+) -> None:
+    store = InMemoryCheckpointStore()
+    pipe: Pipe[Doc, None] = Pipe(Doc, name="map", durable=store)
+    calls: dict[str, int] = {}
+    ran: list[int] = []
+
+    @pipe.map(each="square", to="total", max_concurrency=max_concurrency)
+    async def numbers(s: Doc) -> list[int]:
+        calls["numbers"] = calls.get("numbers", 0) + 1
+        return list(range(40))
+
+    @pipe.step
+    async def square(s: Doc, item: int) -> None:
+        ran.append(item)
+        s.log.append(str(item * item))
+        await asyncio.sleep(0)
+
+    @pipe.step
+    async def total(s: Doc) -> None:
+        calls["total"] = calls.get("total", 0) + 1
+        s.answer = sorted(int(x) for x in set(s.log))
+
+    stream = pipe.run(Doc())
+    ends = 0
+    run_id = ""
+    async for event in stream:  # the consumer goes away in the middle of the map
+        run_id = event.run_id
+        if event.type is EventType.STEP_END and event.stage == "square":
+            ends += 1
+            if ends == 15:
+                break
+    await stream.aclose()
+    saved = checkpoint_data(store, run_id)
+    assert saved["status"] == "running"
+    (entry,) = [e for e in saved["frontier"] if e["step"] == "numbers"]
+    done = set(entry["map"]["done"])
+    assert 0 < len(done) < 40
+
+    second = await run_with_watchdog(drain(pipe.resume(run_id)))
+    assert end_data(second).status is SUCCESS
+    assert calls == {"numbers": 1, "total": 1}, "the source is not called again"
+    assert all(ran.count(i) == 1 for i in done), "checkpointed items never run again"
+    assert set(ran) == set(range(40))
+    workers = [e for e in second if e.type is EventType.MAP_WORKER]
+    assert sorted(e.payload["index"] for e in workers) == sorted(set(range(40)) - done)
+    (complete,) = [e for e in second if e.type is EventType.MAP_COMPLETE]
+    assert complete.payload["item_count"] == 40
+    final = checkpoint_data(store, run_id)["state"]["fields"]
+    assert final["answer"] == [i * i for i in range(40)]

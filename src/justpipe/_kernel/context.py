@@ -116,6 +116,7 @@ class _MapRun:
         "errored",
         "closed",
         "t0",
+        "items",
     )
 
     def __init__(self, inv: _Invocation, worker: NodePlan | None, total: int | None) -> None:
@@ -129,6 +130,7 @@ class _MapRun:
         self.errored = False
         self.closed = False
         self.t0 = time.perf_counter()
+        self.items: list[Any] | None = None  # a durable run's sized map: its items, kept
 
 
 class _Invocation:

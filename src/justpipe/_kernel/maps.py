@@ -71,6 +71,7 @@ class _MapFanOut:
         "_unbounded",
         "_backlog_waiters",
         "pooled",
+        "on_map",
     )
 
     def __init__(
@@ -92,6 +93,8 @@ class _MapFanOut:
         self._unbounded = unbounded_channel
         self._backlog_waiters: list[asyncio.Future[None]] = []
         self.pooled = 0  # worker invocations run inside pool tasks (counted as tasks in metrics)
+        # durable runs only: told of each sized map's bookkeeping (its items kept with it)
+        self.on_map: Callable[[_MapRun], None] | None = None
 
     # ------------------------------------------------------------------ task side
 
@@ -137,19 +140,51 @@ class _MapFanOut:
                 unsuspended = 0
                 await ch.put(record)
         map_run = _MapRun(inv, worker, n)
+        if self.on_map is not None:
+            map_run.items = items
+            self.on_map(map_run)
+        await self._feed(node, map_run, list(enumerate(items)), run)
+
+    async def _feed(
+        self, node: MapPlan, map_run: _MapRun, items: list[tuple[int, Any]], run: RunInvocation
+    ) -> None:
+        """Hand the `(index, item)` pairs to workers (all at once, or through a pool)."""
         limit = node.max_concurrency
-        if limit is None or limit >= n:
+        if limit is None or limit >= len(items):
             workers = []
             if not self._ctx.stopping:
-                workers = [self._worker(map_run, i, item, run) for i, item in enumerate(items)]
-            map_run.started = len(workers)
+                workers = [self._worker(map_run, i, item, run) for i, item in items]
+            map_run.started += len(workers)
             spawn = self._kernel.spawn
             for coro in workers:  # all decided before any starts (eagerly)
                 spawn(coro)
-            ch.put_nowait(completion(inv, _MAP_FED, map_run))
+            self._channel.put_nowait(completion(map_run.inv, _MAP_FED, map_run))
         else:
-            source = iter(enumerate(items))
+            source = iter(items)
             await self._run_pool(map_run, limit, lambda: _next_sync(source), None, run)
+
+    async def resume(
+        self, node: MapPlan, inv: _Invocation, items: list[Any], done: set[int], run: RunInvocation
+    ) -> None:
+        """A durable run's resumed map: the items not `done` only (its source is not called).
+
+        MAP_START with the whole count, MAP_WORKER for each remaining item, then as `_sized`;
+        MAP_COMPLETE and the map's STEP_END follow as for any map.
+        """
+        ch = self._channel
+        n = len(items)
+        target = node.each
+        await ch.put(step_record(EventType.MAP_START, inv, {"target": target, "item_count": n}))
+        pending = [(i, item) for i, item in enumerate(items) if i not in done]
+        for i, _ in pending:
+            await ch.put(self._worker_record(inv, target, node.name, i, n))
+        worker = self._ctx.plan.nodes[node.worker] if node.worker >= 0 else None
+        map_run = _MapRun(inv, worker, n)
+        map_run.items = items
+        map_run.started = map_run.finished = n - len(pending)
+        if self.on_map is not None:
+            self.on_map(map_run)
+        await self._feed(node, map_run, pending, run)
 
     async def _lazy(
         self,

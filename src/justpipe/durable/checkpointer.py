@@ -28,7 +28,10 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from justpipe._kernel.context import _Invocation, _MapRun
 from justpipe._kernel.outcomes import Outcome
+from justpipe._kernel.plan import MapPlan
+from justpipe._kernel.records import step_record
 from justpipe.durable.serializer import StateSerializer
 from justpipe.durable.store import (
     FINISHED,
@@ -38,10 +41,9 @@ from justpipe.durable.store import (
     CheckpointStore,
     LeaseLostError,
 )
-from justpipe.types import Event, PipelineEndData, PipelineTerminalStatus
+from justpipe.types import Event, EventType, PipelineEndData, PipelineTerminalStatus
 
 if TYPE_CHECKING:
-    from justpipe._kernel.context import _Invocation
     from justpipe._kernel.runner import _PipelineRunner
 
 __all__ = ["FORMAT", "Checkpointer", "SuspendedEndData"]
@@ -103,6 +105,10 @@ class Checkpointer:
         self._suspenders: list[tuple[_Invocation, str]] = []
         self._reruns: list[_Invocation] = []
         self._arrivals: dict[int, set[int]] = {}
+        # sized maps in progress, by the map invocation's owner id: bookkeeping, items as
+        # checkpoint data (encoded once), the indices whose worker completion was processed
+        self._maps: dict[str, tuple[_MapRun, list[Any] | None, set[int]]] = {}
+        self._resumed_done: dict[str, set[int]] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self._done = False
         self._lost = False
@@ -114,6 +120,7 @@ class Checkpointer:
         self.runner = runner
         orch = self.orch = runner.orch
         orch.live = {}
+        orch.maps.on_map = self._map_started
         plan = runner.plan
         counts = plan.slot_counts
         # the joins' arrivals, mirrored (only nodes with more than one parent slot have any):
@@ -178,7 +185,9 @@ class Checkpointer:
             name = entry["step"]
             node = plan.node(name)
             scope = tuple(entry["scope"])
-            if entry["rerun"]:  # was running: a new attempt, child of the one that was lost
+            if entry.get("map") is not None and isinstance(node, MapPlan):
+                self._rerun_map(node, entry)
+            elif entry["rerun"]:  # was running: a new attempt, child of the one that was lost
                 orch.schedule(node, entry["inv"], name, scope, owner_id=entry["owner"])
             else:
                 orch.schedule(node, entry["parent"], name, scope)
@@ -186,6 +195,40 @@ class Checkpointer:
             node = plan.node(entry["step"])
             if node is not None:
                 orch._advance(node)
+
+    def _rerun_map(self, node: MapPlan, entry: dict[str, Any]) -> None:
+        """A map that was in progress: a new attempt that runs only its remaining items."""
+        orch = self.orch
+        saved = entry["map"]
+        items = self.serializer.decode(saved["items"])
+        owner = entry["owner"]
+        inv = _Invocation(
+            node,
+            node.name,
+            orch.ids.next(),
+            entry["inv"],
+            owner,
+            orch.attempts.next(node.name),
+            tuple(entry["scope"]),
+        )
+        assert orch.live is not None and orch._pending is not None
+        orch.live[owner] = inv
+        self._resumed_done[owner] = set(saved["done"])
+        orch._pending.append(self._resume_map(inv, node, items, set(saved["done"])))
+
+    async def _resume_map(
+        self, inv: _Invocation, node: MapPlan, items: list[Any], done: set[int]
+    ) -> None:
+        orch = self.orch
+        record = step_record(EventType.STEP_START, inv)
+        if not orch.channel.offer(record):
+            await orch.channel.put(record)
+        await orch.maps.resume(node, inv, items, done, orch.steps.run)
+
+    def _map_started(self, map_run: _MapRun) -> None:
+        owner = map_run.inv.owner_id
+        if owner is not None:
+            self._maps[owner] = (map_run, None, self._resumed_done.pop(owner, set()))
 
     def complete_step(self, record: tuple[Any, ...]) -> None:
         """The orchestrator's `complete_step`, checkpointing before what it decided starts."""
@@ -199,11 +242,17 @@ class Checkpointer:
         assert live is not None
         map_run = inv.map_run
         if map_run is not None:
+            owner = map_run.inv.owner_id
+            kept = self._maps.get(owner) if owner is not None else None
+            if kept is not None and inv.scope:
+                kept[2].add(_item_index(inv.scope[-1]))
             if map_run.closed:
-                live.pop(map_run.inv.owner_id, None)
+                live.pop(owner, None)
+                self._maps.pop(owner, None)
         elif outcome is _MAP_FED:
             if value.closed:
                 live.pop(value.inv.owner_id, None)
+                self._maps.pop(value.inv.owner_id, None)
         elif inv.inv_id is not None:
             live.pop(inv.owner_id, None)
             if outcome is _SUSPEND:
@@ -252,8 +301,16 @@ class Checkpointer:
         runner = self.runner
         frontier: list[dict[str, Any]] = []
         live = orch.live or {}
-        for inv in live.values():
-            frontier.append(_rerun_entry(inv))
+        for owner, inv in live.items():
+            entry = _rerun_entry(inv)
+            kept = self._maps.get(owner)
+            if kept is not None and kept[0].items is not None and not kept[0].closed:
+                map_run, encoded, done = kept
+                if encoded is None:  # the items do not change: encoded once per map
+                    encoded = self.serializer.encode(map_run.items, f"map {inv.name!r} item")
+                    self._maps[owner] = (map_run, encoded, done)
+                entry["map"] = {"items": encoded, "done": sorted(done)}
+            frontier.append(entry)
         for inv in self._reruns:
             frontier.append(_rerun_entry(inv))
         for node, parent, name, scope in orch.held:
@@ -325,6 +382,11 @@ class Checkpointer:
         if not self._done:
             self._done = True
             self.store.release(self.run_id, self.owner)
+
+
+def _item_index(scope_tail: str) -> int:
+    """The item index in a map worker's last scope entry, ``"worker[12]"`` -> 12."""
+    return int(scope_tail[scope_tail.rindex("[") + 1 : -1])
 
 
 def _rerun_entry(inv: _Invocation) -> dict[str, Any]:
