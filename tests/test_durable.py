@@ -36,7 +36,7 @@ from justpipe.durable import (
     resume_value,
 )
 from justpipe.storage.sqlite import SQLiteBackend
-from justpipe.types import PipelineEndData, PipelineTerminalStatus
+from justpipe.types import BarrierType, PipelineEndData, PipelineTerminalStatus
 
 SUCCESS = PipelineTerminalStatus.SUCCESS
 
@@ -144,6 +144,20 @@ async def test_suspend_then_resume_continues_the_same_run() -> None:
     assert ids == sorted(ids), "invocation ids go on across segments"
 
 
+async def test_a_run_started_at_a_given_step_resumes_with_that_start() -> None:
+    store = InMemoryCheckpointStore()
+    pipe = review_pipe(store)
+    first = await collect(pipe, Doc(), start="review")
+    assert checkpoint_data(store, first[-1].run_id)["start"] == "review"
+    second = await run_with_watchdog(drain(pipe.resume(first[-1].run_id, value="ok")))
+    assert [e.stage for e in second if e.type is EventType.STEP_START] == ["publish", "archive"]
+    assert checkpoint_data(store, first[-1].run_id)["state"]["fields"]["log"] == [
+        "review",
+        "publish",
+        "archive",
+    ]
+
+
 async def test_the_resumed_segment_reads_the_value_and_the_first_does_not() -> None:
     seen: list[Any] = []
     pipe: Pipe[Doc, None] = Pipe(Doc, name="value", durable=InMemoryCheckpointStore())
@@ -202,6 +216,41 @@ async def test_a_half_arrived_join_keeps_its_arrivals_across_a_suspend() -> None
     assert [entry["step"] for entry in data["suspended"]] == ["left"]
     await run_with_watchdog(drain(pipe.resume(run_id, value="go")))
     assert runs == ["fork", "left", "right", "join"], "nothing ran twice; the join ran once"
+
+
+async def test_an_any_join_that_fired_before_a_suspend_does_not_fire_again() -> None:
+    runs: list[str] = []
+    store = InMemoryCheckpointStore()
+    pipe: Pipe[Doc, None] = Pipe(Doc, name="any", durable=store)
+
+    @pipe.step(to=["left", "right"])
+    async def fork(s: Doc) -> None:
+        pass
+
+    @pipe.step(to="join")
+    async def left(s: Doc) -> Any:
+        runs.append("left")
+        return Suspend("later") if resume_value() is None else None
+
+    @pipe.step(to="join")
+    async def right(s: Doc) -> None:
+        runs.append("right")
+
+    @pipe.step(barrier_type=BarrierType.ANY, to="tail")
+    async def join(s: Doc) -> None:
+        runs.append("join")
+
+    @pipe.step
+    async def tail(s: Doc) -> None:
+        runs.append("tail")
+
+    first = await collect(pipe, Doc())
+    data = checkpoint_data(store, first[-1].run_id)
+    assert data["arrivals"] == {"join": [1]}  # right's arrival fired the join's wave
+    await run_with_watchdog(drain(pipe.resume(first[-1].run_id, value="go")))
+    # right's arrival fired the join while the suspend was stopping the run (held); on
+    # resume the held join runs once, and left's arrival completes the wave without firing
+    assert sorted(runs) == ["join", "left", "right", "tail"]
 
 
 async def test_steps_refused_while_a_suspend_stops_the_run_run_on_resume() -> None:

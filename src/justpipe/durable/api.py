@@ -216,6 +216,8 @@ async def durable_resume(
         segment=int(data["segment"]) + 1,
     )
     token = _RESUME_VALUE.set(value)
+    # the run's own start step (run(state, start=...)), so the plan is the one it ran with
+    runner_args = {**runner_args, "start": data.get("start")}
     stream = _PipelineRunner(pipe, state=state, durable=checkpointer, **runner_args).stream()
     try:
         async for event in stream:

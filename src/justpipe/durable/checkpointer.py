@@ -29,6 +29,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from justpipe._kernel.context import _Invocation, _MapRun
+from justpipe._kernel.injection import resolve_name
 from justpipe._kernel.outcomes import Outcome
 from justpipe._kernel.plan import MapPlan
 from justpipe._kernel.records import step_record
@@ -326,6 +327,7 @@ class Checkpointer:
             "status": status,
             "end": None if end is None else end.value,
             "segment": self.segment,
+            "start": None if runner.start is None else resolve_name(runner.start),
             "started": self._started,
             "seq": runner.publisher._factory.last_seq(),
             "invocations": orch.ids.issued(),
