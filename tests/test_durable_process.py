@@ -218,6 +218,12 @@ def final_checkpoint(env: dict[str, str], run_id: str) -> dict[str, Any]:
 _UNINTERRUPTED: dict[str, dict[str, Any]] = {}
 
 
+def stored_seqs(env: dict[str, str], run_id: str) -> list[int]:
+    with sqlite3.connect(store_file(env)) as conn:
+        rows = conn.execute("SELECT seq FROM events WHERE run_id = ? ORDER BY seq", (run_id,))
+        return [int(row[0]) for row in rows]
+
+
 def uninterrupted_state(env: dict[str, str], scenario: str, tmp: Path) -> dict[str, Any]:
     """The final state of a run of `scenario` nothing interrupted (worked out once)."""
     if scenario not in _UNINTERRUPTED:
@@ -245,6 +251,9 @@ def test_a_chain_killed_mid_run_resumes_in_another_process(
     first = launch(world, "chain", "run", DURABLE_KILL_AT=kill_at)
     assert first.returncode == -signal.SIGKILL
     assert first.run_id is not None
+    # the run store holds exactly the events the last checkpoint saw (one transaction)
+    crashed = final_checkpoint(world, first.run_id)
+    assert stored_seqs(world, first.run_id) == list(range(1, crashed["seq"] + 1))
     second = launch(world, "chain", "resume", first.run_id)
     assert second.returncode == 0, second.stderr
     assert second.events[-1][:2] == ["finish", "system"]
@@ -263,6 +272,19 @@ def test_a_chain_killed_mid_run_resumes_in_another_process(
     data = final_checkpoint(world, first.run_id)
     assert data["row_status"] == "finished" and data["end"] == "success"
     assert data["state"] == uninterrupted_state(world, "chain", tmp_path)
+    # one run in the store, both segments: seq strictly increasing, two STARTs
+    seqs = stored_seqs(world, first.run_id)
+    assert seqs == list(range(1, data["seq"] + 1))
+    with sqlite3.connect(store_file(world)) as conn:
+        types = [
+            row[0]
+            for row in conn.execute(
+                "SELECT event_type FROM events WHERE run_id = ? ORDER BY seq", (first.run_id,)
+            )
+        ]
+        status = conn.execute("SELECT status FROM runs WHERE run_id = ?", (first.run_id,))
+        assert status.fetchone()[0] == "success"
+    assert types.count("start") == 2 and types[-1] == "finish"
 
 
 @pytest.mark.parametrize("kill_at", ["b2", "join"])

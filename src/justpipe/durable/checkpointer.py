@@ -42,6 +42,8 @@ from justpipe.durable.store import (
     CheckpointStore,
     LeaseLostError,
 )
+from justpipe.observability.observer import Observer, ObserverMeta
+from justpipe.storage.serialize import event_to_json
 from justpipe.types import Event, EventType, PipelineEndData, PipelineTerminalStatus
 
 if TYPE_CHECKING:
@@ -70,6 +72,7 @@ class SuspendedEndData(PipelineEndData):
 
 
 _SUSPEND = Outcome.SUSPEND
+_FINISH = EventType.FINISH
 _DROPPED = Outcome.DROPPED
 _MAP_FED = Outcome.MAP_FED
 
@@ -110,6 +113,7 @@ class Checkpointer:
         # checkpoint data (encoded once), the indices whose worker completion was processed
         self._maps: dict[str, tuple[_MapRun, list[Any] | None, set[int]]] = {}
         self._resumed_done: dict[str, set[int]] = {}
+        self._events: list[str] | None = None  # event JSON not yet written (stores that keep it)
         self._heartbeat: asyncio.Task[None] | None = None
         self._done = False
         self._lost = False
@@ -142,6 +146,10 @@ class Checkpointer:
             return ready
 
         orch.scheduler.complete = complete  # type: ignore[assignment]
+        if getattr(self.store, "saves_events", False):
+            # the run's events go with the checkpoints, in their transactions
+            self._events = []
+            runner.publisher.observers.append(_EventTap(self._events))
         self.store.acquire(self.run_id, self.owner, self.lease_ttl_s)
         if self.restored is not None:
             data = self.restored
@@ -277,19 +285,23 @@ class Checkpointer:
         data = finish.payload
         status = data.status if isinstance(data, PipelineEndData) else None
         suspended = bool(self._suspenders) and status is PipelineTerminalStatus.SUCCESS
+        if suspended and isinstance(data, PipelineEndData):
+            fields = {f.name: getattr(data, f.name) for f in dataclasses.fields(PipelineEndData)}
+            payload = SuspendedEndData(
+                **fields,
+                run_id=self.run_id,
+                segment=self.segment,
+                suspended_steps=tuple(inv.name for inv, _ in self._suspenders),
+                reasons=tuple(reason for _, reason in self._suspenders),
+            )
+            finish = dataclasses.replace(finish, payload=payload)
+        events = self._events
+        if events is not None:
+            events.append(event_to_json(finish))
         self.write(SUSPENDED if suspended else FINISHED, status)
+        self._events = None  # the FINISH is written; observers hear it after this
         self._release()
-        if not suspended or not isinstance(data, PipelineEndData):
-            return finish
-        fields = {f.name: getattr(data, f.name) for f in dataclasses.fields(PipelineEndData)}
-        payload = SuspendedEndData(
-            **fields,
-            run_id=self.run_id,
-            segment=self.segment,
-            suspended_steps=tuple(inv.name for inv, _ in self._suspenders),
-            reasons=tuple(reason for _, reason in self._suspenders),
-        )
-        return dataclasses.replace(finish, payload=payload)
+        return finish
 
     def detach(self) -> None:
         """The stream is over, however it ended: stop renewing the lease and give it back."""
@@ -351,13 +363,17 @@ class Checkpointer:
             return  # the run is ending because its lease was lost: write nothing more
         t0 = time.perf_counter()
         text = json.dumps(self.document(status, end), separators=(",", ":"), allow_nan=False)
+
+        checkpoint = Checkpoint(
+            self.run_id, self.pipe_name, self.pipeline_hash, status, self.segment, text
+        )
+        events = self._events
         try:
-            self.store.save(
-                Checkpoint(
-                    self.run_id, self.pipe_name, self.pipeline_hash, status, self.segment, text
-                ),
-                self.owner,
-            )
+            if events is None:
+                self.store.save(checkpoint, self.owner)
+            else:
+                self.store.save(checkpoint, self.owner, events)  # type: ignore[call-arg]
+                events.clear()
         except LeaseLostError:
             self._lost = True
             raise
@@ -384,6 +400,17 @@ class Checkpointer:
         if not self._done:
             self._done = True
             self.store.release(self.run_id, self.owner)
+
+
+class _EventTap(Observer):
+    """Collects the run's published events (as stored JSON) for the next checkpoint."""
+
+    def __init__(self, sink: list[str]) -> None:
+        self._sink = sink
+
+    async def on_event(self, state: Any, context: Any, meta: ObserverMeta, event: Event) -> None:
+        if event.type is not _FINISH or event.parent_run_id is not None:
+            self._sink.append(event_to_json(event))  # the FINISH: added by `finished()`
 
 
 def _item_index(scope_tail: str) -> int:

@@ -17,7 +17,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from justpipe.durable.store import (
     lease_is_live,
     leased_message,
 )
+from justpipe.storage.sqlite import _INSERT_EVENT, _INSERT_PLACEHOLDER, SQLiteBackend
 
 __all__ = ["SQLiteCheckpointStore"]
 
@@ -59,6 +60,7 @@ class SQLiteCheckpointStore:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
+        self._run_store_ready = False
         if str(self.db_path) != ":memory:":
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self._migrate()
@@ -119,7 +121,19 @@ class SQLiteCheckpointStore:
 
     # ------------------------------------------------------------------ the protocol
 
-    def save(self, checkpoint: Checkpoint, owner: str) -> None:
+    saves_events = True
+    """`save()` also takes the run's events published since the last checkpoint."""
+
+    def save(self, checkpoint: Checkpoint, owner: str, events: Sequence[str] = ()) -> None:
+        """Write the checkpoint and `events` (event JSON, see `storage.serialize`) at once.
+
+        The events go into the run store's tables of the same file (``runs``/``events``,
+        the run's row created ``running`` if needed), in the checkpoint's transaction: a
+        crash leaves the run store exactly the events the checkpoint has seen.
+        """
+        if events and not self._run_store_ready:
+            SQLiteBackend(self.db_path, timeout=self._timeout).close()  # creates its schema
+            self._run_store_ready = True
         with self._write() as conn:
             row = conn.execute(
                 "SELECT owner FROM durable_leases WHERE run_id = ?", (checkpoint.run_id,)
@@ -146,6 +160,14 @@ class SQLiteCheckpointStore:
                     time.time(),
                 ),
             )
+            if events:
+                run_id = checkpoint.run_id
+                conn.execute(
+                    _INSERT_PLACEHOLDER, {"run_id": run_id, "first": events[0], "now": time.time()}
+                )
+                conn.executemany(
+                    _INSERT_EVENT, ({"run_id": run_id, "seq": 0, "data": data} for data in events)
+                )
 
     def load(self, run_id: str) -> Checkpoint | None:
         with self._lock:
