@@ -146,8 +146,8 @@ class Checkpointer:
             return ready
 
         orch.scheduler.complete = complete  # type: ignore[assignment]
-        if getattr(self.store, "saves_events", False):
-            # the run's events go with the checkpoints, in their transactions
+        if runner.pipe.persist and getattr(self.store, "saves_events", False):
+            # a persisted run's events go with the checkpoints, in their transactions
             self._events = []
             runner.publisher.observers.append(_EventTap(self._events))
         self.store.acquire(self.run_id, self.owner, self.lease_ttl_s)
