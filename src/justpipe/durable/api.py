@@ -258,9 +258,10 @@ def _check_resumable(checkpoint: Checkpoint, pipeline_hash: str, force: bool) ->
             f"({data.get('version')})."
         )
     if checkpoint.status == FINISHED:
+        note = f" Note: {data['note']}." if data.get("note") else ""
         raise RunFinishedError(
             f"run {run_id!r} already finished ({data.get('end')}); only a suspended run, or "
-            "one whose process died, can be resumed. Start a new run with pipe.run()."
+            f"one whose process died, can be resumed. Start a new run with pipe.run().{note}"
         )
     if checkpoint.pipeline_hash != pipeline_hash and not force:
         raise PipelineChangedError(

@@ -26,6 +26,7 @@ import asyncio
 import dataclasses
 import json
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from justpipe._kernel.context import _Invocation, _MapRun
@@ -117,6 +118,7 @@ class Checkpointer:
         self._heartbeat: asyncio.Task[None] | None = None
         self._done = False
         self._lost = False
+        self._note: str | None = None
         self._started = restored is not None and bool(restored["started"])
 
     # ------------------------------------------------------------------ the runner's seam
@@ -285,6 +287,20 @@ class Checkpointer:
         data = finish.payload
         status = data.status if isinstance(data, PipelineEndData) else None
         suspended = bool(self._suspenders) and status is PipelineTerminalStatus.SUCCESS
+        metrics = data.metrics if isinstance(data, PipelineEndData) else None
+        if metrics is not None and metrics.suspends > len(self._suspenders):
+            # a Suspend this run cannot resume (inside a sub-pipeline, or a map source's
+            # error handler): say so, and end the run as finished rather than lose steps
+            suspended = False
+            self._note = (
+                "a Suspend inside a sub-pipeline (or returned by a map source's error handler) "
+                "ends a durable run: resuming from there is not supported yet"
+            )
+            warnings.warn(
+                f"durable run {self.run_id!r}: {self._note}; the run is recorded as finished.",
+                UserWarning,
+                stacklevel=2,
+            )
         if suspended and isinstance(data, PipelineEndData):
             fields = {f.name: getattr(data, f.name) for f in dataclasses.fields(PipelineEndData)}
             payload = SuspendedEndData(
@@ -354,6 +370,7 @@ class Checkpointer:
                 {"step": inv.name, "inv": inv.inv_id, "reason": reason}
                 for inv, reason in self._suspenders
             ],
+            "note": self._note,
             "written_at": time.time(),
         }
 
