@@ -15,11 +15,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 HERE = Path(__file__).resolve()
 CHAIN = [f"s{i}" for i in range(8)]
@@ -152,6 +155,11 @@ async def child(scenario: str, action: str, run_id: str | None) -> int:
 
 @pytest.fixture
 def world(tmp_path: Path, core_backend: str) -> dict[str, str]:
+    return make_env(tmp_path, core_backend)
+
+
+def make_env(tmp_path: Path, core_backend: str) -> dict[str, str]:
+    """The children's environment: their own store, side-effect log and gate under tmp."""
     import justpipe
 
     env = dict(os.environ)
@@ -285,6 +293,30 @@ def test_a_chain_killed_mid_run_resumes_in_another_process(
         status = conn.execute("SELECT status FROM runs WHERE run_id = ?", (first.run_id,))
         assert status.fetchone()[0] == "success"
     assert types.count("start") == 2 and types[-1] == "finish"
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kill_at=st.sampled_from(["fork", *BRANCHES, "join", *CHAIN]))
+def test_killed_at_any_step_a_run_resumes_to_the_uninterrupted_result(
+    kill_at: str, core_backend: str
+) -> None:
+    """A property over kill points (a few random ones per run): SIGKILL in that step, resume
+    in a new process: every step ran at least once, the run ends as the uninterrupted one
+    did, and the store is intact."""
+    scenario = "chain" if kill_at in CHAIN else "join"
+    with tempfile.TemporaryDirectory() as tmp:
+        env = make_env(Path(tmp), core_backend)
+        first = launch(env, scenario, "run", DURABLE_KILL_AT=kill_at)
+        assert first.returncode == -signal.SIGKILL and first.run_id is not None
+        second = launch(env, scenario, "resume", first.run_id)
+        assert second.returncode == 0, second.stderr
+        counts = side_counts(env)
+        steps = CHAIN if scenario == "chain" else ["fork", *BRANCHES, "join"]
+        assert all(counts.get(name, 0) >= 1 for name in steps), counts
+        assert counts[kill_at] == 2
+        data = final_checkpoint(env, first.run_id)
+        assert data["end"] == "success"
+        assert data["state"] == uninterrupted_state(env, scenario, Path(tmp))
 
 
 @pytest.mark.parametrize("kill_at", ["b2", "join"])
