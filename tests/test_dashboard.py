@@ -569,6 +569,11 @@ def test_run_page_shows_the_failure_autopsy(client: TestClient, store: Store) ->
     assert "Failure autopsy" in text
     assert "payment service refused the order" in text
     assert ">done</a>" in text
+    # the type and traceback come from the kernel's STEP_ERROR framework meta
+    assert "RuntimeError" in text
+    assert "raise RuntimeError(&#34;payment service refused the order&#34;)" in text or (
+        "raise RuntimeError(&quot;payment service refused the order&quot;)" in text
+    )
     assert client.get(f"/runs/{store.order_runs[0]}").text.count("Failure autopsy") == 0
 
 
