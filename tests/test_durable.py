@@ -158,6 +158,56 @@ async def test_a_run_started_at_a_given_step_resumes_with_that_start() -> None:
     ]
 
 
+async def test_two_questions_three_segments_and_an_interruption_between() -> None:
+    store = InMemoryCheckpointStore()
+    pipe: Pipe[Doc, None] = Pipe(Doc, name="twice", durable=store)
+
+    @pipe.step(to="second_question")
+    async def first_question(s: Doc) -> Suspend:
+        return Suspend("first")  # never runs again: its successor reads the answer
+
+    @pipe.step(to="use_both")
+    async def second_question(s: Doc) -> Suspend:
+        s.log.append(f"first answer: {resume_value()}")
+        return Suspend("second")
+
+    @pipe.step(to="slow")
+    async def use_both(s: Doc) -> None:
+        s.log.append(f"second answer: {resume_value()}")
+
+    @pipe.step
+    async def slow(s: Doc) -> None:
+        await asyncio.sleep(0)
+        s.log.append("slow")
+
+    one = await collect(pipe, Doc())
+    run_id = one[-1].run_id
+    two = await run_with_watchdog(drain(pipe.resume(run_id, value="A")))
+    assert end_data(two).segment == 2  # type: ignore[attr-defined]
+    # the third segment's consumer goes away after use_both: a crash, as far as the run knows
+    stream = pipe.resume(run_id, value="B")
+    three = []
+    async for event in stream:
+        three.append(event)
+        if event.type is EventType.STEP_END and event.stage == "use_both":
+            break
+    await stream.aclose()
+    assert checkpoint_data(store, run_id)["status"] == "running"
+    four = await run_with_watchdog(drain(pipe.resume(run_id, value="C")))
+    assert end_data(four).status is SUCCESS
+    seqs = [e.seq for e in one + two + three + four]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    # use_both's completion was still queued when the consumer left (it saw the STEP_END):
+    # it was in flight, so it runs again in segment 4 (at least once), with that value
+    assert checkpoint_data(store, run_id)["state"]["fields"]["log"] == [
+        "first answer: A",
+        "second answer: B",
+        "second answer: C",
+        "slow",
+    ]
+    assert checkpoint_data(store, run_id)["segment"] == 4
+
+
 async def test_the_resumed_segment_reads_the_value_and_the_first_does_not() -> None:
     seen: list[Any] = []
     pipe: Pipe[Doc, None] = Pipe(Doc, name="value", durable=InMemoryCheckpointStore())

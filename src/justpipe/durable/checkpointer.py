@@ -23,6 +23,7 @@ its parent the old invocation) and schedules the rest as the stopped run would h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -320,7 +321,15 @@ class Checkpointer:
         return finish
 
     def detach(self) -> None:
-        """The stream is over, however it ended: stop renewing the lease and give it back."""
+        """The stream is over, however it ended: stop renewing the lease and give it back.
+
+        A segment that ended without its FINISH (the consumer closed the stream, or its task
+        was cancelled) first writes a last ``running`` checkpoint: what was running runs
+        again on resume, and `seq` goes on after the last event it published.
+        """
+        if not self._done and not self._lost and self._heartbeat is not None:
+            with contextlib.suppress(Exception):  # the previous checkpoint still stands
+                self.write(RUNNING)
         self._release()
 
     # ------------------------------------------------------------------ writing
