@@ -98,6 +98,12 @@ class _RunContext:
         return {param: values.get(source) for param, source in injection}
 
 
+def _each(node: NodePlan | None) -> str:
+    each = getattr(node, "each", None)
+    assert isinstance(each, str), "a map run belongs to a map node"
+    return each
+
+
 def _nothing() -> None:
     pass
 
@@ -117,11 +123,14 @@ class _MapRun:
         "closed",
         "t0",
         "items",
+        "worker_name",
     )
 
     def __init__(self, inv: _Invocation, worker: NodePlan | None, total: int | None) -> None:
         self.inv = inv
         self.worker = worker
+        # the worker step's name (the map's `each`, also when no such step is registered)
+        self.worker_name: str = worker.name if worker is not None else _each(inv.node)
         self.total = total
         self.started = 0
         self.finished = 0

@@ -37,7 +37,12 @@ from justpipe._kernel.errors import _ErrorChain
 from justpipe._kernel.invoker import TURN_EVERY
 from justpipe._kernel.outcomes import Outcome
 from justpipe._kernel.plan import MapPlan, NodePlan
-from justpipe._kernel.records import EventRecord, completion, event_record, step_record
+from justpipe._kernel.records import (
+    completion,
+    event_record,
+    map_worker_record,
+    step_record,
+)
 from justpipe.types import EventType, NodeKind, StepStatus
 
 if TYPE_CHECKING:
@@ -130,7 +135,7 @@ class _MapFanOut:
         offer = ch.offer
         unsuspended = 0
         for i in range(n):
-            record = self._worker_record(inv, target, node.name, i, n)
+            record = map_worker_record(inv, target, node.name, i, n)
             if offer(record):
                 unsuspended += 1
                 if unsuspended >= TURN_EVERY:
@@ -177,7 +182,7 @@ class _MapFanOut:
         await ch.put(step_record(EventType.MAP_START, inv, {"target": target, "item_count": n}))
         pending = [(i, item) for i, item in enumerate(items) if i not in done]
         for i, _ in pending:
-            await ch.put(self._worker_record(inv, target, node.name, i, n))
+            await ch.put(map_worker_record(inv, target, node.name, i, n))
         worker = self._ctx.plan.nodes[node.worker] if node.worker >= 0 else None
         map_run = _MapRun(inv, worker, n)
         map_run.items = items
@@ -304,31 +309,14 @@ class _MapFanOut:
         inv = map_run.inv
         node = inv.node
         assert isinstance(node, MapPlan)
-        await self._channel.put(self._worker_record(inv, node.each, node.name, index, None))
-
-    @staticmethod
-    def _worker_record(
-        inv: _Invocation, target: str, owner: str, index: int, total: int | None
-    ) -> EventRecord:
-        return event_record(
-            EventType.MAP_WORKER,
-            f"{target}[{index}]",
-            {"index": index, "total": total, "target": target, "owner": owner},
-            _MAP,
-            inv.inv_id,
-            inv.parent_id,
-            inv.owner_id,
-            inv.attempt,
-            inv.scope,
-            None,
-        )
+        await self._channel.put(map_worker_record(inv, node.each, node.name, index, None))
 
     def _worker(
         self, map_run: _MapRun, index: int, item: Any, run: RunInvocation
     ) -> Coroutine[Any, Any, None]:
         """The invocation of the map's worker for item `index` (a coroutine to run)."""
         owner = map_run.inv
-        name = _worker_name(map_run)
+        name = map_run.worker_name
         inv = _Invocation(
             map_run.worker,
             name,
@@ -360,7 +348,7 @@ class _MapFanOut:
                 EventType.MAP_COMPLETE,
                 inv.name,
                 {
-                    "target": _worker_name(mr),
+                    "target": mr.worker_name,
                     "item_count": mr.started if mr.total is None else mr.total,
                     "owner_invocation_id": inv.inv_id,
                     "owner_scope": inv.scope,
@@ -433,14 +421,6 @@ class _Pool:
             index = self.index
             self.index += 1
             return index, item
-
-
-def _worker_name(map_run: _MapRun) -> str:
-    if map_run.worker is not None:
-        return map_run.worker.name
-    node = map_run.inv.node
-    assert isinstance(node, MapPlan)
-    return node.each
 
 
 async def _close_source(source: Any) -> None:

@@ -184,7 +184,20 @@ class _Orchestrator:
     # ------------------------------------------------------------------ completion (loop side)
 
     def complete_step(self, record: Completion) -> None:
-        self._deciding(self._complete, record)
+        # `_deciding(self._complete, record)`, written out: this runs once per invocation
+        pending = self._pending = []
+        try:
+            self._complete(record)
+        except BaseException:
+            for coro in pending:
+                coro.close()
+            raise
+        finally:
+            self._pending = None
+        if pending:
+            spawn = self.kernel.spawn
+            for coro in pending:
+                spawn(coro)
 
     def _complete(self, record: Completion) -> None:
         inv, outcome, value = record

@@ -41,6 +41,7 @@ __all__ = [
     "event_record",
     "forward_record",
     "invocation_meta",
+    "map_worker_record",
     "step_record",
     "system_record",
 ]
@@ -132,6 +133,25 @@ def step_record(
         inv.attempt,
         inv.scope,
         meta,
+    )
+
+
+def map_worker_record(
+    inv: _Invocation, target: str, owner: str, index: int, total: int | None
+) -> EventRecord:
+    """MAP_WORKER for item `index` of map invocation `inv` (`total`: None for a lazy map)."""
+    return (
+        EventType.MAP_WORKER,
+        f"{target}[{index}]",
+        {"index": index, "total": total, "target": target, "owner": owner},
+        _time(),
+        NodeKind.MAP,
+        inv.inv_id,
+        inv.parent_id,
+        inv.owner_id,
+        inv.attempt,
+        inv.scope,
+        None,
     )
 
 

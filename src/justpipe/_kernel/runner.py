@@ -185,6 +185,7 @@ class _PipelineRunner:
             durable.attach(self)
             begin, complete = durable.begin, durable.complete_step
         next_event = publisher.dispatcher(channel, complete)
+        unbounded = self.queue_size <= 0
         try:
             try:
                 await self._startup()
@@ -197,7 +198,8 @@ class _PipelineRunner:
                             raise _InternalError() from kernel.error
                         if kernel.active:
                             kernel.eager_left = _EAGER_BUDGET
-                            orch.channel_drained()
+                            if unbounded:  # map pools may wait for the backlog to drain
+                                orch.channel_drained()
                             await channel.wait()
                             continue
                         if not await self._on_idle():

@@ -26,7 +26,7 @@ from justpipe._kernel.meta import _ScopedMetaImpl, current_step_meta
 from justpipe._kernel.outcomes import ENDS_NORMALLY, Outcome, interpret, is_control
 from justpipe._kernel.plan import MapPlan, NodePlan, SubPlan, SwitchPlan
 from justpipe._kernel.records import (
-    completion,
+    Completion,
     forward_record,
     invocation_meta,
     step_record,
@@ -115,9 +115,10 @@ class _StepRunner:
                     node = inv.node
                     try:
                         if node is not None and inv.kind is _STEP:
-                            result = await self._invoker.call(
-                                node, self._step_kwargs(node, inv), inv, ch
-                            )
+                            kwargs = self._kwargs(node)  # (`_step_kwargs`, written out)
+                            if inv.has_item and node.item_param is not None:
+                                kwargs = {**kwargs, node.item_param: inv.item}
+                            result = await self._invoker.call(node, kwargs, inv, ch)
                             if result is not None and node.on_result is not None:
                                 result = await self._on_result(node, inv, result)
                             if result is None:
@@ -145,7 +146,8 @@ class _StepRunner:
                         if outcome is _SUSPEND:
                             await ch.put(system_record(EventType.SUSPEND, inv.name, value.reason))
                         self._step_end(inv, started, scope_meta, failed)
-                    ch.put_nowait(completion(inv, outcome, value))
+                    done: Completion = (inv, outcome, value)  # (`completion()`, written out)
+                    ch.put_nowait(done)
                 finally:
                     if meta_token is not None:
                         _step_meta.reset(meta_token)
