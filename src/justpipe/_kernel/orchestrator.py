@@ -82,7 +82,7 @@ class _Orchestrator:
             ctx, channel, invoker, self.errors, self.maps, metrics, self.ids, self.attempts
         )
         self.completed = 0
-        # invocations scheduled by the loop-side decision in progress (see `_spawn_all`)
+        # invocations scheduled by the loop-side decision in progress (see `decide()`)
         self._pending: list[Coroutine[Any, Any, None]] | None = None
         # durable runs only (`justpipe.durable`; None otherwise, so a plain run pays one test
         # per scheduled invocation): the live invocations by owner id, and what the run
@@ -98,10 +98,10 @@ class _Orchestrator:
     # ------------------------------------------------------------------ scheduling
 
     def start(self) -> None:
-        """Schedule the roots (the loop's START_ROOTS record)."""
-        self._deciding(self._schedule_roots)
+        """Schedule the roots (the loop's START_ROOTS record), as one decision."""
+        self.decide(self.schedule_roots)
 
-    def _schedule_roots(self) -> None:
+    def schedule_roots(self) -> None:
         for index in self.plan.roots:
             self.schedule(self.nodes[index], None)
 
@@ -135,18 +135,18 @@ class _Orchestrator:
         else:
             self.kernel.spawn(self.steps.run(inv))
 
-    def _deciding(self, decide: Any, *args: Any) -> None:
+    def decide(self, decision: Any, *args: Any) -> None:
         """Run a loop-side decision, then start what it scheduled, in order.
 
-        Tasks start eagerly (see `_Kernel`), so a step may already run (and, say,
-        cancel the run) while the loop is still deciding: every invocation one
-        decision schedules is therefore decided first and started afterwards, as if
-        each had waited for the next event-loop iteration. If deciding fails, the
-        invocations it decided are closed unstarted.
+        Tasks start eagerly (see `_Kernel`), so a step may already run (and, say, cancel
+        the run) while the loop is still deciding: every invocation one decision schedules
+        is therefore decided first and started afterwards, as if each had waited for the
+        next event-loop iteration. If deciding fails, the invocations it decided are closed
+        unstarted. (`complete_step()` is the same, written out: it runs per invocation.)
         """
         pending = self._pending = []
         try:
-            decide(*args)
+            decision(*args)
         except BaseException:
             for coro in pending:  # decided but never started: no "never awaited" warning
                 coro.close()
@@ -184,7 +184,7 @@ class _Orchestrator:
     # ------------------------------------------------------------------ completion (loop side)
 
     def complete_step(self, record: Completion) -> None:
-        # `_deciding(self._complete, record)`, written out: this runs once per invocation
+        # `self.decide(self._complete, record)`, written out: this runs once per invocation
         pending = self._pending = []
         try:
             self._complete(record)
@@ -244,7 +244,8 @@ class _Orchestrator:
             self._route(value, inv)
         elif outcome in _STOPS_RUN:
             self.ctx.stop()
-        self._finish_map(map_run)
+        if map_run.fed and map_run.finished == map_run.started:  # else: not yet (per item)
+            self._finish_map(map_run)
 
     def _finish_map(self, map_run: _MapRun) -> None:
         if self.maps.finish_if_done(map_run):

@@ -171,11 +171,11 @@ class Checkpointer:
         so the checkpoint written here holds them all, none started yet.
         """
         self._started = True
-        self.orch._deciding(self._begin, self.restored)
+        self.orch.decide(self._begin, self.restored)
 
     def _begin(self, data: dict[str, Any] | None) -> None:
         if data is None or not data["started"]:
-            self.orch._schedule_roots()
+            self.orch.schedule_roots()
         else:
             self._reschedule(data)
         if self.every:
@@ -244,7 +244,7 @@ class Checkpointer:
 
     def complete_step(self, record: tuple[Any, ...]) -> None:
         """The orchestrator's `complete_step`, checkpointing before what it decided starts."""
-        self.orch._deciding(self._complete, record)
+        self.orch.decide(self._complete, record)
 
     def _complete(self, record: tuple[Any, ...]) -> None:
         orch = self.orch
