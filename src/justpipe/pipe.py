@@ -382,7 +382,7 @@ class Pipe(Generic[StateT, ContextT]):
         Nothing happens until the first ``__anext__()``: validation errors surface there.
         """
         _check_run_args(queue_size, timeout)
-        bound = _check_executors("run(executors=...)", executors)
+        bound = _check_executors("run(executors=...)", executors) if executors is not None else {}
         if self.durable is not None:
             from justpipe.durable.api import durable_run
 

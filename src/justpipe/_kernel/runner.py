@@ -139,7 +139,11 @@ class _PipelineRunner:
         )
         self.journal = _FailureJournal(setup.failure_config)
         self.pipe_name = setup.pipe_name
-        self.executors = bind_executors(self.plan, self.run_executors, setup.executors)
+        self.executors = (
+            bind_executors(self.plan, self.run_executors, setup.executors)
+            if self.plan.offloads
+            else ()
+        )
 
     # ------------------------------------------------------------------ the stream
 
@@ -266,7 +270,8 @@ class _PipelineRunner:
         event = self._finish(run_meta)
         if self.durable is not None:  # checkpointed before anyone hears of the end
             event = self.durable.finished(event)
-        await self.publisher.run_ended(event)
+        if self.observers:
+            await self.publisher.run_ended(event)
         return event
 
     def _finish(self, run_meta: dict[str, Any] | None) -> Event:
