@@ -83,8 +83,10 @@ bench: install
 wheel: venv
 	JUSTPIPE_REQUIRE_EXTENSIONS=1 $(PIP) wheel --no-deps --wheel-dir dist .
 
-## demo: install, then run the streaming demo
-demo: install
+## demo: install (with the core test dependencies only: no engines or browser), then run the
+## streaming demo
+demo:
+	@$(MAKE) --no-print-directory install TEST_GROUPS=test
 	$(PY) examples/demo.py
 
 clean:
