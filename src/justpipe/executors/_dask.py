@@ -33,9 +33,8 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
-from justpipe._kernel.invoker import timeout_error
 from justpipe.executors import _remote
-from justpipe.executors.base import CallInfo, Executor, TraceHook, WorkerLostError
+from justpipe.executors.base import CallInfo, Executor, TraceHook, WorkerLostError, within_timeout
 
 __all__ = ["DaskExecutor"]
 
@@ -159,15 +158,7 @@ class DaskExecutor(Executor):
     async def call(self, fn: Callable[..., Any], kwargs: dict[str, Any], *, info: CallInfo) -> Any:
         payload = _remote.dumps_call(fn, kwargs, info, self.trace_hook, self.name)
         await self.start()
-        if info.timeout is None:
-            return await self._call(payload, info)
-        try:
-            async with asyncio.timeout(info.timeout) as cm:
-                return await self._call(payload, info)
-        except TimeoutError:
-            if cm.expired():
-                raise timeout_error(info.step, info.timeout) from None
-            raise
+        return await within_timeout(self._call(payload, info), info)
 
     async def _call(self, payload: bytes, info: CallInfo) -> Any:
         from distributed.scheduler import KilledWorker

@@ -45,10 +45,10 @@ import abc
 import asyncio
 import dataclasses
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "CallInfo",
@@ -57,6 +57,8 @@ __all__ = [
     "TraceHook",
     "WorkerLostError",
 ]
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -213,3 +215,18 @@ class Executor(abc.ABC):
     def __repr__(self) -> str:
         state = "started" if self._started else "not started"
         return f"<{type(self).__name__} {state}>"
+
+
+async def within_timeout(call: Awaitable[T], info: CallInfo) -> T:
+    """Await `call` within the step's `info.timeout` (the kernel's timeout error past it)."""
+    if info.timeout is None:
+        return await call
+    from justpipe._kernel.invoker import timeout_error
+
+    try:
+        async with asyncio.timeout(info.timeout) as cm:
+            return await call
+    except TimeoutError:
+        if cm.expired():
+            raise timeout_error(info.step, info.timeout) from None
+        raise

@@ -42,7 +42,14 @@ from typing import Any
 
 from justpipe._kernel.invoker import timeout_error
 from justpipe.executors import _remote, _worker
-from justpipe.executors.base import CallInfo, Executor, Placement, TraceHook, WorkerLostError
+from justpipe.executors.base import (
+    CallInfo,
+    Executor,
+    Placement,
+    TraceHook,
+    WorkerLostError,
+    within_timeout,
+)
 
 __all__ = ["ProcessExecutor"]
 
@@ -435,15 +442,7 @@ class ProcessExecutor(Executor):
     async def call(self, fn: Callable[..., Any], kwargs: dict[str, Any], *, info: CallInfo) -> Any:
         payload = _remote.dumps_call(fn, kwargs, info, self.trace_hook, self.name)
         await self.start()
-        if info.timeout is None:
-            return await self._call(payload, info)
-        try:
-            async with asyncio.timeout(info.timeout) as cm:
-                return await self._call(payload, info)
-        except TimeoutError:
-            if cm.expired():
-                raise timeout_error(info.step, info.timeout) from None
-            raise
+        return await within_timeout(self._call(payload, info), info)
 
     async def _call(self, payload: bytes, info: CallInfo) -> Any:
         worker, call = await self._dispatch(payload, info, stream=False)
