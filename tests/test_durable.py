@@ -227,27 +227,6 @@ async def test_the_resumed_segment_reads_the_value_and_the_first_does_not() -> N
     assert resume_value() is None  # nothing leaks into the consumer once the stream ended
 
 
-async def test_a_suspend_inside_a_sub_pipeline_ends_the_durable_run_with_a_warning() -> None:
-    child: Pipe[Doc, None] = Pipe(Doc, name="child")
-
-    @child.step
-    async def ask(s: Doc) -> Any:
-        return Suspend("inner question")
-
-    store = InMemoryCheckpointStore()
-    pipe: Pipe[Doc, None] = Pipe(Doc, name="parent", durable=store)
-
-    @pipe.sub(pipeline=child)
-    async def nested(s: Doc) -> Doc:
-        return Doc()
-
-    with pytest.warns(UserWarning, match="inside a sub-pipeline"):
-        events = await collect(pipe, Doc())
-    assert type(end_data(events)) is PipelineEndData
-    with pytest.raises(RunFinishedError, match="inside a sub-pipeline"):
-        await drain(pipe.resume(events[-1].run_id))
-
-
 async def test_a_plain_run_that_suspends_still_ends_success() -> None:
     pipe = review_pipe(None)
     events = await collect(pipe, Doc())

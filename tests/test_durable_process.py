@@ -126,7 +126,66 @@ def build(scenario: str) -> Any:
             s.answer = resume_value() if not os.environ.get("DURABLE_NO_SUSPEND") else "yes"
             s.done.append("publish")
 
+    elif scenario in ("sub", "subreview"):
+        inner = sub_pipeline(scenario)
+
+        @pipe.step(to="inner")
+        async def pre(s: Work) -> None:
+            _side("pre")
+            s.done.append("pre")
+
+        @pipe.sub("inner", pipeline=inner, to="post")
+        async def inner_step(s: Work) -> Work:
+            return s  # the child works on the parent's state
+
+        @pipe.step
+        async def post(s: Work) -> None:
+            _side("post")
+            s.done.append(f"post:{sum(s.parts.values())}:{s.answer}")
+
     return pipe
+
+
+SUB_STEPS = ["c0", "c1", "c2a", "c2b", "c3"]
+
+
+def sub_pipeline(scenario: str) -> Any:
+    """The child of the `sub` scenarios: c0 -> c1 -> (c2a, c2b) -> c3, on the parent's state."""
+    from justpipe import Pipe, Suspend
+    from justpipe.durable import resume_value
+
+    inner: Any = Pipe(Work, name="inner")
+
+    @inner.step(to="c1")
+    async def c0(s: Work) -> None:
+        _side("c0")
+        s.done.append("c0")
+
+    @inner.step(to=["c2a", "c2b"])
+    async def c1(s: Work) -> Any:
+        _side("c1")
+        s.done.append("c1")
+        if scenario == "subreview" and not os.environ.get("DURABLE_NO_SUSPEND"):
+            return Suspend("the child asks")
+        return None
+
+    for name in ("c2a", "c2b"):
+
+        async def branch(s: Work, _name: str = name) -> None:
+            _side(_name)
+            s.parts[_name] = 7 if _name == "c2a" else 5
+
+        branch.__name__ = name
+        inner.step(name, to="c3")(branch)
+
+    @inner.step
+    async def c3(s: Work) -> None:
+        _side("c3")
+        if scenario == "subreview":
+            s.answer = resume_value() if not os.environ.get("DURABLE_NO_SUSPEND") else "approved"
+        s.done.append(f"c3:{sum(s.parts.values())}")
+
+    return inner
 
 
 async def child(scenario: str, action: str, run_id: str | None) -> int:
@@ -296,7 +355,7 @@ def test_a_chain_killed_mid_run_resumes_in_another_process(
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(kill_at=st.sampled_from(["fork", *BRANCHES, "join", *CHAIN]))
+@given(kill_at=st.sampled_from(["fork", *BRANCHES, "join", *CHAIN, "pre", *SUB_STEPS, "post"]))
 def test_killed_at_any_step_a_run_resumes_to_the_uninterrupted_result(
     kill_at: str, core_backend: str
 ) -> None:
@@ -304,6 +363,8 @@ def test_killed_at_any_step_a_run_resumes_to_the_uninterrupted_result(
     in a new process: every step ran at least once, the run ends as the uninterrupted one
     did, and the store is intact."""
     scenario = "chain" if kill_at in CHAIN else "join"
+    if kill_at in ("pre", *SUB_STEPS, "post"):
+        scenario = "sub"
     with tempfile.TemporaryDirectory() as tmp:
         env = make_env(Path(tmp), core_backend)
         first = launch(env, scenario, "run", DURABLE_KILL_AT=kill_at)
@@ -311,7 +372,11 @@ def test_killed_at_any_step_a_run_resumes_to_the_uninterrupted_result(
         second = launch(env, scenario, "resume", first.run_id)
         assert second.returncode == 0, second.stderr
         counts = side_counts(env)
-        steps = CHAIN if scenario == "chain" else ["fork", *BRANCHES, "join"]
+        steps = {
+            "chain": CHAIN,
+            "join": ["fork", *BRANCHES, "join"],
+            "sub": ["pre", *SUB_STEPS, "post"],
+        }[scenario]
         assert all(counts.get(name, 0) >= 1 for name in steps), counts
         assert counts[kill_at] == 2
         data = final_checkpoint(env, first.run_id)
@@ -368,6 +433,72 @@ def test_a_map_killed_mid_run_resumes_its_remaining_items(
     data = final_checkpoint(world, first.run_id)
     assert data["end"] == "success"
     assert data["state"] == uninterrupted_state(world, "map", tmp_path)
+
+
+@pytest.mark.parametrize("kill_at", ["c1", "c2b", "c3"])
+def test_a_sub_pipeline_killed_mid_run_resumes_inside_its_parent(
+    world: dict[str, str], tmp_path: Path, kill_at: str
+) -> None:
+    first = launch(world, "sub", "run", DURABLE_KILL_AT=kill_at)
+    assert first.returncode == -signal.SIGKILL and first.run_id is not None
+    crashed = final_checkpoint(world, first.run_id)
+    (entry,) = [e for e in crashed["frontier"] if e["step"] == "inner"]
+    assert entry["child"]["path"] == [], "the child shares the parent's state"
+    assert entry["child"]["completed"] >= 1
+
+    second = launch(world, "sub", "resume", first.run_id)
+    assert second.returncode == 0, second.stderr
+    counts = side_counts(world)
+    # what the child had completed (and checkpointed) does not run again; the killed step
+    # does, and so does a sibling that returned in the same instant (c2a, eager, before c2b)
+    twice = {kill_at, "c2a"} if kill_at == "c2b" else {kill_at}
+    assert counts == {n: 2 if n in twice else 1 for n in ["pre", *SUB_STEPS, "post"]}
+    # the resumed segment re-enters the sub step (a new attempt) and the child goes on
+    starts = [row for row in second.events if row[0] == "step_start"]
+    assert starts[0][1] == "inner" and starts[0][3] == 2
+    assert {row[1] for row in starts[1 : 1 + len(twice)]} == {f"inner:{n}" for n in twice}
+    seqs = [row[2] for row in first.events + second.events]
+    assert len(set(seqs)) == len(seqs)
+    data = final_checkpoint(world, first.run_id)
+    assert data["end"] == "success" and data["frontier"] == []
+    assert data["state"] == uninterrupted_state(world, "sub", tmp_path)
+
+
+def test_a_suspend_inside_a_sub_pipeline_resumes_in_another_process(
+    world: dict[str, str], tmp_path: Path
+) -> None:
+    first = launch(world, "subreview", "run")
+    assert first.returncode == 0, first.stderr
+    assert first.run_id is not None
+    assert ["suspend", "inner:c1"] in [r[:2] for r in first.events]
+    suspended = final_checkpoint(world, first.run_id)
+    assert suspended["row_status"] == "suspended"
+    second = launch(world, "subreview", "resume", first.run_id)
+    assert second.returncode == 0, second.stderr
+
+    clean = launch(
+        {
+            **world,
+            "JUSTPIPE_STORAGE_PATH": str(tmp_path / "c"),
+            "DURABLE_SIDE": str(tmp_path / "c.log"),
+        },
+        "subreview",
+        "run",
+        DURABLE_NO_SUSPEND="1",
+    )
+
+    def steps(rows: list[list[Any]]) -> list[tuple[str, str]]:
+        # the sub step's own start/end: once per segment it spans (re-entered on resume)
+        return [(r[0], r[1]) for r in rows if r[0].startswith("step_") and r[1] != "inner"]
+
+    assert steps(first.events) + steps(second.events) == steps(clean.events)
+    assert side_counts(world) == {n: 1 for n in ["pre", *SUB_STEPS, "post"]}
+    data = final_checkpoint(world, first.run_id)
+    assert data["end"] == "success"
+    assert data["state"]["fields"]["answer"] == "approved"
+    assert data["state"]["fields"]["done"][-1] == "post:12:approved"
+    seqs = [r[2] for r in first.events + second.events]
+    assert seqs == list(range(1, len(seqs) + 1))
 
 
 def test_suspend_in_one_process_resume_in_another(world: dict[str, str], tmp_path: Path) -> None:

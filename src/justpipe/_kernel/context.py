@@ -32,6 +32,7 @@ class _RunContext:
         "max_retries",
         "stopping",
         "on_stop",
+        "nest",
         "_kwargs",
     )
 
@@ -55,6 +56,9 @@ class _RunContext:
         self.max_retries = max_retries
         self.stopping = False
         self.on_stop: Callable[[], None] = _nothing  # set by the orchestrator: stop the joins
+        # a durable run's checkpointer, which runs its sub-pipelines as nested durable runs
+        # (`justpipe.durable`); None for every other run
+        self.nest: Any = None
         self._kwargs: list[dict[str, Any] | None] = [None] * len(plan.nodes)
 
     def stop(self) -> None:

@@ -15,7 +15,14 @@ from typing import Any
 
 from justpipe.types import Raise, Retry, Skip, Stop, Suspend, _Next
 
-__all__ = ["ENDS_NORMALLY", "Outcome", "ignored_value_warning", "interpret", "is_control"]
+__all__ = [
+    "ENDS_NORMALLY",
+    "ChildSuspended",
+    "Outcome",
+    "ignored_value_warning",
+    "interpret",
+    "is_control",
+]
 
 
 class Outcome(IntEnum):
@@ -35,6 +42,20 @@ class Outcome(IntEnum):
 
 # outcomes after which the invocation publishes its STEP_END
 ENDS_NORMALLY = frozenset({Outcome.OK, Outcome.ROUTE, Outcome.STOP, Outcome.SKIP, Outcome.SUSPEND})
+
+
+class ChildSuspended:
+    """The SUSPEND value of a durable run's sub-pipeline step whose child run suspended.
+
+    The child's own SUSPEND event was forwarded already; the step publishes none of its
+    own, and the parent's checkpoint keeps the child's to resume it inside the step.
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
 
 _OK = Outcome.OK  # read per step (a global, not an enum attribute lookup)
 

@@ -23,7 +23,13 @@ from justpipe._kernel.errors import _ErrorChain, _SubFailure
 from justpipe._kernel.invoker import _LocalInvoker
 from justpipe._kernel.maps import _MapFanOut
 from justpipe._kernel.meta import _ScopedMetaImpl, current_step_meta
-from justpipe._kernel.outcomes import ENDS_NORMALLY, Outcome, interpret, is_control
+from justpipe._kernel.outcomes import (
+    ENDS_NORMALLY,
+    ChildSuspended,
+    Outcome,
+    interpret,
+    is_control,
+)
 from justpipe._kernel.plan import MapPlan, NodePlan, SubPlan, SwitchPlan
 from justpipe._kernel.records import (
     Completion,
@@ -143,7 +149,7 @@ class _StepRunner:
                     if outcome is _FEEDING:
                         return  # the map's feeder reports its completion
                     if outcome in ENDS_NORMALLY:
-                        if outcome is _SUSPEND:
+                        if outcome is _SUSPEND and value.__class__ is not ChildSuspended:
                             await ch.put(system_record(EventType.SUSPEND, inv.name, value.reason))
                         self._step_end(inv, started, scope_meta, failed)
                     done: Completion = (inv, outcome, value)  # (`completion()`, written out)
@@ -173,17 +179,20 @@ class _StepRunner:
                 f"{self._ctx.plan.step_names}. Return the name of a registered step "
                 "(or decorate it with @pipe.step())."
             )
-        returned = await self._invoker.call(
-            node, self._step_kwargs(node, inv), inv, self._channel
-        )
+        nest = self._ctx.nest
+        if nest is not None and nest.restoring(inv):
+            # a durable run's resumed sub-pipeline step: its child run goes on from the
+            # checkpoint, with its state from there (the step's function is not called again)
+            assert isinstance(node, SubPlan)
+            return await self._run_sub(node, inv, None)
+        returned = await self._invoker.call(node, self._step_kwargs(node, inv), inv, self._channel)
         if isinstance(node, SwitchPlan):
             return self._switch_route(node, returned)
         if isinstance(node, MapPlan):
             await self._maps.start(node, inv, returned, self.run)
             return _FEEDING, None
         assert isinstance(node, SubPlan)
-        await self._run_sub(node, inv, returned)
-        return _OK, None
+        return await self._run_sub(node, inv, returned)
 
     async def _on_result(self, node: NodePlan, inv: _Invocation, result: Any) -> Any:
         """`on_result=` with a data value the step returned; its own return value counts.
@@ -232,16 +241,27 @@ class _StepRunner:
             return Outcome.STOP, None
         return Outcome.ROUTE, target
 
-    async def _run_sub(self, node: SubPlan, inv: _Invocation, child_state: Any) -> None:
-        """Stream the child pipeline's run into this one (its events re-stamped here)."""
+    async def _run_sub(
+        self, node: SubPlan, inv: _Invocation, child_state: Any
+    ) -> tuple[Outcome, Any]:
+        """Stream the child pipeline's run into this one (its events re-stamped here).
+
+        In a durable run (`ctx.nest`), the child is a nested durable run checkpointed inside
+        this run's checkpoints (not for a map's workers: an item runs again whole); a child
+        that suspended makes this step's outcome a SUSPEND (`ChildSuspended`).
+        """
         name = inv.name
         offer = self._channel.offer
         put = self._channel.put
         prefix = f"{name}:"
         inv_id = inv.inv_id
         head = (name,)
+        nest = self._ctx.nest if inv.map_run is None else None
         try:
-            stream = node.pipeline.run(child_state, self._ctx.context)
+            if nest is None:
+                stream = node.pipeline.run(child_state, self._ctx.context)
+            else:
+                stream = nest.child_stream(node, inv, child_state)
             try:
                 async for event in stream:
                     if event.type is EventType.SUSPEND:
@@ -254,7 +274,12 @@ class _StepRunner:
             finally:
                 await stream.aclose()
         except Exception as exc:
+            if nest is not None:
+                nest.child_failed(inv)
             raise _SubFailure(exc) from exc
+        if nest is not None:
+            return nest.child_ended(inv)  # type: ignore[no-any-return]
+        return _OK, None
 
     # ------------------------------------------------------------------ settle and conclude
 

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from justpipe._kernel.context import _Invocation, _MapRun
 from justpipe._kernel.injection import resolve_name
-from justpipe._kernel.outcomes import Outcome
-from justpipe._kernel.plan import MapPlan
+from justpipe._kernel.outcomes import ChildSuspended, Outcome
+from justpipe._kernel.plan import MapPlan, SubPlan
 from justpipe._kernel.records import step_record
 from justpipe.durable.serializer import StateSerializer
 from justpipe.durable.store import (
@@ -121,6 +121,7 @@ class Checkpointer:
         self._lost = False
         self._note: str | None = None
         self._started = restored is not None and bool(restored["started"])
+        self.subs: Any = None  # `nested.SubRuns` when the pipeline has sub-pipeline steps
 
     # ------------------------------------------------------------------ the runner's seam
 
@@ -149,17 +150,26 @@ class Checkpointer:
             return ready
 
         orch.scheduler.complete = complete  # type: ignore[assignment]
-        if runner.pipe.persist and getattr(self.store, "saves_events", False):
-            # a persisted run's events go with the checkpoints, in their transactions
-            self._events = []
-            runner.publisher.observers.append(_EventTap(self._events))
-        self.store.acquire(self.run_id, self.owner, self.lease_ttl_s)
+        if any(isinstance(node, SubPlan) for node in plan.nodes):
+            from justpipe.durable.nested import SubRuns
+
+            # its sub-pipelines run as nested durable runs, checkpointed inside this one's
+            self.subs = runner.ctx.nest = SubRuns(self)
+        self._acquire(runner)
         if self.restored is not None:
             data = self.restored
             orch.ids.seed(int(data["invocations"]))
             orch.attempts.seed({str(k): int(n) for k, n in data["attempts"].items()})
             runner.publisher._factory.seed(int(data["seq"]))
         self.write(RUNNING)
+
+    def _acquire(self, runner: _PipelineRunner) -> None:
+        """Take the run's lease (renewed from a heartbeat) and tap its events to store them."""
+        if runner.pipe.persist and getattr(self.store, "saves_events", False):
+            # a persisted run's events go with the checkpoints, in their transactions
+            self._events = []
+            runner.publisher.observers.append(_EventTap(self._events))
+        self.store.acquire(self.run_id, self.owner, self.lease_ttl_s)
         self._heartbeat = asyncio.get_running_loop().create_task(
             self._beat(), name=f"justpipe-durable-lease-{self.run_id}"
         )
@@ -197,6 +207,9 @@ class Checkpointer:
             name = entry["step"]
             node = plan.node(name)
             scope = tuple(entry["scope"])
+            child = entry.get("child")
+            if child is not None and self.subs is not None and isinstance(node, SubPlan):
+                self.subs.restored[str(entry["owner"])] = child  # the child goes on
             if entry.get("map") is not None and isinstance(node, MapPlan):
                 self._rerun_map(node, entry)
             elif entry["rerun"]:  # was running: a new attempt, child of the one that was lost
@@ -268,7 +281,8 @@ class Checkpointer:
         elif inv.inv_id is not None:
             live.pop(inv.owner_id, None)
             if outcome is _SUSPEND:
-                self._suspenders.append((inv, str(getattr(value, "reason", ""))))
+                if value.__class__ is not ChildSuspended:  # (a child's: kept by `subs`)
+                    self._suspenders.append((inv, str(getattr(value, "reason", ""))))
             elif outcome is _DROPPED and orch.ctx.stopping:
                 self._reruns.append(inv)  # a retry the stopping run refused: runs on resume
         every = self.every
@@ -287,15 +301,17 @@ class Checkpointer:
         """
         data = finish.payload
         status = data.status if isinstance(data, PipelineEndData) else None
-        suspended = bool(self._suspenders) and status is PipelineTerminalStatus.SUCCESS
+        subs = self.subs
+        resumable = len(self._suspenders) + (subs.suspends if subs is not None else 0)
+        suspended = resumable > 0 and status is PipelineTerminalStatus.SUCCESS
         metrics = data.metrics if isinstance(data, PipelineEndData) else None
-        if metrics is not None and metrics.suspends > len(self._suspenders):
+        if metrics is not None and metrics.suspends > resumable:
             # a Suspend this run cannot resume (inside a sub-pipeline, or a map source's
             # error handler): say so, and end the run as finished rather than lose steps
             suspended = False
             self._note = (
-                "a Suspend inside a sub-pipeline (or returned by a map source's error handler) "
-                "ends a durable run: resuming from there is not supported yet"
+                "a Suspend inside a map's worker sub-pipeline (or returned by a map source's "
+                "error handler) ends a durable run: resuming from there is not supported yet"
             )
             warnings.warn(
                 f"durable run {self.run_id!r}: {self._note}; the run is recorded as finished.",
@@ -304,12 +320,15 @@ class Checkpointer:
             )
         if suspended and isinstance(data, PipelineEndData):
             fields = {f.name: getattr(data, f.name) for f in dataclasses.fields(PipelineEndData)}
+            inner: tuple[tuple[str, ...], tuple[str, ...]] = (
+                subs.suspended_names() if subs is not None else ((), ())
+            )
             payload = SuspendedEndData(
                 **fields,
                 run_id=self.run_id,
                 segment=self.segment,
-                suspended_steps=tuple(inv.name for inv, _ in self._suspenders),
-                reasons=tuple(reason for _, reason in self._suspenders),
+                suspended_steps=tuple(inv.name for inv, _ in self._suspenders) + inner[0],
+                reasons=tuple(reason for _, reason in self._suspenders) + inner[1],
             )
             finish = dataclasses.replace(finish, payload=payload)
         events = self._events
@@ -339,8 +358,15 @@ class Checkpointer:
         runner = self.runner
         frontier: list[dict[str, Any]] = []
         live = orch.live or {}
+        subs = self.subs
         for owner, inv in live.items():
             entry = _rerun_entry(inv)
+            if subs is not None:
+                if owner in subs.suspended:
+                    continue  # its child suspended (below); its completion is on its way
+                child = subs.document_of(owner)
+                if child is not None:
+                    entry["child"] = child
             kept = self._maps.get(owner)
             if kept is not None and kept[0].items is not None and not kept[0].closed:
                 map_run, encoded, done = kept
@@ -351,6 +377,9 @@ class Checkpointer:
             frontier.append(entry)
         for inv in self._reruns:
             frontier.append(_rerun_entry(inv))
+        if subs is not None:  # sub steps whose child suspended: re-entered, the child resumes
+            for inv, child in subs.suspended.values():
+                frontier.append({**_rerun_entry(inv), "child": child})
         for node, parent, name, scope in orch.held:
             step = node.name if node is not None else (name or "?")
             frontier.append({"step": step, "rerun": False, "parent": parent, "scope": list(scope)})
@@ -370,7 +399,7 @@ class Checkpointer:
             "invocations": orch.ids.issued(),
             "attempts": orch.attempts.snapshot(),
             "completed": orch.completed,
-            "state": self.serializer.encode(runner.state),
+            "state": self.encoded_state(),
             "frontier": frontier,
             "arrivals": {
                 nodes[v].name: sorted(slots) for v, slots in self._arrivals.items() if slots
@@ -382,6 +411,9 @@ class Checkpointer:
             "note": self._note,
             "written_at": time.time(),
         }
+
+    def encoded_state(self) -> Any:
+        return self.serializer.encode(self.runner.state)
 
     def write(self, status: str, end: PipelineTerminalStatus | None = None) -> None:
         """Write a checkpoint; LeaseLostError (once) when another process took the run over."""
