@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve()
 CHAIN = [f"s{i}" for i in range(8)]
 BRANCHES = [f"b{i}" for i in range(4)]
 ITEMS = 1000
+LAZY_ITEMS = 300
 
 
 @dataclass
@@ -53,7 +54,7 @@ def build(scenario: str) -> Any:
     from justpipe.durable import Durable, resume_value
 
     # the 1,000-item map checkpoints every 25 completions (every one: 1,000 SQLite commits)
-    durable = Durable(checkpoint_every=25) if scenario == "map" else True
+    durable = Durable(checkpoint_every=25) if scenario in ("map", "lazymap") else True
     pipe: Any = Pipe(Work, name=f"durable-{scenario}", durable=durable)
     if scenario == "chain":
         for i, name in enumerate(CHAIN):
@@ -95,6 +96,24 @@ def build(scenario: str) -> Any:
         async def work(s: Work, item: int) -> None:
             _side(f"w{item}")
             s.parts[str(item)] = item * 2
+
+        @pipe.step
+        async def total(s: Work) -> None:
+            _side("total")
+            s.done.append(f"total:{sum(s.parts.values())}:{len(s.parts)}")
+    elif scenario == "lazymap":
+
+        @pipe.map(each="work", to="total", max_concurrency=4)
+        async def numbers(s: Work) -> Any:
+            _side("numbers")
+            for i in range(LAZY_ITEMS):  # a generator: no len(), read as the pool asks
+                yield i
+
+        @pipe.step
+        async def work(s: Work, item: int) -> None:
+            _side(f"w{item}")
+            s.parts[str(item)] = item * 2
+            await asyncio.sleep(0)
 
         @pipe.step
         async def total(s: Work) -> None:
@@ -499,6 +518,32 @@ def test_a_suspend_inside_a_sub_pipeline_resumes_in_another_process(
     assert data["state"]["fields"]["done"][-1] == "post:12:approved"
     seqs = [r[2] for r in first.events + second.events]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_a_lazy_map_killed_mid_run_resumes_its_remaining_items(
+    world: dict[str, str], tmp_path: Path
+) -> None:
+    """A generator source with max_concurrency: a durable run reads it whole first, so the
+    checkpoint keeps its items and the resumed map does not call the source again."""
+    first = launch(world, "lazymap", "run", DURABLE_KILL_AT="w150")
+    assert first.returncode == -signal.SIGKILL and first.run_id is not None
+    crashed = final_checkpoint(world, first.run_id)
+    (entry,) = [e for e in crashed["frontier"] if e["step"] == "numbers"]
+    done = set(entry["map"]["done"])
+    assert done and 150 not in done
+
+    second = launch(world, "lazymap", "resume", first.run_id)
+    assert second.returncode == 0, second.stderr
+    counts = side_counts(world)
+    assert counts["numbers"] == 1 and counts["total"] == 1
+    assert all(counts[f"w{i}"] >= 1 for i in range(LAZY_ITEMS))
+    assert all(counts[f"w{i}"] == 1 for i in done)
+    assert counts["w150"] == 2
+    workers = [row for row in second.events if row[0] == "map_worker"]
+    assert len(workers) == LAZY_ITEMS - len(done)
+    data = final_checkpoint(world, first.run_id)
+    assert data["end"] == "success"
+    assert data["state"] == uninterrupted_state(world, "lazymap", tmp_path)
 
 
 def test_suspend_in_one_process_resume_in_another(world: dict[str, str], tmp_path: Path) -> None:

@@ -115,7 +115,9 @@ class _MapFanOut:
             )
         worker = self._ctx.plan.nodes[node.worker] if node.worker >= 0 else None
         limit = node.max_concurrency
-        if limit is not None and not isinstance(result, Sized):
+        if limit is not None and not isinstance(result, Sized) and self.on_map is None:
+            # (a durable run reads a lazy source whole first: its checkpoints keep the items,
+            # so that a resumed map runs only the rest without calling its source again)
             await self._lazy(node, inv, worker, result, is_async, limit, run)
         else:
             await self._sized(node, inv, worker, await _materialize(node, result, is_async), run)
