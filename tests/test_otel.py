@@ -677,6 +677,39 @@ async def test_suspended_run_is_distinguishable(otel: Otel) -> None:
     assert otel.metric("justpipe.runs", run__suspended=True) == 1
 
 
+async def test_a_resumed_durable_run_links_to_its_previous_segment(otel: Otel) -> None:
+    from justpipe.durable import InMemoryCheckpointStore
+
+    pipe: Pipe[dict[str, Any], None] = Pipe(name="hitl", durable=InMemoryCheckpointStore())
+
+    @pipe.step(to="act")
+    async def ask(state: dict[str, Any]) -> Suspend:
+        return Suspend("waiting for approval")
+
+    @pipe.step
+    async def act(state: dict[str, Any]) -> None:
+        pass
+
+    pipe.add_observer(otel.observer)
+    first = await collect(pipe)
+    await run_with_watchdog(_drain(pipe.resume(first[-1].run_id, value="ok")))
+    segment_one, segment_two = otel.named("RUN hitl")
+    assert attr(segment_one, "justpipe.run.suspended") is True
+    assert attr(segment_one, "justpipe.run.segment") is None
+    assert attr(segment_two, "justpipe.run.segment") == 2
+    assert attr(segment_two, "justpipe.run_id") == first[-1].run_id
+    # its own trace, linked to the segment it continues (not one trace over hours)
+    assert _ctx(segment_two).trace_id != _ctx(segment_one).trace_id
+    (link,) = segment_two.links
+    assert link.context.span_id == _ctx(segment_one).span_id
+    assert [s.name for s in otel.children(segment_two) if s.name == "act"] == ["act"]
+
+
+async def _drain(stream: Any) -> None:
+    async for _ in stream:
+        pass
+
+
 async def test_stop_is_a_plain_success(otel: Otel) -> None:
     pipe: Pipe[dict[str, Any], None] = Pipe(name="stop")
 

@@ -152,7 +152,10 @@ class _PipelineRunner:
         self._started = time.perf_counter()
         self.ctx.meta = attach_meta(self.context, self.pipeline_metadata)
         self.observer_meta = ObserverMeta(
-            pipe_name=self.pipe_name, run_id=self.run_id, started_at=time.time()
+            pipe_name=self.pipe_name,
+            run_id=self.run_id,
+            started_at=time.time(),
+            segment=1 if self.durable is None else self.durable.segment,
         )
         channel = _core.ControlChannel(self.queue_size)
         kernel = _Kernel(channel.kick)

@@ -20,6 +20,8 @@ class ObserverMeta:
     pipe_name: str
     run_id: str | None = None
     started_at: float | None = None
+    # a durable run's segment (1: its first run, 2: its first resume...); 1 for other runs
+    segment: int = 1
 
 
 @runtime_checkable

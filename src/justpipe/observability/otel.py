@@ -77,6 +77,7 @@ PIPELINE_NAME = "justpipe.pipeline.name"
 PIPELINE_HASH = "justpipe.pipeline.hash"
 RUN_STATUS = "justpipe.run.status"
 RUN_SUSPENDED = "justpipe.run.suspended"
+RUN_SEGMENT = "justpipe.run.segment"
 SUSPEND_REASON = "justpipe.suspend.reason"
 FAILURE_KIND = "justpipe.failure.kind"
 FAILURE_SOURCE = "justpipe.failure.source"
@@ -715,6 +716,8 @@ class OpenTelemetryObserver(Observer):
             }
             if pipe_hash is not None:
                 attributes[PIPELINE_HASH] = pipe_hash
+            if meta.segment > 1:  # a durable run's resumed segment (linked to the last one)
+                attributes[RUN_SEGMENT] = meta.segment
             span = tracer.start_span(
                 f"RUN {meta.pipe_name}",
                 context=parent,
