@@ -342,6 +342,10 @@ class _MapFanOut:
         """
         if not mr.fed or mr.finished != mr.started or mr.closed:
             return False
+        if self.on_map is not None and mr.total is not None and mr.started < mr.total:
+            # a durable run stopped (a Suspend) before this map handed out every item: it
+            # stays open, in the checkpoint's frontier, and the resumed run feeds the rest
+            return False
         mr.closed = True
         inv = mr.inv
         put = self._channel.put_nowait
