@@ -21,6 +21,7 @@ __all__ = [
     "EXIT_OK",
     "HAS_RICH",
     "format_duration",
+    "format_label",
     "format_status",
     "format_timestamp",
     "parse_run_meta",
@@ -60,6 +61,19 @@ def format_status(status: PipelineTerminalStatus) -> str:
     """The status value wrapped in rich markup: green success, red failed, yellow otherwise."""
     colour = _STATUS_COLOURS.get(status, "yellow")
     return f"[{colour}]{status.value}[/{colour}]"
+
+
+_LABEL_COLOURS = {"suspended": "cyan", "running": "blue", "interrupted": "yellow"}
+
+
+def format_label(label: str) -> str:
+    """A status shown as text (a durable run's ``suspended``, ``running``, ``interrupted``,
+    or a plain status value) wrapped in rich markup, coloured like `format_status`."""
+    try:
+        return format_status(PipelineTerminalStatus(label))
+    except ValueError:
+        colour = _LABEL_COLOURS.get(label, "yellow")
+        return f"[{colour}]{label}[/{colour}]"
 
 
 def format_timestamp(moment: datetime | None) -> str:

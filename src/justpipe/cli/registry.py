@@ -17,6 +17,7 @@ from pathlib import Path
 
 from justpipe.storage.interface import MAX_QUERY_LIMIT, RunRecord, StorageBackend
 from justpipe.storage.persistence import PIPELINE_JSON, RUNS_DB
+from justpipe.storage.segments import DurableRun, read_durable_runs
 from justpipe.storage.sqlite import SQLiteBackend
 from justpipe.types import PipelineTerminalStatus
 
@@ -160,6 +161,24 @@ class PipelineRegistry:
         if len(matches) > 1:
             raise ValueError(_ambiguity_message(run_id_prefix, [m[0].run for m in matches]))
         return matches[0] if matches else None
+
+    def durable_runs(
+        self, pipeline_hash: str, run_ids: list[str] | None = None
+    ) -> dict[str, DurableRun]:
+        """The durable runs (of `run_ids`, or all) whose checkpoints the pipeline's store holds.
+
+        Empty for a store without durable runs (or one whose durable tables cannot be
+        read: its runs then show as plain runs).
+        """
+        try:
+            path = self.storage_dir / pipeline_hash / RUNS_DB
+            return read_durable_runs(path, run_ids, timeout=getattr(self, "timeout", 5.0))
+        except StoreError:
+            return {}
+
+    def durable_of(self, item: AnnotatedRun) -> DurableRun | None:
+        """The durable run of `item`, or None for a plain run."""
+        return self.durable_runs(item.pipeline_hash, [item.run.run_id]).get(item.run.run_id)
 
     def all_runs_of(self, backend: StorageBackend) -> list[RunRecord]:
         """Every run `backend` holds, newest first."""

@@ -29,6 +29,12 @@ from justpipe.dashboard import analysis
 from justpipe.observability.compare import compare_runs
 from justpipe.storage.interface import MAX_QUERY_LIMIT, RunRecord, StorageBackend, StoredEvent
 from justpipe.storage.persistence import PIPELINE_JSON, RUNS_DB
+from justpipe.storage.segments import (
+    DurableRun,
+    Segment,
+    durable_label,
+    segments_from_events,
+)
 from justpipe.storage.sqlite import (
     UNFINISHED_RUN_MESSAGE,
     RunLease,
@@ -49,6 +55,8 @@ __all__ = [
 
 MIN_SEARCH_LENGTH = 2
 RUNNING = "running"
+DURABLE_STATUSES = ("suspended", "interrupted")
+"""Statuses only durable runs have (the runs list filters on them too)."""
 CLEANUP_PREVIEW = 20
 
 
@@ -141,10 +149,20 @@ def liveness_of(run: RunRecord, leases: dict[str, RunLease]) -> str | None:
 
 
 def serialize_run(
-    run: RunRecord, info: PipelineInfo, liveness: str | None = None
+    run: RunRecord,
+    info: PipelineInfo,
+    liveness: str | None = None,
+    durable: DurableRun | None = None,
 ) -> dict[str, Any]:
-    """A run as upstream serialized it, plus ``liveness`` (live/dead/unknown, or None)."""
+    """A run as upstream serialized it, plus ``liveness`` (live/dead/unknown, or None).
+
+    A durable run (`durable`, its checkpoint) also carries ``durable`` (its status, the
+    checkpoint's status and segment), and its ``status`` is ``suspended``, ``running`` or
+    ``interrupted`` until it finishes.
+    """
     status = RUNNING if liveness == "live" else run.status.value
+    if durable is not None:
+        status = durable_label(status, durable)
     error_message = run.error_message
     if liveness == "dead":
         error_message = "The process running this run died or stopped reporting before it finished"
@@ -160,7 +178,22 @@ def serialize_run(
         "error_step": run.error_step,
         "run_meta": _parse_json(run.run_meta),
         "liveness": liveness,
+        **({} if durable is None else {"durable": serialize_durable(durable)}),
     }
+
+
+def serialize_durable(durable: DurableRun) -> dict[str, Any]:
+    return {
+        "status": durable.status,
+        "checkpoint_status": durable.checkpoint_status,
+        "segment": durable.segment,
+        "lease_live": durable.lease_live,
+        "suspended": [{"step": step, "reason": reason} for step, reason in durable.suspended],
+    }
+
+
+def serialize_segment(segment: Segment) -> dict[str, Any]:
+    return {**segment.to_dict(), "description": segment.describe_end()}
 
 
 def serialize_event(event: StoredEvent, parsed: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -284,13 +317,17 @@ class DashboardAPI:
         """One page of the pipeline's runs (newest first) and how many match in total."""
         info = self.find_pipeline(pipeline_hash)
         wanted = set(statuses or [])
-        valid = {s.value for s in PipelineTerminalStatus} | {RUNNING}
+        valid = {s.value for s in PipelineTerminalStatus} | {RUNNING, *DURABLE_STATUSES}
         unknown = wanted - valid
         if unknown:
             raise BadRequest(f"Unknown status: {', '.join(sorted(unknown))}", allowed=sorted(valid))
         runs = self.all_runs(info)
         leases = _leases(self.backend(info), runs)
-        rows = [serialize_run(run, info, liveness_of(run, leases)) for run in runs]
+        durable = self.durable_runs(info, [run.run_id for run in runs])
+        rows = [
+            serialize_run(run, info, liveness_of(run, leases), durable.get(run.run_id))
+            for run in runs
+        ]
         if wanted:
             rows = [row for row in rows if row["status"] in wanted]
         return rows[offset : offset + limit], len(rows)
@@ -333,8 +370,36 @@ class DashboardAPI:
         return FoundRun(run, info, backend, liveness_of(run, leases))
 
     def run(self, run_id: str) -> dict[str, Any]:
+        """The run; a durable run also with ``durable`` and its ``segments``."""
         found = self.find_run(run_id)
-        return serialize_run(found.run, found.info, found.liveness)
+        durable = self.durable_of(found)
+        run = serialize_run(found.run, found.info, found.liveness, durable)
+        if durable is not None:
+            segments = self.segments(found, durable, self.parsed_events(found))
+            run["segments"] = [serialize_segment(segment) for segment in segments]
+        return run
+
+    # -- durable runs ---------------------------------------------------------------
+
+    def durable_runs(self, info: PipelineInfo, run_ids: list[str]) -> dict[str, DurableRun]:
+        """The checkpoints of those runs that are durable (none for plain runs)."""
+        durable_runs = getattr(self.registry, "durable_runs", None)
+        if not run_ids or not callable(durable_runs):
+            return {}
+        found: dict[str, DurableRun] = durable_runs(info.hash, run_ids)
+        return found
+
+    def durable_of(self, found: FoundRun) -> DurableRun | None:
+        """The run's checkpoint, or None for a plain run."""
+        return self.durable_runs(found.info, [found.run.run_id]).get(found.run.run_id)
+
+    def segments(
+        self, found: FoundRun, durable: DurableRun | None, events: list[dict[str, Any]]
+    ) -> list[Segment]:
+        """The run's segments (from its parsed events), for a durable run; else none."""
+        if durable is None:
+            return []
+        return segments_from_events(events, durable)
 
     def events(
         self,

@@ -29,6 +29,7 @@ from justpipe.dashboard.api import (
     serialize_run,
 )
 from justpipe.dashboard.dag import layout_dag
+from justpipe.storage.segments import Segment
 from justpipe.types import EventType
 
 __all__ = ["Pages"]
@@ -188,8 +189,10 @@ class Pages:
         tab = request.query_params.get("tab", "timeline")
         if tab not in RUN_TABS:
             tab = "timeline"
-        run = serialize_run(found.run, found.info, found.liveness)
+        durable = self.api.durable_of(found)
+        run = serialize_run(found.run, found.info, found.liveness, durable)
         result = self.api.analysis(found)
+        segments = self.api.segments(found, durable, result.events)
         context: dict[str, Any] = {
             "title": f"Run {found.run.run_id[:12]}",
             "page": "run",
@@ -199,6 +202,7 @@ class Pages:
             "event_count": len(result.events),
             "autopsy": analysis.autopsy(run, result.events),
             "last_seq": result.events[-1].get("seq", 0) if result.events else 0,
+            "segments": [_segment_row(segment) for segment in segments],
         }
         builders = {
             "timeline": self._timeline_tab,
@@ -396,6 +400,19 @@ def _int(value: str | None, default: int) -> int:
         return int(value) if value else default
     except ValueError:
         return default
+
+
+def _segment_row(segment: Segment) -> dict[str, Any]:
+    return {
+        "number": segment.number,
+        "started": datetime.fromtimestamp(segment.started, tz=UTC).isoformat(),
+        "seconds": segment.duration_s,
+        "first_seq": segment.first_seq,
+        "last_seq": segment.last_seq,
+        "events": segment.events,
+        "ended": segment.ended,
+        "detail": segment.detail,
+    }
 
 
 def _bar(span: analysis.Span, result: RunAnalysis, total: float) -> dict[str, Any]:

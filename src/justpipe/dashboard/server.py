@@ -32,6 +32,7 @@ from justpipe.cli.registry import PipelineRegistry, StoreError
 from justpipe.dashboard import pages
 from justpipe.dashboard.api import BadRequest, DashboardAPI, DashboardError, serialize_event
 from justpipe.dashboard.security import LOOPBACK_NAMES, SecurityMiddleware, same_origin
+from justpipe.storage.segments import durable_label
 
 __all__ = ["STATIC_DIR", "create_app"]
 
@@ -388,6 +389,9 @@ async def _tail_run(
         if len(batch) == STREAM_BATCH:
             continue
         status = found.status
+        if status != "running":  # a durable run says suspended / interrupted instead
+            durable = await asyncio.to_thread(api.durable_of, found)
+            status = durable_label(status, durable)
         if status != last_status:
             last_status = status
             yield _sse("status", {"status": status, "liveness": found.liveness})

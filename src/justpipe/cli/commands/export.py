@@ -11,6 +11,12 @@ from typing import Any
 from justpipe.cli.formatting import EXIT_FAILURE, EXIT_OK, parse_run_meta, resolve_or_exit
 from justpipe.cli.registry import AnnotatedRun, PipelineRegistry
 from justpipe.storage.interface import StoredEvent
+from justpipe.storage.segments import (
+    DurableRun,
+    durable_label,
+    event_dicts,
+    segments_from_events,
+)
 
 __all__ = ["export_command"]
 
@@ -26,6 +32,9 @@ def export_command(
     events = backend.get_events(item.run.run_id)
     path = Path(output) if output else Path(f"run_{item.run.run_id[:8]}.json")
     document = _export_document(item, events)
+    durable = registry.durable_of(item)
+    if durable is not None:
+        document.update(_durable_part(durable, events))
     try:
         path.write_text(json.dumps(document, indent=2), encoding="utf-8")
     except OSError as exc:
@@ -35,7 +44,7 @@ def export_command(
     print(f"  Run ID: {item.run.run_id}")
     print(f"  Pipeline: {item.pipeline_name}")
     print(f"  Events: {len(events)}")
-    print(f"  Status: {item.run.status.value}")
+    print(f"  Status: {durable_label(item.run.status.value, durable)}")
     return EXIT_OK
 
 
@@ -57,6 +66,21 @@ def _export_document(item: AnnotatedRun, events: list[StoredEvent]) -> dict[str,
         "events": [_export_event(event) for event in events],
         "event_count": len(events),
         "exported_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def _durable_part(durable: DurableRun, events: list[StoredEvent]) -> dict[str, Any]:
+    """What a durable run's export adds: its durable status and its segments."""
+    segments = segments_from_events(event_dicts(events), durable)
+    return {
+        "durable": {
+            "status": durable.status,
+            "checkpoint_status": durable.checkpoint_status,
+            "segment": durable.segment,
+            "lease_live": durable.lease_live,
+            "end": durable.end,
+        },
+        "segments": [segment.to_dict() for segment in segments],
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 
 from justpipe.cli.formatting import (
     EXIT_FAILURE,
@@ -14,6 +15,14 @@ from justpipe.cli.formatting import (
 )
 from justpipe.cli.registry import AnnotatedRun, PipelineRegistry
 from justpipe.storage.interface import StoredEvent
+from justpipe.storage.segments import (
+    INTERRUPTED,
+    DurableRun,
+    Segment,
+    durable_label,
+    event_dicts,
+    segments_from_events,
+)
 from justpipe.types import EventType
 
 __all__ = ["show_command"]
@@ -28,7 +37,10 @@ def show_command(registry: PipelineRegistry, run_id: str) -> int:
         return EXIT_FAILURE
     item, backend = found
     events = backend.get_events(item.run.run_id)
-    _print_summary(item)
+    durable = registry.durable_of(item)
+    _print_summary(item, durable)
+    if durable is not None:
+        _print_segments(segments_from_events(event_dicts(events), durable))
     print(f"\nEvents: {len(events)} total")
     _print_event_breakdown(events)
     _print_step_sequence(events)
@@ -37,12 +49,16 @@ def show_command(registry: PipelineRegistry, run_id: str) -> int:
     return EXIT_OK
 
 
-def _print_summary(item: AnnotatedRun) -> None:
+def _print_summary(item: AnnotatedRun, durable: DurableRun | None = None) -> None:
     run = item.run
     print(f"\nRun: {run.run_id}")
     print(RULE)
     print(f"Pipeline: {item.pipeline_name}")
-    print(f"Status: {run.status.value}")
+    print(f"Status: {durable_label(run.status.value, durable)}")
+    if durable is not None:
+        print(f"Durable: segment {durable.segment}, checkpoint {durable.checkpoint_status}")
+        if durable.status == INTERRUPTED:
+            print("  (its last segment did not end: resume it with pipe.resume(run_id))")
     print(f"Started: {format_timestamp(run.start_time)}")
     if run.end_time is not None:
         print(f"Ended: {format_timestamp(run.end_time)}")
@@ -50,6 +66,25 @@ def _print_summary(item: AnnotatedRun) -> None:
         print(f"Duration: {format_duration(run.duration.total_seconds())}")
     if run.error_message:
         print(f"\nError: {run.error_message}")
+
+
+def _print_segments(segments: list[Segment]) -> None:
+    """One line per segment: number, start, duration, seq range, events, how it ended."""
+    if not segments:
+        return
+    print("\nSegments:")
+    print(f"  {'#':>3}  {'Started':<19}  {'Duration':>8}  {'Seq':<13}  {'Events':>6}  Ended")
+    for segment in segments:
+        seqs = f"{segment.first_seq}-{segment.last_seq}"
+        print(
+            f"  {segment.number:>3}  {format_timestamp(_utc(segment.started)):<19}  "
+            f"{format_duration(segment.duration_s):>8}  {seqs:<13}  {segment.events:>6}  "
+            f"{segment.describe_end()}"
+        )
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=UTC)
 
 
 def _print_event_breakdown(events: list[StoredEvent]) -> None:
