@@ -284,10 +284,13 @@ class SQLiteBackend:
                     f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values
                 )
             elif row[0] == RUNNING_STATUS:
+                # (a durable run's resumed segment completes the row its first segment wrote:
+                # the run started when that one did, and its duration sums its segments')
                 conn.execute(
-                    "UPDATE runs SET start_time = ?, end_time = ?, duration_s = ?, status = ?,"
+                    "UPDATE runs SET start_time = MIN(COALESCE(start_time, ?), ?),"
+                    " end_time = ?, duration_s = COALESCE(duration_s, 0) + ?, status = ?,"
                     " error_message = ?, error_step = ?, run_meta = ? WHERE run_id = ?",
-                    (*values[1:], run.run_id),
+                    (values[1], *values[1:], run.run_id),
                 )
             else:
                 raise RunAlreadyStored(f"run {run.run_id!r} is already stored in {self._db_path}")
