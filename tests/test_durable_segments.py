@@ -230,8 +230,11 @@ def test_the_cli_shows_suspended_then_the_segments_after_resume(store: Path) -> 
     assert rows[0][0] == "1" and rows[0][4] == f"1-{len(first)}"
     assert " ".join(rows[0][6:]) == f"suspended (review: {REASON})"
     assert run_id[:12] not in cli("list", "--status", "success")
+    assert list_status(cli("list", "--status", "suspended"), run_id) == "suspended"
+    assert run_id[:12] not in cli("list", "--status", "interrupted")
 
     second = resume(pipe, run_id)
+    assert run_id[:12] not in cli("list", "--status", "suspended")
     assert list_status(cli("list"), run_id) == "success"
     shown = cli("show", run_id)
     assert "Status: success\n" in shown
@@ -318,6 +321,7 @@ def test_a_killed_run_shows_interrupted_then_resumes_in_another_process(
     run_id = killed.stdout.split()[1]
 
     assert list_status(cli("list"), run_id) == "interrupted"
+    assert list_status(cli("list", "--status", "interrupted"), run_id) == "interrupted"
     shown = cli("show", run_id)
     assert "Status: interrupted\n" in shown
     assert "resume it with pipe.resume(run_id)" in shown

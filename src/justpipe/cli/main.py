@@ -35,6 +35,12 @@ PARTIAL_RESULT_COMMANDS = frozenset({"list", "pipelines", "stats", "cleanup"})
 """Commands whose output covers every store: a skipped store makes their result partial."""
 
 _STATUS = click.Choice([status.value for status in PipelineTerminalStatus], case_sensitive=False)
+# `list --status` also takes a durable run's states (docs/durable.md, "Seeing the segments")
+DURABLE_STATES = ("suspended", "interrupted", "running")
+_LIST_STATUS = click.Choice(
+    [*(status.value for status in PipelineTerminalStatus), *DURABLE_STATES],
+    case_sensitive=False,
+)
 
 
 def _version() -> str:
@@ -106,7 +112,13 @@ def cli() -> None:
 
 @cli.command("list")
 @click.option("--pipeline", "-p", help="Only runs of the pipeline with this name.")
-@click.option("--status", "-s", type=_STATUS, help="Only runs that ended with this status.")
+@click.option(
+    "--status",
+    "-s",
+    type=_LIST_STATUS,
+    help="Only runs that ended with this status (or durable runs that are suspended, "
+    "interrupted or running).",
+)
 @click.option(
     "--limit",
     "-n",
@@ -118,7 +130,12 @@ def cli() -> None:
 @click.option("--full", is_flag=True, help="Show full run IDs (32 characters).")
 def list_cli(pipeline: str | None, status: str | None, limit: int, full: bool) -> None:
     """List stored pipeline runs, newest first."""
-    _run_command("list", pipeline, _status(status), limit, full)
+    wanted: PipelineTerminalStatus | str | None = status
+    if status is not None and status.lower() not in DURABLE_STATES:
+        wanted = _status(status)
+    elif status is not None:
+        wanted = status.lower()
+    _run_command("list", pipeline, wanted, limit, full)
 
 
 @cli.command("show")

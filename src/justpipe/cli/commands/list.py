@@ -26,14 +26,23 @@ RULE_OVERHANG = 6
 def list_command(
     registry: PipelineRegistry,
     pipeline: str | None,
-    status: PipelineTerminalStatus | None,
+    status: PipelineTerminalStatus | str | None,
     limit: int,
     full: bool,
 ) -> int:
-    """Print up to `limit` runs, newest first, optionally filtered by pipeline and status."""
-    runs = registry.list_all_runs(pipeline_name=pipeline, status=status, limit=limit)
-    labels = _durable_labels(registry, runs)
-    if status is not None:  # a suspended run is stored `success`: not what --status means
+    """Print up to `limit` runs, newest first, optionally filtered by pipeline and status.
+
+    `status` a str: a durable run's state (``suspended``, ``interrupted``, ``running``),
+    which the run store's status column does not hold: every run is read and labelled.
+    """
+    if isinstance(status, str):
+        every = registry.list_all_runs(pipeline_name=pipeline, limit=None)
+        labels = _durable_labels(registry, every)
+        runs = [item for item in every if labels.get(item.run.run_id) == status][:limit]
+    else:
+        runs = registry.list_all_runs(pipeline_name=pipeline, status=status, limit=limit)
+        labels = _durable_labels(registry, runs)
+    if isinstance(status, PipelineTerminalStatus):  # a suspended run is stored `success`
         runs = [item for item in runs if labels.get(item.run.run_id, status.value) == status.value]
     if not runs:
         print("No runs found")
