@@ -1,9 +1,10 @@
 """The counters a durable run checkpoints and seeds: both `_core` twins agree.
 
-`InvocationIds.issued/seed`, `AttemptCounter.snapshot/seed` and `EventFactory.last_seq/seed`
-(what a resumed run continues from), in the style of tests/test_core_parity.py: random
-operation sequences on one instance of each twin, every outcome (result, or exception type
-and message) equal. Skipped when the compiled core is not importable (failed under CI).
+`InvocationIds.issued/seed`, `AttemptCounter.snapshot/seed` (and `snapshot(names)`) and
+`EventFactory.last_seq/seed` (what a resumed run continues from), in the style of
+tests/test_core_parity.py: random operation sequences on one instance of each twin, every
+outcome (result, or exception type and message) equal. Skipped when the compiled core is
+not importable (failed under CI).
 """
 
 from __future__ import annotations
@@ -58,6 +59,14 @@ def test_invocation_ids_seed_and_issued(twins: Twins, ops: list[tuple[Any, ...]]
 
 
 names = st.sampled_from(["a", "b", "c"])
+name_lists = st.one_of(
+    st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=5),
+    st.just(("a", "a")),
+    st.just([1, None]),
+    st.just([["a"]]),
+    st.just(5),
+    st.just(None),
+)
 count_maps = st.one_of(
     st.dictionaries(names, st.integers(0, 50), max_size=3),
     st.just({"a": -1}),
@@ -73,6 +82,7 @@ count_maps = st.one_of(
         st.one_of(
             st.tuples(st.just("next"), names),
             st.tuples(st.just("snapshot")),
+            st.tuples(st.just("snapshot"), name_lists),
             st.tuples(st.just("seed"), count_maps),
         ),
         max_size=40,
@@ -88,7 +98,19 @@ def test_a_snapshot_is_a_copy(twins: Twins) -> None:
         counter = twin.AttemptCounter()
         counter.next("a")
         counter.snapshot()["a"] = 99
+        counter.snapshot(["a"])["a"] = 99
         assert counter.next("a") == 2
+
+
+def test_a_snapshot_of_some_names(twins: Twins) -> None:
+    """`snapshot(names)`: those names' counts only, the uncounted ones left out."""
+    for twin in twins:
+        counter = twin.AttemptCounter()
+        counter.seed({"a": 3, "b": 1})
+        counter.next("c")
+        assert counter.snapshot({"a", "c", "zz"}) == {"a": 3, "c": 1}
+        assert counter.snapshot([]) == {}
+        assert counter.snapshot(None) == {"a": 3, "b": 1, "c": 1}
 
 
 @PARITY

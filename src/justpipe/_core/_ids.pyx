@@ -43,9 +43,16 @@ cdef class AttemptCounter:
         self._counts[name] = attempt
         return attempt
 
-    def snapshot(self):
-        """A copy of the counts per name (a durable run's checkpoint keeps it)."""
-        return dict(self._counts)
+    def snapshot(self, names=None):
+        """A copy of the counts per name (a durable run's checkpoint keeps it).
+
+        With `names`: only those names' counts (names never counted are left out), so a
+        checkpoint can save the counts that changed at a cost independent of the others.
+        """
+        counts = self._counts
+        if names is None:
+            return dict(counts)
+        return {name: counts[name] for name in names if name in counts}
 
     def seed(self, counts):
         """Replace the counts (a resumed durable run continues from its checkpoint's)."""

@@ -5,6 +5,7 @@ Pure-Python twin of `_ids.pyx`; both must behave identically (tests/test_core_pa
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["AttemptCounter", "InvocationIds", "check_seed"]
@@ -56,9 +57,16 @@ class AttemptCounter:
         self._counts[name] = attempt
         return attempt
 
-    def snapshot(self) -> dict[str, int]:
-        """A copy of the counts per name (a durable run's checkpoint keeps it)."""
-        return dict(self._counts)
+    def snapshot(self, names: Iterable[str] | None = None) -> dict[str, int]:
+        """A copy of the counts per name (a durable run's checkpoint keeps it).
+
+        With `names`: only those names' counts (names never counted are left out), so a
+        checkpoint can save the counts that changed at a cost independent of the others.
+        """
+        counts = self._counts
+        if names is None:
+            return dict(counts)
+        return {name: counts[name] for name in names if name in counts}
 
     def seed(self, counts: dict[str, int]) -> None:
         """Replace the counts (a resumed durable run continues from its checkpoint's)."""

@@ -1,9 +1,12 @@
 """`SQLiteCheckpointStore`: checkpoints and leases in a run store's SQLite file.
 
-The store adds two tables of its own to the file (``durable_checkpoints`` and
-``durable_leases``) and touches no other table, so the run store (`SQLiteBackend`),
-upstream's tools and older versions read the file as before; opening an existing run
-store only creates the two tables (``CREATE TABLE IF NOT EXISTS``, one transaction).
+The store adds three tables of its own to the file (``durable_checkpoints``,
+``durable_counters`` and ``durable_leases``) and touches no other table, so the run store
+(`SQLiteBackend`), upstream's tools and older versions read the file as before; opening an
+existing run store only creates the three tables (``CREATE TABLE IF NOT EXISTS``, one
+transaction). ``durable_counters`` holds a run's attempt counters, one row per step name:
+a save upserts only the counts that changed since the run's previous checkpoint (see
+`justpipe.durable.store`), so its cost does not grow with the names the run has seen.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction in WAL mode with
 ``synchronous=NORMAL``: a committed checkpoint survives the process being killed, and
@@ -43,6 +46,12 @@ _TABLES = (
         data TEXT NOT NULL,
         updated_at REAL NOT NULL
     )""",
+    """CREATE TABLE IF NOT EXISTS durable_counters (
+        run_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (run_id, name)
+    ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS durable_leases (
         run_id TEXT PRIMARY KEY,
         owner TEXT NOT NULL,
@@ -124,12 +133,16 @@ class SQLiteCheckpointStore:
     saves_events = True
     """`save()` also takes the run's events published since the last checkpoint."""
 
+    keeps_attempts = True
+    """`save()` upserts `Checkpoint.attempts` (the changed counts) into ``durable_counters``."""
+
     def save(self, checkpoint: Checkpoint, owner: str, events: Sequence[str] = ()) -> None:
         """Write the checkpoint and `events` (event JSON, see `storage.serialize`) at once.
 
         The events go into the run store's tables of the same file (``runs``/``events``,
         the run's row created ``running`` if needed), in the checkpoint's transaction: a
-        crash leaves the run store exactly the events the checkpoint has seen.
+        crash leaves the run store exactly the events the checkpoint has seen. So do the
+        changed attempt counts (`checkpoint.attempts`), into ``durable_counters``.
         """
         if events and not self._run_store_ready:
             SQLiteBackend(self.db_path, timeout=self._timeout).close()  # creates its schema
@@ -160,6 +173,14 @@ class SQLiteCheckpointStore:
                     time.time(),
                 ),
             )
+            changed = checkpoint.attempts
+            if changed:
+                run_id = checkpoint.run_id
+                conn.executemany(
+                    "INSERT INTO durable_counters (run_id, name, count) VALUES (?, ?, ?)"
+                    " ON CONFLICT (run_id, name) DO UPDATE SET count = excluded.count",
+                    [(run_id, name, count) for name, count in changed.items()],
+                )
             if events:
                 run_id = checkpoint.run_id
                 conn.execute(
@@ -170,20 +191,32 @@ class SQLiteCheckpointStore:
                 )
 
     def load(self, run_id: str) -> Checkpoint | None:
+        """The run's checkpoint, with all its attempt counts (one read transaction)."""
         with self._lock:
-            row = (
-                self._connection()
-                .execute(
+            conn = self._connection()
+            conn.execute("BEGIN")  # the checkpoint and its counters as one snapshot
+            try:
+                row = conn.execute(
                     "SELECT run_id, pipe_name, pipeline_hash, status, segment, data, updated_at"
                     " FROM durable_checkpoints WHERE run_id = ?",
                     (run_id,),
-                )
-                .fetchone()
-            )
+                ).fetchone()
+                counts = conn.execute(
+                    "SELECT name, count FROM durable_counters WHERE run_id = ?", (run_id,)
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
         if row is None:
             return None
         return Checkpoint(
-            str(row[0]), str(row[1]), str(row[2]), str(row[3]), int(row[4]), str(row[5]), row[6]
+            str(row[0]),
+            str(row[1]),
+            str(row[2]),
+            str(row[3]),
+            int(row[4]),
+            str(row[5]),
+            row[6],
+            {str(name): int(count) for name, count in counts},
         )
 
     def acquire(self, run_id: str, owner: str, ttl_s: float) -> None:
@@ -229,7 +262,7 @@ class SQLiteCheckpointStore:
             if not _has_table(conn, "runs"):
                 return
             conn.execute(
-                "UPDATE runs SET status = 'running', end_time = NULL, duration_s = NULL,"
+                "UPDATE runs SET status = 'running', end_time = NULL,"
                 " error_message = NULL, error_step = NULL WHERE run_id = ?",
                 (run_id,),
             )

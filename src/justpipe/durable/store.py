@@ -10,6 +10,16 @@ can back it later: four operations on rows keyed by run id, each one atomic.
 * ``acquire(run_id, owner, ttl_s)`` takes the run's lease, or raises `RunLeasedError`
   when another owner holds a lease that is still live; ``release`` gives it back.
 
+The attempt counters (one count per step name the run has seen) grow with the run, so a
+store may keep them beside the checkpoint instead of inside it: a store whose class says
+``keeps_attempts = True`` receives, with each `save`, only the counts that changed since
+the run's previous checkpoint (`Checkpoint.attempts`) and merges them into the run's
+counters in the same transaction; its `load` returns every count of the run in
+`Checkpoint.attempts`. That makes a checkpoint's cost independent of how many step names
+the run has seen (`SQLiteCheckpointStore`: a ``durable_counters`` table, one row per name;
+a server database: the same, upserted in the save's transaction). A store without the
+attribute receives every count in the checkpoint document itself, as before.
+
 A lease names its owner (``host:pid:nonce``) and an expiry. It is live until it
 expires, except that a lease whose owner ran on this host in a process that no longer
 exists is dead at once (so a crashed run can be resumed right away on the same
@@ -24,6 +34,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
@@ -80,6 +91,11 @@ class Checkpoint:
     `data` is the JSON document the checkpointer wrote (state, counters, frontier...);
     the other fields are what a store indexes. `status`: ``running`` (being executed,
     or its process died), ``suspended`` or ``finished``.
+
+    `attempts`, for a store that keeps the attempt counters (``keeps_attempts = True``,
+    see the module docstring): given to `save`, the counts that changed since the run's
+    previous checkpoint (to merge into the run's counters); returned by `load`, all of
+    the run's counts. None otherwise (the document holds them).
     """
 
     run_id: str
@@ -89,6 +105,7 @@ class Checkpoint:
     segment: int
     data: str
     updated_at: float = 0.0
+    attempts: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +117,13 @@ class Lease:
 
 @runtime_checkable
 class CheckpointStore(Protocol):
-    """Where durable runs keep their checkpoints (see the module docstring)."""
+    """Where durable runs keep their checkpoints (see the module docstring).
+
+    Optional, on the class: ``keeps_attempts = True`` (the store merges the changed attempt
+    counts of `Checkpoint.attempts` into the run's and loads them all back) and
+    ``saves_events = True`` (`save` takes a third argument, the run's events since the
+    previous checkpoint, see `SQLiteCheckpointStore.save`).
+    """
 
     def save(self, checkpoint: Checkpoint, owner: str) -> None: ...
 
@@ -155,9 +178,13 @@ def leased_message(run_id: str, lease: Lease) -> str:
 class InMemoryCheckpointStore:
     """A checkpoint store in this process's memory (tests, and runs that need no restart)."""
 
+    keeps_attempts = True
+    """`save()` merges `Checkpoint.attempts` (the changed counts) into the run's counters."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._checkpoints: dict[str, Checkpoint] = {}
+        self._counters: dict[str, dict[str, int]] = {}
         self._leases: dict[str, Lease] = {}
         self.saves = 0  # how many checkpoints were written (tests read it)
 
@@ -169,12 +196,20 @@ class InMemoryCheckpointStore:
                     f"run {checkpoint.run_id!r}: this process ({owner}) no longer holds its "
                     f"lease (held by {lease.owner if lease else 'nobody'}); not checkpointing."
                 )
-            self._checkpoints[checkpoint.run_id] = replace(checkpoint, updated_at=time.time())
+            changed = checkpoint.attempts
+            if changed:
+                self._counters.setdefault(checkpoint.run_id, {}).update(changed)
+            self._checkpoints[checkpoint.run_id] = replace(
+                checkpoint, updated_at=time.time(), attempts=None
+            )
             self.saves += 1
 
     def load(self, run_id: str) -> Checkpoint | None:
         with self._lock:
-            return self._checkpoints.get(run_id)
+            found = self._checkpoints.get(run_id)
+            if found is None:
+                return None
+            return replace(found, attempts=dict(self._counters.get(run_id, {})))
 
     def acquire(self, run_id: str, owner: str, ttl_s: float) -> None:
         with self._lock:
