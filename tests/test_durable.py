@@ -357,7 +357,9 @@ async def test_attempt_and_invocation_counters_go_on_after_a_resume() -> None:
 
     first = await collect(pipe, Doc())
     data = checkpoint_data(store, first[-1].run_id)
-    assert data["attempts"]["flaky"] == 3 and data["invocations"] == 4
+    saved = store.load(first[-1].run_id)
+    assert saved is not None and saved.attempts is not None  # kept beside the document
+    assert saved.attempts["flaky"] == 3 and data["invocations"] == 4
     second = await run_with_watchdog(drain(pipe.resume(first[-1].run_id)))
     starts = [e for e in second if e.type is EventType.STEP_START]
     assert [(e.stage, e.invocation_id.rsplit(":", 1)[1]) for e in starts] == [("flaky2", "5")]

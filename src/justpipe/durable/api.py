@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import AsyncGenerator
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -191,6 +192,8 @@ async def durable_resume(
         checkpoint = store.load(run_id)
         assert checkpoint is not None
         data = _check_resumable(checkpoint, pipeline_hash, force)
+        if data.get("attempts") is None:  # kept by the store, beside the document
+            data["attempts"] = dict(checkpoint.attempts or {})
         serializer = _serializer(pipe)
         state = serializer.decode(data["state"])
         stored_seq = getattr(store, "stored_seq", None)
@@ -219,6 +222,11 @@ async def durable_resume(
     # the run's own start step (run(state, start=...)), so the plan is the one it ran with
     runner_args = {**runner_args, "start": data.get("start")}
     stream = _PipelineRunner(pipe, state=state, durable=checkpointer, **runner_args).stream()
+    traced = ExitStack()
+    otel = sys.modules.get("justpipe.observability.otel")
+    if otel is not None and data.get("trace"):
+        # OpenTelemetry: this segment's run span links to the previous segment's
+        traced.enter_context(otel.continue_trace(data["trace"]))
     try:
         async for event in stream:
             yield event
@@ -226,6 +234,8 @@ async def durable_resume(
         await stream.aclose()
         checkpointer.detach()
         _reset(token)
+        with suppress(ValueError):  # (iterated from another context than it started in)
+            traced.close()
 
 
 def _locate(pipe: Pipe[Any, Any], run_id: str, pipeline_hash: str, force: bool) -> CheckpointStore:

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import sys
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -122,6 +123,7 @@ class Checkpointer:
         self._note: str | None = None
         self._started = restored is not None and bool(restored["started"])
         self.subs: Any = None  # `nested.SubRuns` when the pipeline has sub-pipeline steps
+        self._trace: dict[str, str] | None = None  # this segment's run span (OpenTelemetry)
 
     # ------------------------------------------------------------------ the runner's seam
 
@@ -150,6 +152,19 @@ class Checkpointer:
             return ready
 
         orch.scheduler.complete = complete  # type: ignore[assignment]
+        # the attempt counters: a store that keeps them (`keeps_attempts`) gets, with each
+        # checkpoint, only the counts that may have changed since the previous one (see
+        # `_changed_attempts`): the names of the invocations completed since, noted here
+        touched: set[str] = set()
+        self._touched = touched
+        self._counts_beside = False  # set by `write()`: the document holds no counts
+        settle = orch._complete
+
+        def noting(record: tuple[Any, ...]) -> None:
+            touched.add(record[0].name)
+            settle(record)
+
+        orch._complete = noting  # type: ignore[method-assign]
         if any(isinstance(node, SubPlan) for node in plan.nodes):
             from justpipe.durable.nested import SubRuns
 
@@ -203,6 +218,10 @@ class Checkpointer:
                 if 0 <= slot < plan.slot_counts[index]:
                     table.mark(index, slot)
                     self._arrivals.setdefault(index, set()).add(slot)
+            if index in self._arrivals:
+                # its wave is under way: an ALL join's `barrier_timeout` watcher starts again
+                # (BARRIER_WAIT), with a whole timeout from this resume
+                orch.barriers.wave_started(plan.nodes[index])
         for entry in data["frontier"]:
             name = entry["step"]
             node = plan.node(name)
@@ -218,7 +237,7 @@ class Checkpointer:
                 orch.schedule(node, entry["parent"], name, scope)
         for entry in data["suspended"]:  # the continuation of each suspending step
             node = plan.node(entry["step"])
-            if node is not None:
+            if node is not None and not entry.get("worker"):  # (a map worker's: its map's)
                 orch._advance(node)
 
     def _rerun_map(self, node: MapPlan, entry: dict[str, Any]) -> None:
@@ -271,6 +290,8 @@ class Checkpointer:
             kept = self._maps.get(owner) if owner is not None else None
             if kept is not None and inv.scope:
                 kept[2].add(_item_index(inv.scope[-1]))
+            if outcome is _SUSPEND:  # a worker's: the map goes on when the run resumes
+                self._suspenders.append((inv, str(getattr(value, "reason", ""))))
             if map_run.closed:
                 live.pop(owner, None)
                 self._maps.pop(owner, None)
@@ -397,7 +418,8 @@ class Checkpointer:
             "started": self._started,
             "seq": runner.publisher._factory.last_seq(),
             "invocations": orch.ids.issued(),
-            "attempts": orch.attempts.snapshot(),
+            # every count, unless the store keeps them beside the document (`write()`)
+            "attempts": None if self._counts_beside else orch.attempts.snapshot(),
             "completed": orch.completed,
             "state": self.encoded_state(),
             "frontier": frontier,
@@ -406,11 +428,28 @@ class Checkpointer:
             },
             "suspended": [
                 {"step": inv.name, "inv": inv.inv_id, "reason": reason}
+                | ({"worker": True} if inv.map_run is not None else {})
                 for inv, reason in self._suspenders
             ],
             "note": self._note,
+            "trace": self._trace_carrier(),
             "written_at": time.time(),
         }
+
+    def _trace_carrier(self) -> dict[str, str] | None:
+        """The W3C carrier of this segment's run span, if OpenTelemetry traces it.
+
+        Kept in the checkpoint, so that the next segment's run span links to this one
+        (``pipe.resume`` enters `continue_trace` with it); the previous segment's when this
+        one is not traced.
+        """
+        if self._trace is None:
+            otel = sys.modules.get("justpipe.observability.otel")
+            if otel is not None:
+                self._trace = otel.run_carrier(self.run_id)
+            if self._trace is None and self.restored is not None:
+                return self.restored.get("trace")
+        return self._trace
 
     def encoded_state(self) -> Any:
         return self.serializer.encode(self.runner.state)
@@ -420,10 +459,19 @@ class Checkpointer:
         if self._lost:
             return  # the run is ending because its lease was lost: write nothing more
         t0 = time.perf_counter()
+        # a store that keeps the attempt counters gets the changed ones beside the document
+        beside = self._counts_beside = getattr(self.store, "keeps_attempts", False) is True
+        changed = self._changed_attempts() if beside else None
         text = json.dumps(self.document(status, end), separators=(",", ":"), allow_nan=False)
 
         checkpoint = Checkpoint(
-            self.run_id, self.pipe_name, self.pipeline_hash, status, self.segment, text
+            self.run_id,
+            self.pipe_name,
+            self.pipeline_hash,
+            status,
+            self.segment,
+            text,
+            attempts=changed,
         )
         events = self._events
         try:
@@ -435,8 +483,30 @@ class Checkpointer:
         except LeaseLostError:
             self._lost = True
             raise
+        if beside:
+            self._touched.clear()  # saved: the next checkpoint starts from these counts
         self.writes += 1
         self.write_s += time.perf_counter() - t0
+
+    def _changed_attempts(self) -> dict[str, int]:
+        """The attempt counts that may have changed since the previous checkpoint was saved.
+
+        Every attempt number is issued for an invocation (`attempts.next(name)`: scheduled,
+        retried, a map worker) that has either completed since (its name noted by the
+        `orch._complete` wrapper of `attach`) or is still in progress: live (a retry keeps
+        its invocation's name and owner), a worker of a live map (the map's `each`), or
+        refused by a stopping run (`_reruns`). So these names are the only ones whose count
+        moved, and the cost does not depend on how many names the run has seen.
+        """
+        names = self._touched
+        for inv in (self.orch.live or {}).values():
+            names.add(inv.name)
+            node = inv.node
+            if isinstance(node, MapPlan):
+                names.add(node.each)
+        for inv in self._reruns:
+            names.add(inv.name)
+        return self.orch.attempts.snapshot(names)
 
     # ------------------------------------------------------------------ the lease
 
