@@ -33,6 +33,7 @@ from justpipe.durable import (
     StateSerializer,
     SuspendedEndData,
     UnknownRunError,
+    done_indices,
     resume_value,
 )
 from justpipe.storage.sqlite import SQLiteBackend
@@ -633,7 +634,7 @@ async def test_an_interrupted_map_resumes_with_its_remaining_items_only(
     saved = checkpoint_data(store, run_id)
     assert saved["status"] == "running"
     (entry,) = [e for e in saved["frontier"] if e["step"] == "numbers"]
-    done = set(entry["map"]["done"])
+    done = done_indices(entry["map"])
     assert 0 < len(done) < 40
 
     second = await run_with_watchdog(drain(pipe.resume(run_id)))

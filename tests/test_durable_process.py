@@ -24,6 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from justpipe.durable import done_indices
+
 HERE = Path(__file__).resolve()
 CHAIN = [f"s{i}" for i in range(8)]
 BRANCHES = [f"b{i}" for i in range(4)]
@@ -435,7 +437,7 @@ def test_a_map_killed_mid_run_resumes_its_remaining_items(
     crashed = final_checkpoint(world, first.run_id)
     assert crashed["row_status"] == "running"
     (entry,) = [e for e in crashed["frontier"] if e["step"] == "numbers"]
-    done = set(entry["map"]["done"])
+    done = done_indices(entry["map"])
     assert done and 500 not in done
 
     second = launch(world, "map", "resume", first.run_id)
@@ -511,7 +513,7 @@ def test_a_suspend_inside_a_sub_pipeline_resumes_in_another_process(
         return [(r[0], r[1]) for r in rows if r[0].startswith("step_") and r[1] != "inner"]
 
     assert steps(first.events) + steps(second.events) == steps(clean.events)
-    assert side_counts(world) == {n: 1 for n in ["pre", *SUB_STEPS, "post"]}
+    assert side_counts(world) == dict.fromkeys(["pre", *SUB_STEPS, "post"], 1)
     data = final_checkpoint(world, first.run_id)
     assert data["end"] == "success"
     assert data["state"]["fields"]["answer"] == "approved"
@@ -529,7 +531,7 @@ def test_a_lazy_map_killed_mid_run_resumes_its_remaining_items(
     assert first.returncode == -signal.SIGKILL and first.run_id is not None
     crashed = final_checkpoint(world, first.run_id)
     (entry,) = [e for e in crashed["frontier"] if e["step"] == "numbers"]
-    done = set(entry["map"]["done"])
+    done = done_indices(entry["map"])
     assert done and 150 not in done
 
     second = launch(world, "lazymap", "resume", first.run_id)

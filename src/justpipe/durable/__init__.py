@@ -6,7 +6,7 @@ process, as the same run (same ``run_id``, ``seq`` going on). See docs/durable.m
 """
 
 from justpipe.durable.api import Durable, resume_value
-from justpipe.durable.checkpointer import SuspendedEndData
+from justpipe.durable.checkpointer import SuspendedEndData, done_indices
 from justpipe.durable.serializer import StateSerializationError, StateSerializer
 from justpipe.durable.sqlite import SQLiteCheckpointStore
 from justpipe.durable.store import (
@@ -38,5 +38,6 @@ __all__ = [
     "StateSerializer",
     "SuspendedEndData",
     "UnknownRunError",
+    "done_indices",
     "resume_value",
 ]

@@ -194,6 +194,7 @@ async def durable_resume(
         data = _check_resumable(checkpoint, pipeline_hash, force)
         if data.get("attempts") is None:  # kept by the store, beside the document
             data["attempts"] = dict(checkpoint.attempts or {})
+        data["parts"] = dict(checkpoint.parts or {})  # (what the document refers to by key)
         serializer = _serializer(pipe)
         state = serializer.decode(data["state"])
         stored_seq = getattr(store, "stored_seq", None)

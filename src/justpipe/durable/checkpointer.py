@@ -52,7 +52,7 @@ from justpipe.types import Event, EventType, PipelineEndData, PipelineTerminalSt
 if TYPE_CHECKING:
     from justpipe._kernel.runner import _PipelineRunner
 
-__all__ = ["FORMAT", "Checkpointer", "SuspendedEndData"]
+__all__ = ["FORMAT", "Checkpointer", "SuspendedEndData", "done_indices"]
 
 FORMAT = 1
 """The checkpoint document's format; a resume refuses a checkpoint of another format."""
@@ -114,8 +114,13 @@ class Checkpointer:
         self._arrivals: dict[int, set[int]] = {}
         # sized maps in progress, by the map invocation's owner id: bookkeeping, items as
         # checkpoint data (encoded once), the indices whose worker completion was processed
-        self._maps: dict[str, tuple[_MapRun, list[Any] | None, set[int]]] = {}
-        self._resumed_done: dict[str, set[int]] = {}
+        self._maps: dict[str, _MapProgress] = {}
+        self._resumed_done: dict[str, _MapProgress] = {}
+        # parts kept beside the document by a store that keeps parts (`keeps_parts`): the
+        # keys it holds, and what the next save adds (JSON text) or drops (None)
+        self._parts_beside = False
+        self._parts_saved: set[str] = set(restored.get("parts") or ()) if restored else set()
+        self._parts_out: dict[str, str | None] = {}
         self._events: list[str] | None = None  # event JSON not yet written (stores that keep it)
         self._heartbeat: asyncio.Task[None] | None = None
         self._done = False
@@ -244,7 +249,13 @@ class Checkpointer:
         """A map that was in progress: a new attempt that runs only its remaining items."""
         orch = self.orch
         saved = entry["map"]
-        items = self.serializer.decode(saved["items"])
+        key = saved.get("items_part")
+        if key is not None:  # kept beside the document (a store that keeps parts)
+            assert self.restored is not None
+            encoded = json.loads(self.restored["parts"][key])
+        else:
+            encoded = saved["items"]
+        items = self.serializer.decode(encoded)
         owner = entry["owner"]
         inv = _Invocation(
             node,
@@ -257,8 +268,10 @@ class Checkpointer:
         )
         assert orch.live is not None and orch._pending is not None
         orch.live[owner] = inv
-        self._resumed_done[owner] = set(saved["done"])
-        orch._pending.append(self._resume_map(inv, node, items, set(saved["done"])))
+        progress = _MapProgress.restore(saved)
+        progress.part = key
+        self._resumed_done[owner] = progress
+        orch._pending.append(self._resume_map(inv, node, items, progress.indices()))
 
     async def _resume_map(
         self, inv: _Invocation, node: MapPlan, items: list[Any], done: set[int]
@@ -272,7 +285,9 @@ class Checkpointer:
     def _map_started(self, map_run: _MapRun) -> None:
         owner = map_run.inv.owner_id
         if owner is not None:
-            self._maps[owner] = (map_run, None, self._resumed_done.pop(owner, set()))
+            progress = self._resumed_done.pop(owner, None) or _MapProgress()
+            progress.run = map_run
+            self._maps[owner] = progress
 
     def complete_step(self, record: tuple[Any, ...]) -> None:
         """The orchestrator's `complete_step`, checkpointing before what it decided starts."""
@@ -289,16 +304,16 @@ class Checkpointer:
             owner = map_run.inv.owner_id
             kept = self._maps.get(owner) if owner is not None else None
             if kept is not None and inv.scope:
-                kept[2].add(_item_index(inv.scope[-1]))
+                kept.add(_item_index(inv.scope[-1]))
             if outcome is _SUSPEND:  # a worker's: the map goes on when the run resumes
                 self._suspenders.append((inv, str(getattr(value, "reason", ""))))
             if map_run.closed:
                 live.pop(owner, None)
-                self._maps.pop(owner, None)
+                self._map_closed(owner)
         elif outcome is _MAP_FED:
             if value.closed:
                 live.pop(value.inv.owner_id, None)
-                self._maps.pop(value.inv.owner_id, None)
+                self._map_closed(value.inv.owner_id)
         elif inv.inv_id is not None:
             live.pop(inv.owner_id, None)
             if outcome is _SUSPEND:
@@ -389,12 +404,11 @@ class Checkpointer:
                 if child is not None:
                     entry["child"] = child
             kept = self._maps.get(owner)
-            if kept is not None and kept[0].items is not None and not kept[0].closed:
-                map_run, encoded, done = kept
-                if encoded is None:  # the items do not change: encoded once per map
-                    encoded = self.serializer.encode(map_run.items, f"map {inv.name!r} item")
-                    self._maps[owner] = (map_run, encoded, done)
-                entry["map"] = {"items": encoded, "done": sorted(done)}
+            map_run = kept.run if kept is not None else None
+            if kept is not None and map_run is not None and not map_run.closed:
+                items = map_run.items
+                if items is not None:
+                    entry["map"] = self._map_entry(owner, inv.name, kept, items)
             frontier.append(entry)
         for inv in self._reruns:
             frontier.append(_rerun_entry(inv))
@@ -451,6 +465,38 @@ class Checkpointer:
                 return self.restored.get("trace")
         return self._trace
 
+    def _map_entry(
+        self, owner: str, name: str, progress: _MapProgress, items: list[Any]
+    ) -> dict[str, Any]:
+        """A map in progress in the checkpoint: its items (or their part) and what is done.
+
+        Its items do not change: encoded once per map and, with a store that keeps parts,
+        saved once beside the document; what is done is a count of the leading indices all
+        done and the few done after them, so an entry costs O(1) per checkpoint, not
+        O(items), however many of its workers completed.
+        """
+        entry = progress.saved()
+        if progress.part is not None and progress.part in self._parts_saved:
+            entry["items_part"] = progress.part
+            return entry
+        if progress.encoded is None:
+            progress.encoded = self.serializer.encode(items, f"map {name!r} item")
+        if self._parts_beside:
+            key = progress.part = f"map:{owner}"
+            if key not in self._parts_saved:
+                self._parts_out[key] = json.dumps(
+                    progress.encoded, separators=(",", ":"), allow_nan=False
+                )
+            entry["items_part"] = key
+        else:
+            entry["items"] = progress.encoded
+        return entry
+
+    def _map_closed(self, owner: str | None) -> None:
+        progress = self._maps.pop(owner, None) if owner is not None else None
+        if progress is not None and progress.part in self._parts_saved:
+            self._parts_out[progress.part] = None  # dropped with the next save
+
     def encoded_state(self) -> Any:
         return self.serializer.encode(self.runner.state)
 
@@ -462,7 +508,11 @@ class Checkpointer:
         # a store that keeps the attempt counters gets the changed ones beside the document
         beside = self._counts_beside = getattr(self.store, "keeps_attempts", False) is True
         changed = self._changed_attempts() if beside else None
+        self._parts_beside = getattr(self.store, "keeps_parts", False) is True
         text = json.dumps(self.document(status, end), separators=(",", ":"), allow_nan=False)
+        parts = self._parts_out
+        if status == FINISHED and self._parts_saved:  # nothing to resume: drop them all
+            parts.update(dict.fromkeys(self._parts_saved))
 
         checkpoint = Checkpoint(
             self.run_id,
@@ -472,6 +522,7 @@ class Checkpointer:
             self.segment,
             text,
             attempts=changed,
+            parts=dict(parts) if parts else None,
         )
         events = self._events
         try:
@@ -485,6 +536,13 @@ class Checkpointer:
             raise
         if beside:
             self._touched.clear()  # saved: the next checkpoint starts from these counts
+        if parts:
+            for part, saved in parts.items():
+                if saved is None:
+                    self._parts_saved.discard(part)
+                else:
+                    self._parts_saved.add(part)
+            parts.clear()
         self.writes += 1
         self.write_s += time.perf_counter() - t0
 
@@ -539,6 +597,55 @@ class _EventTap(Observer):
     async def on_event(self, state: Any, context: Any, meta: ObserverMeta, event: Event) -> None:
         if event.type is not _FINISH or event.parent_run_id is not None:
             self._sink.append(event_to_json(event))  # the FINISH: added by `finished()`
+
+
+class _MapProgress:
+    """A map in progress, as its checkpoints keep it: the items, and which are done.
+
+    Done indices are kept as `below` (every index under it is done) and `rest` (those
+    done above it): workers mostly complete in about the order they start, so `rest`
+    stays small and an entry costs O(1) per checkpoint, not O(items).
+    """
+
+    __slots__ = ("below", "encoded", "part", "rest", "run")
+
+    def __init__(self) -> None:
+        self.run: _MapRun | None = None
+        self.encoded: Any = None  # the items through the serializer, encoded once
+        self.part: str | None = None  # the key of the items' part, if kept beside
+        self.below = 0
+        self.rest: set[int] = set()
+
+    @classmethod
+    def restore(cls, saved: dict[str, Any]) -> _MapProgress:
+        progress = cls()
+        progress.below = int(saved.get("below", 0))
+        for index in saved["done"]:
+            progress.add(int(index))
+        return progress
+
+    def add(self, index: int) -> None:
+        if index != self.below:
+            if index > self.below:
+                self.rest.add(index)
+            return
+        below = index + 1
+        rest = self.rest
+        while below in rest:
+            rest.discard(below)
+            below += 1
+        self.below = below
+
+    def indices(self) -> set[int]:
+        return set(range(self.below)) | self.rest
+
+    def saved(self) -> dict[str, Any]:
+        return {"below": self.below, "done": sorted(self.rest)}
+
+
+def done_indices(saved_map: dict[str, Any]) -> set[int]:
+    """The done item indices of a map entry of a checkpoint's frontier (``entry["map"]``)."""
+    return set(range(int(saved_map.get("below", 0)))) | {int(i) for i in saved_map["done"]}
 
 
 def _item_index(scope_tail: str) -> int:

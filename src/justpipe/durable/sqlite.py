@@ -1,12 +1,14 @@
 """`SQLiteCheckpointStore`: checkpoints and leases in a run store's SQLite file.
 
-The store adds three tables of its own to the file (``durable_checkpoints``,
-``durable_counters`` and ``durable_leases``) and touches no other table, so the run store
-(`SQLiteBackend`), upstream's tools and older versions read the file as before; opening an
-existing run store only creates the three tables (``CREATE TABLE IF NOT EXISTS``, one
-transaction). ``durable_counters`` holds a run's attempt counters, one row per step name:
-a save upserts only the counts that changed since the run's previous checkpoint (see
-`justpipe.durable.store`), so its cost does not grow with the names the run has seen.
+The store adds four tables of its own to the file (``durable_checkpoints``,
+``durable_counters``, ``durable_parts`` and ``durable_leases``) and touches no other
+table, so the run store (`SQLiteBackend`), upstream's tools and older versions read the
+file as before; opening an existing run store only creates the four tables (``CREATE
+TABLE IF NOT EXISTS``, one transaction). ``durable_counters`` holds a run's attempt
+counters, one row per step name: a save upserts only the counts that changed since the
+run's previous checkpoint (see `justpipe.durable.store`), so its cost does not grow with
+the names the run has seen. ``durable_parts`` holds what a checkpoint writes once and
+then refers to (a map's items), one row per key.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction in WAL mode with
 ``synchronous=NORMAL``: a committed checkpoint survives the process being killed, and
@@ -51,6 +53,12 @@ _TABLES = (
         name TEXT NOT NULL,
         count INTEGER NOT NULL,
         PRIMARY KEY (run_id, name)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS durable_parts (
+        run_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (run_id, key)
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS durable_leases (
         run_id TEXT PRIMARY KEY,
@@ -136,6 +144,9 @@ class SQLiteCheckpointStore:
     keeps_attempts = True
     """`save()` upserts `Checkpoint.attempts` (the changed counts) into ``durable_counters``."""
 
+    keeps_parts = True
+    """`save()` upserts (or deletes) `Checkpoint.parts` in ``durable_parts``."""
+
     def save(self, checkpoint: Checkpoint, owner: str, events: Sequence[str] = ()) -> None:
         """Write the checkpoint and `events` (event JSON, see `storage.serialize`) at once.
 
@@ -181,6 +192,18 @@ class SQLiteCheckpointStore:
                     " ON CONFLICT (run_id, name) DO UPDATE SET count = excluded.count",
                     [(run_id, name, count) for name, count in changed.items()],
                 )
+            parts = checkpoint.parts
+            if parts:
+                run_id = checkpoint.run_id
+                conn.executemany(
+                    "INSERT INTO durable_parts (run_id, key, data) VALUES (?, ?, ?)"
+                    " ON CONFLICT (run_id, key) DO UPDATE SET data = excluded.data",
+                    [(run_id, key, text) for key, text in parts.items() if text is not None],
+                )
+                conn.executemany(
+                    "DELETE FROM durable_parts WHERE run_id = ? AND key = ?",
+                    [(run_id, key) for key, text in parts.items() if text is None],
+                )
             if events:
                 run_id = checkpoint.run_id
                 conn.execute(
@@ -204,6 +227,9 @@ class SQLiteCheckpointStore:
                 counts = conn.execute(
                     "SELECT name, count FROM durable_counters WHERE run_id = ?", (run_id,)
                 ).fetchall()
+                parts = conn.execute(
+                    "SELECT key, data FROM durable_parts WHERE run_id = ?", (run_id,)
+                ).fetchall()
             finally:
                 conn.execute("COMMIT")
         if row is None:
@@ -217,6 +243,7 @@ class SQLiteCheckpointStore:
             str(row[5]),
             row[6],
             {str(name): int(count) for name, count in counts},
+            {str(key): str(text) for key, text in parts},
         )
 
     def acquire(self, run_id: str, owner: str, ttl_s: float) -> None:

@@ -20,6 +20,15 @@ the run has seen (`SQLiteCheckpointStore`: a ``durable_counters`` table, one row
 a server database: the same, upserted in the save's transaction). A store without the
 attribute receives every count in the checkpoint document itself, as before.
 
+Likewise, data that is written once and then only read (a map's items, which a resumed
+map needs, however many of its workers completed since) may be kept beside the document:
+a store whose class says ``keeps_parts = True`` receives with each `save` the *parts*
+that are new since the previous checkpoint (`Checkpoint.parts`: key -> JSON text, None to
+drop the key) and stores or drops them in the same transaction; its `load` returns every
+part of the run. The document then refers to a part by its key (``"items_part"``), so a
+checkpoint does not re-write a map's items after each of its workers. A store without the
+attribute gets them inside the document.
+
 A lease names its owner (``host:pid:nonce``) and an expiry. It is live until it
 expires, except that a lease whose owner ran on this host in a process that no longer
 exists is dead at once (so a crashed run can be resumed right away on the same
@@ -96,6 +105,10 @@ class Checkpoint:
     see the module docstring): given to `save`, the counts that changed since the run's
     previous checkpoint (to merge into the run's counters); returned by `load`, all of
     the run's counts. None otherwise (the document holds them).
+
+    `parts`, for a store that keeps parts (``keeps_parts = True``): given to `save`, the
+    parts new since the previous checkpoint (key -> JSON text; None: drop that key);
+    returned by `load`, every part of the run.
     """
 
     run_id: str
@@ -106,6 +119,7 @@ class Checkpoint:
     data: str
     updated_at: float = 0.0
     attempts: Mapping[str, int] | None = None
+    parts: Mapping[str, str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +134,8 @@ class CheckpointStore(Protocol):
     """Where durable runs keep their checkpoints (see the module docstring).
 
     Optional, on the class: ``keeps_attempts = True`` (the store merges the changed attempt
-    counts of `Checkpoint.attempts` into the run's and loads them all back) and
+    counts of `Checkpoint.attempts` into the run's and loads them all back),
+    ``keeps_parts = True`` (likewise for `Checkpoint.parts`, stored or dropped by key) and
     ``saves_events = True`` (`save` takes a third argument, the run's events since the
     previous checkpoint, see `SQLiteCheckpointStore.save`).
     """
@@ -181,10 +196,14 @@ class InMemoryCheckpointStore:
     keeps_attempts = True
     """`save()` merges `Checkpoint.attempts` (the changed counts) into the run's counters."""
 
+    keeps_parts = True
+    """`save()` stores (or drops) `Checkpoint.parts` by key; `load()` returns them all."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._checkpoints: dict[str, Checkpoint] = {}
         self._counters: dict[str, dict[str, int]] = {}
+        self._parts: dict[str, dict[str, str]] = {}
         self._leases: dict[str, Lease] = {}
         self.saves = 0  # how many checkpoints were written (tests read it)
 
@@ -199,8 +218,15 @@ class InMemoryCheckpointStore:
             changed = checkpoint.attempts
             if changed:
                 self._counters.setdefault(checkpoint.run_id, {}).update(changed)
+            if checkpoint.parts:
+                kept = self._parts.setdefault(checkpoint.run_id, {})
+                for key, text in checkpoint.parts.items():
+                    if text is None:
+                        kept.pop(key, None)
+                    else:
+                        kept[key] = text
             self._checkpoints[checkpoint.run_id] = replace(
-                checkpoint, updated_at=time.time(), attempts=None
+                checkpoint, updated_at=time.time(), attempts=None, parts=None
             )
             self.saves += 1
 
@@ -209,7 +235,11 @@ class InMemoryCheckpointStore:
             found = self._checkpoints.get(run_id)
             if found is None:
                 return None
-            return replace(found, attempts=dict(self._counters.get(run_id, {})))
+            return replace(
+                found,
+                attempts=dict(self._counters.get(run_id, {})),
+                parts=dict(self._parts.get(run_id, {})),
+            )
 
     def acquire(self, run_id: str, owner: str, ttl_s: float) -> None:
         with self._lock:
