@@ -1,4 +1,4 @@
-"""What durable runs cost: checkpoint cost per completion, and a 10,000-step chain.
+"""What durable runs cost: checkpoint cost per completion, a 10,000-step chain, a big map.
 
     python bench/durable_probe.py                 # everything, active core backend
     python bench/durable_probe.py --steps 2000    # a shorter chain
@@ -13,8 +13,10 @@ run starts and finishes). The figure is the run's wall time minus a plain (non-d
 run's, divided by the completions.
 
 Part 2, the 10,000-step chain: a plain run against durable runs (cheap, every 10th and
-full, SQLite; full in memory too; small state). Every pipe is built once and run once
-untimed first; then best of `--repeat` runs each (the full-mode chains: `--full-repeat`).
+full, SQLite; full in memory too; small state). Part 3, a 10,000-item map through a pool
+of 8 workers: plain against durable (cheap, every 10th, full; SQLite). Every pipe is built
+once and run once untimed first; then best of `--repeat` runs each (the full-mode chains:
+`--full-repeat`).
 Wall-clock, so numbers vary with the machine: on a shared machine, take the best of several.
 """
 
@@ -124,6 +126,39 @@ def long_chain(args: argparse.Namespace) -> None:
     print()
 
 
+def mapped(n: int, durable: Any) -> Pipe[Any, None]:
+    """A map of `n` items (strings of ~50 bytes) through a pool of 8 workers that do nothing."""
+    pipe: Pipe[Any, None] = Pipe(dict, name=f"map{n}", durable=durable, persist=False)
+
+    @pipe.map(each="work", max_concurrency=8)
+    async def items(s: Any) -> list[str]:
+        return [f"item-{i:06d}-" + "x" * 40 for i in range(n)]
+
+    @pipe.step
+    async def work(s: Any, item: str) -> None:
+        pass
+
+    return pipe
+
+
+def big_map(args: argparse.Namespace) -> None:
+    n = args.map_items
+    print(f"## A {n:,}-item map (pool of 8, small state, SQLite, best of {args.repeat})\n")
+    plain = best(n, lambda: mapped(n, None), small_state, args.repeat)
+    print("| run | wall (s) | per item (us) | vs plain |")
+    print("|---|---:|---:|---:|")
+    print(f"| plain | {plain:.3f} | {plain / n * 1e6:.1f} | 1.00x |")
+    for label, every in (("durable, cheap", 0), ("durable, every 10", 10), ("durable, full", 1)):
+        wall = best(
+            n,
+            lambda every=every: mapped(n, Durable(checkpoint_every=every)),
+            small_state,
+            args.repeat,
+        )
+        print(f"| {label} | {wall:.3f} | {wall / n * 1e6:.1f} | {wall / plain:.2f}x |")
+    print()
+
+
 def plain_only(args: argparse.Namespace) -> None:
     n = args.steps
     times = [best(n, lambda: chain(n, None), small_state, 1) for _ in range(args.repeat)]
@@ -139,6 +174,8 @@ def main() -> int:
     parser.add_argument("--chain-only", action="store_true", help="part 2 only")
     parser.add_argument("--skip-full", action="store_true", help="no full-mode long chain")
     parser.add_argument("--plain-only", action="store_true", help="time the plain chain only")
+    parser.add_argument("--map-items", type=int, default=10_000, help="items of part 3's map")
+    parser.add_argument("--map-only", action="store_true", help="part 3 only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
         os.environ["JUSTPIPE_STORAGE_PATH"] = root
@@ -148,9 +185,13 @@ def main() -> int:
         if args.plain_only:
             plain_only(args)
             return 0
+        if args.map_only:
+            big_map(args)
+            return 0
         if not args.chain_only:
             per_completion(args)
         long_chain(args)
+        big_map(args)
     return 0
 
 
