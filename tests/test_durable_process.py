@@ -375,8 +375,16 @@ def test_a_chain_killed_mid_run_resumes_in_another_process(
     assert types.count("start") == 2 and types[-1] == "finish"
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(kill_at=st.sampled_from(["fork", *BRANCHES, "join", *CHAIN, "pre", *SUB_STEPS, "post"]))
+KILL_POINTS = st.one_of(
+    st.sampled_from(["fork", *BRANCHES, "join", *CHAIN, "pre", *SUB_STEPS, "post"]),
+    st.sampled_from(["numbers", "total"]),
+    st.integers(0, ITEMS - 1).map(lambda i: f"w{i}"),  # an item of the 1,000-item map
+)
+
+
+@pytest.mark.filterwarnings("ignore::justpipe.types.PipelineValidationWarning")
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kill_at=KILL_POINTS)
 def test_killed_at_any_step_a_run_resumes_to_the_uninterrupted_result(
     kill_at: str, core_backend: str
 ) -> None:
@@ -386,6 +394,8 @@ def test_killed_at_any_step_a_run_resumes_to_the_uninterrupted_result(
     scenario = "chain" if kill_at in CHAIN else "join"
     if kill_at in ("pre", *SUB_STEPS, "post"):
         scenario = "sub"
+    elif kill_at in ("numbers", "total") or kill_at.startswith("w"):
+        scenario = "map"
     with tempfile.TemporaryDirectory() as tmp:
         env = make_env(Path(tmp), core_backend)
         first = launch(env, scenario, "run", DURABLE_KILL_AT=kill_at)
@@ -397,6 +407,7 @@ def test_killed_at_any_step_a_run_resumes_to_the_uninterrupted_result(
             "chain": CHAIN,
             "join": ["fork", *BRANCHES, "join"],
             "sub": ["pre", *SUB_STEPS, "post"],
+            "map": ["numbers", *(f"w{i}" for i in range(ITEMS)), "total"],
         }[scenario]
         assert all(counts.get(name, 0) >= 1 for name in steps), counts
         assert counts[kill_at] == 2
