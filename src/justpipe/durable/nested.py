@@ -181,32 +181,23 @@ class SubRuns:
         return child.document(RUNNING)
 
     def suspended_names(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The suspended children's steps (``sub:step``) and reasons, for the FINISH."""
+        """The suspended children's steps (``sub:step``, deeper ``sub:sub:step``) and reasons."""
         steps: list[str] = []
         reasons: list[str] = []
         for inv, data in self.suspended.values():
-            for entry in data["suspended"]:
-                steps.append(f"{inv.name}:{entry['step']}")
-                reasons.append(str(entry.get("reason", "")))
-            for entry in data["frontier"]:
-                child = entry.get("child")
-                if child is not None and child.get("status") == SUSPENDED:
-                    inner = _names(child)
-                    steps.extend(f"{inv.name}:{entry['step']}:{s}" for s in inner[0])
-                    reasons.extend(inner[1])
+            _collect(data, f"{inv.name}:", steps, reasons)
         return tuple(steps), tuple(reasons)
 
 
-def _names(data: dict[str, Any]) -> tuple[list[str], list[str]]:
-    steps = [str(e["step"]) for e in data["suspended"]]
-    reasons = [str(e.get("reason", "")) for e in data["suspended"]]
+def _collect(data: dict[str, Any], prefix: str, steps: list[str], reasons: list[str]) -> None:
+    """The suspending steps of a (child's) checkpoint document and of its suspended children."""
+    for entry in data["suspended"]:
+        steps.append(prefix + str(entry["step"]))
+        reasons.append(str(entry.get("reason", "")))
     for entry in data["frontier"]:
         child = entry.get("child")
         if child is not None and child.get("status") == SUSPENDED:
-            inner = _names(child)
-            steps.extend(f"{entry['step']}:{s}" for s in inner[0])
-            reasons.extend(inner[1])
-    return steps, reasons
+            _collect(child, f"{prefix}{entry['step']}:", steps, reasons)
 
 
 def state_path(child_state: Any, parent_state: Any) -> list[str] | None:
