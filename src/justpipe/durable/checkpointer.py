@@ -494,8 +494,12 @@ class Checkpointer:
 
     def _map_closed(self, owner: str | None) -> None:
         progress = self._maps.pop(owner, None) if owner is not None else None
-        if progress is not None and progress.part in self._parts_saved:
-            self._parts_out[progress.part] = None  # dropped with the next save
+        part = progress.part if progress is not None else None
+        if part is not None:
+            if part in self._parts_saved:
+                self._parts_out[part] = None  # dropped with the next save
+            else:
+                self._parts_out.pop(part, None)  # not saved yet: never will be
 
     def encoded_state(self) -> Any:
         return self.serializer.encode(self.runner.state)
