@@ -372,6 +372,12 @@ def test_the_dashboard_shows_the_segments_and_the_durable_status(store: Path) ->
     try:
         with TestClient(create_app(registry), base_url=ORIGIN) as client:
             (pipeline,) = client.get("/api/pipelines").json()
+            # the suspended run is not (yet) a success, nor a finished run
+            assert (pipeline["total_runs"], pipeline["success_count"]) == (2, 1)
+            assert pipeline["success_rate"] == 100.0
+            assert pipeline["last_run_status"] == "suspended"
+            stats = client.get(f"/api/stats/{pipeline['hash']}").json()
+            assert stats["status_counts"] == {"success": 1, "suspended": 1}
             runs = client.get(f"/api/pipelines/{pipeline['hash']}/runs").json()
             statuses = {row["run_id"]: row["status"] for row in runs}
             assert statuses == {done_id: "success", waiting_id: "suspended"}

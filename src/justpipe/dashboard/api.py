@@ -55,6 +55,8 @@ __all__ = [
 
 MIN_SEARCH_LENGTH = 2
 RUNNING = "running"
+# statuses of runs that have not ended (not in a success rate's denominator)
+_NOT_ENDED = frozenset({RUNNING, "suspended", "interrupted"})
 DURABLE_STATUSES = ("suspended", "interrupted")
 """Statuses only durable runs have (the runs list filters on them too)."""
 CLEANUP_PREVIEW = 20
@@ -273,10 +275,8 @@ class DashboardAPI:
         except (StoreUnavailable, *StoreError) as exc:
             summary["error"] = str(exc)
             return summary
-        statuses = [
-            RUNNING if liveness_of(run, leases) == "live" else run.status.value for run in runs
-        ]
-        finished = [s for s in statuses if s != RUNNING]
+        statuses = self._statuses(info, runs, leases)
+        finished = [s for s in statuses if s not in _NOT_ENDED]
         successes = statuses.count(PipelineTerminalStatus.SUCCESS.value)
         durations = [run.duration.total_seconds() for run in runs if run.duration is not None]
         summary.update(
@@ -289,6 +289,20 @@ class DashboardAPI:
             running_count=statuses.count(RUNNING),
         )
         return summary
+
+    def _statuses(
+        self, info: PipelineInfo, runs: list[RunRecord], leases: dict[str, RunLease]
+    ) -> list[str]:
+        """Each run's status as shown: ``running`` while live; a durable run's until it ends
+        (``suspended``, ``interrupted``: neither a success nor finished)."""
+        durable = self.durable_runs(info, [run.run_id for run in runs])
+        return [
+            durable_label(
+                RUNNING if liveness_of(run, leases) == "live" else run.status.value,
+                durable.get(run.run_id),
+            )
+            for run in runs
+        ]
 
     def pipeline(self, pipeline_hash: str) -> dict[str, Any]:
         info = self.find_pipeline(pipeline_hash)
@@ -527,9 +541,7 @@ class DashboardAPI:
         cutoff = now - timedelta(days=days)
         runs = [run for run in self.all_runs(info) if run.start_time >= cutoff]
         leases = _leases(self.backend(info), runs)
-        statuses = [
-            RUNNING if liveness_of(run, leases) == "live" else run.status.value for run in runs
-        ]
+        statuses = self._statuses(info, runs, leases)
         counts = Counter(statuses)
         total = len(runs)
         successes = counts.get(PipelineTerminalStatus.SUCCESS.value, 0)
