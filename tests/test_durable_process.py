@@ -319,6 +319,16 @@ def uninterrupted_state(env: dict[str, str], scenario: str, tmp: Path) -> dict[s
     return _UNINTERRUPTED[scenario]
 
 
+def clean_run(env: dict[str, str], tmp: Path, scenario: str) -> Outcome:
+    """`scenario` run once, nothing suspending or killing it, in a store of its own."""
+    clean = {
+        **env,
+        "JUSTPIPE_STORAGE_PATH": str(tmp / "c"),
+        "DURABLE_SIDE": str(tmp / "c.log"),
+    }
+    return launch(clean, scenario, "run", DURABLE_NO_SUSPEND="1")
+
+
 def _run_clean(env: dict[str, str], scenario: str, tmp: Path) -> dict[str, Any]:
     clean = {
         **env,
@@ -439,32 +449,40 @@ def test_a_parallel_join_killed_mid_run_resumes_in_another_process(
 
 
 @pytest.mark.filterwarnings("ignore::justpipe.types.PipelineValidationWarning")
+@pytest.mark.parametrize(
+    ("scenario", "kill", "items"),
+    [("map", 500, ITEMS), ("lazymap", 150, LAZY_ITEMS)],
+    ids=["sized", "lazy"],
+)
 def test_a_map_killed_mid_run_resumes_its_remaining_items(
-    world: dict[str, str], tmp_path: Path
+    world: dict[str, str], tmp_path: Path, scenario: str, kill: int, items: int
 ) -> None:
-    first = launch(world, "map", "run", DURABLE_KILL_AT="w500")
+    """A sized map (a list), and a lazy one (a generator with max_concurrency, which a
+    durable run reads whole first): the checkpoint keeps the items, the resumed map runs
+    only the rest and does not call its source again."""
+    first = launch(world, scenario, "run", DURABLE_KILL_AT=f"w{kill}")
     assert first.returncode == -signal.SIGKILL
     assert first.run_id is not None
     crashed = final_checkpoint(world, first.run_id)
     assert crashed["row_status"] == "running"
     (entry,) = [e for e in crashed["frontier"] if e["step"] == "numbers"]
     done = done_indices(entry["map"])
-    assert done and 500 not in done
+    assert done and kill not in done
 
-    second = launch(world, "map", "resume", first.run_id)
+    second = launch(world, scenario, "resume", first.run_id)
     assert second.returncode == 0, second.stderr
     counts = side_counts(world)
     assert counts["numbers"] == 1, "the map's source is not called again"
     assert counts["total"] == 1
-    items = [f"w{i}" for i in range(ITEMS)]
-    assert all(counts[name] >= 1 for name in items), "every item ran at least once"
+    names = [f"w{i}" for i in range(items)]
+    assert all(counts[name] >= 1 for name in names), "every item ran at least once"
     assert all(counts[f"w{i}"] == 1 for i in done), "checkpointed items ran exactly once"
-    assert counts["w500"] == 2
+    assert counts[f"w{kill}"] == 2
     workers = [row for row in second.events if row[0] == "map_worker"]
-    assert len(workers) == ITEMS - len(done)
+    assert len(workers) == items - len(done)
     data = final_checkpoint(world, first.run_id)
     assert data["end"] == "success"
-    assert data["state"] == uninterrupted_state(world, "map", tmp_path)
+    assert data["state"] == uninterrupted_state(world, scenario, tmp_path)
 
 
 @pytest.mark.parametrize("kill_at", ["c1", "c2b", "c3"])
@@ -508,16 +526,7 @@ def test_a_suspend_inside_a_sub_pipeline_resumes_in_another_process(
     second = launch(world, "subreview", "resume", first.run_id)
     assert second.returncode == 0, second.stderr
 
-    clean = launch(
-        {
-            **world,
-            "JUSTPIPE_STORAGE_PATH": str(tmp_path / "c"),
-            "DURABLE_SIDE": str(tmp_path / "c.log"),
-        },
-        "subreview",
-        "run",
-        DURABLE_NO_SUSPEND="1",
-    )
+    clean = clean_run(world, tmp_path, "subreview")
 
     def steps(rows: list[list[Any]]) -> list[tuple[str, str]]:
         # the sub step's own start/end: once per segment it spans (re-entered on resume)
@@ -533,32 +542,6 @@ def test_a_suspend_inside_a_sub_pipeline_resumes_in_another_process(
     assert seqs == list(range(1, len(seqs) + 1))
 
 
-def test_a_lazy_map_killed_mid_run_resumes_its_remaining_items(
-    world: dict[str, str], tmp_path: Path
-) -> None:
-    """A generator source with max_concurrency: a durable run reads it whole first, so the
-    checkpoint keeps its items and the resumed map does not call the source again."""
-    first = launch(world, "lazymap", "run", DURABLE_KILL_AT="w150")
-    assert first.returncode == -signal.SIGKILL and first.run_id is not None
-    crashed = final_checkpoint(world, first.run_id)
-    (entry,) = [e for e in crashed["frontier"] if e["step"] == "numbers"]
-    done = done_indices(entry["map"])
-    assert done and 150 not in done
-
-    second = launch(world, "lazymap", "resume", first.run_id)
-    assert second.returncode == 0, second.stderr
-    counts = side_counts(world)
-    assert counts["numbers"] == 1 and counts["total"] == 1
-    assert all(counts[f"w{i}"] >= 1 for i in range(LAZY_ITEMS))
-    assert all(counts[f"w{i}"] == 1 for i in done)
-    assert counts["w150"] == 2
-    workers = [row for row in second.events if row[0] == "map_worker"]
-    assert len(workers) == LAZY_ITEMS - len(done)
-    data = final_checkpoint(world, first.run_id)
-    assert data["end"] == "success"
-    assert data["state"] == uninterrupted_state(world, "lazymap", tmp_path)
-
-
 def test_suspend_in_one_process_resume_in_another(world: dict[str, str], tmp_path: Path) -> None:
     first = launch(world, "review", "run")
     assert first.returncode == 0, first.stderr
@@ -567,16 +550,7 @@ def test_suspend_in_one_process_resume_in_another(world: dict[str, str], tmp_pat
     second = launch(world, "review", "resume", first.run_id)
     assert second.returncode == 0, second.stderr
 
-    clean = launch(
-        {
-            **world,
-            "JUSTPIPE_STORAGE_PATH": str(tmp_path / "c"),
-            "DURABLE_SIDE": str(tmp_path / "c.log"),
-        },
-        "review",
-        "run",
-        DURABLE_NO_SUSPEND="1",
-    )
+    clean = clean_run(world, tmp_path, "review")
     joined = [r for r in first.events if r[0] not in ("suspend", "finish")]
     joined += [r for r in second.events if r[0] != "start"]
     assert [r[:2] + r[3:4] for r in joined] == [r[:2] + r[3:4] for r in clean.events]
