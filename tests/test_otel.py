@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from extras import require
-from helpers import collect, end_data, run_with_watchdog
+from helpers import collect, drain, end_data, run_with_watchdog
 from justpipe import Pipe
 from justpipe.types import EventType, PipelineTerminalStatus, Retry, Skip, Stop, Suspend
 
@@ -692,7 +692,7 @@ async def test_a_resumed_durable_run_links_to_its_previous_segment(otel: Otel) -
 
     pipe.add_observer(otel.observer)
     first = await collect(pipe)
-    await run_with_watchdog(_drain(pipe.resume(first[-1].run_id, value="ok")))
+    await run_with_watchdog(drain(pipe.resume(first[-1].run_id, value="ok")))
     segment_one, segment_two = otel.named("RUN hitl")
     assert attr(segment_one, "justpipe.run.suspended") is True
     assert attr(segment_one, "justpipe.run.segment") is None
@@ -703,11 +703,6 @@ async def test_a_resumed_durable_run_links_to_its_previous_segment(otel: Otel) -
     (link,) = segment_two.links
     assert link.context.span_id == _ctx(segment_one).span_id
     assert [s.name for s in otel.children(segment_two) if s.name == "act"] == ["act"]
-
-
-async def _drain(stream: Any) -> None:
-    async for _ in stream:
-        pass
 
 
 async def test_stop_is_a_plain_success(otel: Otel) -> None:
