@@ -5,6 +5,7 @@ SIGKILL inside a child, resumed in another process, is in tests/test_durable_pro
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -265,20 +266,105 @@ async def test_a_failing_sub_pipeline_fails_its_step_and_the_run_finishes() -> N
 
 
 @pytest.mark.filterwarnings("ignore::justpipe.types.PipelineValidationWarning")
-async def test_a_suspend_in_a_map_workers_sub_pipeline_still_ends_the_run_with_a_warning() -> None:
+@pytest.mark.parametrize("limit", [None, 2])
+async def test_a_suspend_in_a_map_workers_sub_pipeline_resumes_that_item(
+    limit: int | None,
+) -> None:
+    """Items 0..3 each run a child pipeline; item 2's asks (suspends): the other items
+    finish, the map stays open, and the resume re-enters item 2's child after its question."""
+    child: Pipe[dict[str, Any], None] = Pipe(dict, name="per-item")
+    ran: list[str] = []
+
+    @child.step(to="answer")
+    async def question(s: dict[str, Any]) -> Any:
+        ran.append(f"q{s['i']}")
+        if s["i"] == 2 and resume_value() is None:
+            return Suspend(f"item {s['i']} asks")
+        return None
+
+    @child.step
+    async def answer(s: dict[str, Any]) -> None:
+        ran.append(f"a{s['i']}:{resume_value()}")
+
     store = InMemoryCheckpointStore()
-    pipe: Pipe[Doc, None] = Pipe(Doc, name="mapsub", durable=store)
+    pipe: Pipe[dict[str, Any], None] = Pipe(dict, name="mapsub", durable=store)
+
+    @pipe.map(each="per_item", to="total", max_concurrency=limit)
+    async def items(s: dict[str, Any]) -> list[int]:
+        ran.append("items")
+        return [0, 1, 2, 3]
+
+    @pipe.sub(pipeline=child)
+    async def per_item(s: dict[str, Any], item: int) -> dict[str, Any]:
+        return {"i": item}
+
+    @pipe.step
+    async def total(s: dict[str, Any]) -> None:
+        ran.append("total")
+
+    first = await collect(pipe, {})
+    payload = end_data(first)
+    assert isinstance(payload, SuspendedEndData)
+    assert payload.suspended_steps == ("per_item:question",)
+    assert payload.reasons == ("item 2 asks",)
+    assert "total" not in ran and "a2:None" not in ran
+    run_id = first[-1].run_id
+    (entry,) = checkpoint(store, run_id)["frontier"]
+    (kept,) = entry["map"]["children"]
+    assert (kept["index"], kept["worker"], kept["child"]["status"]) == (2, "per_item", "suspended")
+    before = list(ran)
+    ran.clear()
+
+    second = await run_with_watchdog(drain(pipe.resume(run_id, value="yes")))
+    assert type(end_data(second)) is PipelineEndData
+    # item 2's child goes on after its question; the other items and the source do not
+    # run again (with a pool, the items not yet handed out run now)
+    assert "q2" not in ran and "a2:yes" in ran and "items" not in ran
+    answered = sorted(x.split(":")[0] for x in before + ran if x[0] == "a")
+    assert answered == ["a0", "a1", "a2", "a3"], "every item's child finished exactly once"
+    assert sorted(x for x in before + ran if x[0] == "q") == ["q0", "q1", "q2", "q3"]
+    assert ran[-1] == "total" and ran.count("total") == 1
+    assert [e.type for e in second].count(EventType.MAP_COMPLETE) == 1
+    assert checkpoint(store, run_id)["status"] == "finished"
+
+
+@pytest.mark.filterwarnings("ignore::justpipe.types.PipelineValidationWarning")
+async def test_a_map_workers_sub_pipeline_interrupted_mid_way_goes_on_after_a_resume() -> None:
+    child: Pipe[dict[str, Any], None] = Pipe(dict, name="slow-item")
+    ran: list[str] = []
+
+    @child.step(to="slow")
+    async def fast(s: dict[str, Any]) -> None:
+        ran.append(f"fast{s['i']}")
+
+    @child.step
+    async def slow(s: dict[str, Any]) -> None:
+        await asyncio.sleep(0.05)
+        ran.append(f"slow{s['i']}")
+
+    store = InMemoryCheckpointStore()
+    pipe: Pipe[dict[str, Any], None] = Pipe(dict, name="mapsub-crash", durable=store)
 
     @pipe.map(each="per_item")
-    async def items(s: Doc) -> list[int]:
-        return [1]
+    async def items(s: dict[str, Any]) -> list[int]:
+        return [0, 1]
 
-    @pipe.sub(pipeline=asking_child())
-    async def per_item(s: Doc, item: int) -> Doc:
-        return Doc()
+    @pipe.sub(pipeline=child)
+    async def per_item(s: dict[str, Any], item: int) -> dict[str, Any]:
+        return {"i": item}
 
-    with pytest.warns(UserWarning, match="map's worker sub-pipeline"):
-        events = await collect(pipe, Doc())
-    assert type(end_data(events)) is PipelineEndData
-    with pytest.raises(RunFinishedError, match="map's worker sub-pipeline"):
-        await drain(pipe.resume(events[-1].run_id))
+    stream = pipe.run({})
+    run_id = ""
+    async for event in stream:  # stop once both items' children are in their slow step
+        run_id = event.run_id or run_id
+        both_fast = sum(1 for x in ran if x.startswith("fast")) == 2
+        if event.type is EventType.STEP_START and event.stage == "per_item:slow" and both_fast:
+            break
+    await stream.aclose()
+    (entry,) = checkpoint(store, run_id)["frontier"]
+    children = entry["map"]["children"]
+    assert [kept["index"] for kept in children] == [0, 1]
+    assert all(kept["child"]["completed"] == 1 for kept in children)
+
+    await run_with_watchdog(drain(pipe.resume(run_id)))
+    assert sorted(ran) == ["fast0", "fast1", "slow0", "slow1"], "fast ran once per item"

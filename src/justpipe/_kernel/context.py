@@ -128,6 +128,7 @@ class _MapRun:
         "t0",
         "items",
         "worker_name",
+        "held",
     )
 
     def __init__(self, inv: _Invocation, worker: NodePlan | None, total: int | None) -> None:
@@ -144,6 +145,7 @@ class _MapRun:
         self.closed = False
         self.t0 = time.perf_counter()
         self.items: list[Any] | None = None  # a durable run's sized map: its items, kept
+        self.held = 0  # a durable run's: workers whose sub-pipeline suspended (not done)
 
 
 class _Invocation:

@@ -103,9 +103,7 @@ class _MapFanOut:
 
     # ------------------------------------------------------------------ task side
 
-    async def start(
-        self, node: MapPlan, inv: _Invocation, result: Any, run: RunInvocation
-    ) -> None:
+    async def start(self, node: MapPlan, inv: _Invocation, result: Any, run: RunInvocation) -> None:
         """Feed the items of `result` to worker invocations; MAP_FED follows when all are out."""
         is_async = hasattr(result, "__aiter__")
         if not is_async and not _is_iterable(result):
@@ -342,9 +340,12 @@ class _MapFanOut:
         """
         if not mr.fed or mr.finished != mr.started or mr.closed:
             return False
-        if self.on_map is not None and mr.total is not None and mr.started < mr.total:
-            # a durable run stopped (a Suspend) before this map handed out every item: it
-            # stays open, in the checkpoint's frontier, and the resumed run feeds the rest
+        if self.on_map is not None and (
+            mr.held or (mr.total is not None and mr.started < mr.total)
+        ):
+            # a durable run stopped (a Suspend) before this map handed out every item, or a
+            # worker's sub-pipeline suspended: it stays open, in the checkpoint's frontier,
+            # and the resumed run feeds the rest (re-entering the suspended sub-pipelines)
             return False
         mr.closed = True
         inv = mr.inv

@@ -247,8 +247,8 @@ class _StepRunner:
         """Stream the child pipeline's run into this one (its events re-stamped here).
 
         In a durable run (`ctx.nest`), the child is a nested durable run checkpointed inside
-        this run's checkpoints (not for a map's workers: an item runs again whole); a child
-        that suspended makes this step's outcome a SUSPEND (`ChildSuspended`).
+        this run's checkpoints; a child that suspended makes this step's outcome a SUSPEND
+        (`ChildSuspended`).
         """
         name = inv.name
         offer = self._channel.offer
@@ -256,7 +256,7 @@ class _StepRunner:
         prefix = f"{name}:"
         inv_id = inv.inv_id
         head = (name,)
-        nest = self._ctx.nest if inv.map_run is None else None
+        nest = self._ctx.nest
         try:
             if nest is None:
                 stream = node.pipeline.run(child_state, self._ctx.context)

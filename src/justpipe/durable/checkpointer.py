@@ -271,6 +271,9 @@ class Checkpointer:
         progress = _MapProgress.restore(saved)
         progress.part = key
         self._resumed_done[owner] = progress
+        if self.subs is not None:  # its workers' sub-pipelines go on
+            for kept in saved.get("children", ()):
+                self.subs.restored[f"{owner}#{int(kept['index'])}"] = kept["child"]
         orch._pending.append(self._resume_map(inv, node, items, progress.indices()))
 
     async def _resume_map(
@@ -303,10 +306,12 @@ class Checkpointer:
         if map_run is not None:
             owner = map_run.inv.owner_id
             kept = self._maps.get(owner) if owner is not None else None
-            if kept is not None and inv.scope:
-                kept.add(_item_index(inv.scope[-1]))
-            if outcome is _SUSPEND:  # a worker's: the map goes on when the run resumes
-                self._suspenders.append((inv, str(getattr(value, "reason", ""))))
+            if outcome is not _SUSPEND or value.__class__ is not ChildSuspended:
+                if kept is not None and inv.scope:
+                    kept.add(_item_index(inv.scope[-1]))
+                if outcome is _SUSPEND:  # a worker's: the map goes on when the run resumes
+                    self._suspenders.append((inv, str(getattr(value, "reason", ""))))
+            # (else its sub-pipeline suspended: the item is not done, `subs` keeps its child)
             if map_run.closed:
                 live.pop(owner, None)
                 self._map_closed(owner)
@@ -346,8 +351,8 @@ class Checkpointer:
             # error handler): say so, and end the run as finished rather than lose steps
             suspended = False
             self._note = (
-                "a Suspend inside a map's worker sub-pipeline (or returned by a map source's "
-                "error handler) ends a durable run: resuming from there is not supported yet"
+                "a Suspend returned by a map source's error handler ends a durable run: "
+                "resuming from there is not supported yet"
             )
             warnings.warn(
                 f"durable run {self.run_id!r}: {self._note}; the run is recorded as finished.",
@@ -409,6 +414,10 @@ class Checkpointer:
                 items = map_run.items
                 if items is not None:
                     entry["map"] = self._map_entry(owner, inv.name, kept, items)
+                    if subs is not None:
+                        children = subs.of_map(owner, map_run.worker_name)
+                        if children:
+                            entry["map"]["children"] = children
             frontier.append(entry)
         for inv in self._reruns:
             frontier.append(_rerun_entry(inv))

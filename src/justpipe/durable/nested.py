@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from justpipe._kernel.context import _Invocation
 from justpipe._kernel.outcomes import ChildSuspended, Outcome
 from justpipe._kernel.plan import SubPlan
-from justpipe.durable.checkpointer import Checkpointer
+from justpipe.durable.checkpointer import Checkpointer, _item_index
 from justpipe.durable.store import RUNNING, SUSPENDED
 from justpipe.types import Event, PipelineTerminalStatus
 
@@ -116,17 +116,20 @@ class SubRuns:
 
     def __init__(self, owner: Checkpointer) -> None:
         self.owner = owner
-        self.live: dict[str, ChildCheckpointer] = {}  # by the sub step's owner id
+        # by `child_key`: the sub step's owner id, or "<map owner id>#<item index>"
+        self.live: dict[str, ChildCheckpointer] = {}
         self.restored: dict[str, dict[str, Any]] = {}  # checkpointed children to resume
-        # children that ended suspended: (the sub step's invocation, the child's document)
+        # children that ended suspended: (the sub step's invocation, the child's document);
+        # those of a map's workers apart (their map stays open and keeps them)
         self.suspended: dict[str, tuple[_Invocation, dict[str, Any]]] = {}
+        self.held: dict[str, tuple[_Invocation, dict[str, Any]]] = {}
         self.suspends = 0  # the SUSPEND events the suspended children account for
 
     # ------------------------------------------------------------------ the kernel's side
 
     def restoring(self, inv: _Invocation) -> bool:
         """Whether `inv` is a resumed sub step whose child goes on from a checkpoint."""
-        return inv.map_run is None and inv.owner_id in self.restored
+        return bool(self.restored) and child_key(inv) in self.restored
 
     def child_stream(
         self, node: SubPlan, inv: _Invocation, child_state: Any
@@ -134,7 +137,7 @@ class SubRuns:
         from justpipe._kernel.runner import _PipelineRunner
 
         owner = self.owner
-        key = str(inv.owner_id)
+        key = child_key(inv)
         restored = self.restored.pop(key, None)
         parent_state = owner.runner.state
         if restored is not None:
@@ -154,18 +157,23 @@ class SubRuns:
 
     def child_ended(self, inv: _Invocation) -> tuple[Outcome, Any]:
         """The child's stream ended: the sub step's outcome (SUSPEND if the child suspended)."""
-        key = str(inv.owner_id)
+        key = child_key(inv)
         child = self.live.pop(key, None)
         if child is None or child.final is None or child.final["status"] != SUSPENDED:
             return _OK, None
-        self.suspended[key] = (inv, child.final)
+        map_run = inv.map_run
+        if map_run is not None:  # the item is not done: its map stays open (`held`)
+            map_run.held += 1
+            self.held[key] = (inv, child.final)
+        else:
+            self.suspended[key] = (inv, child.final)
         self.suspends += child.final_suspends
         reasons = [str(entry.get("reason", "")) for entry in child.final["suspended"]]
         return Outcome.SUSPEND, ChildSuspended("; ".join(reasons))
 
     def child_failed(self, inv: _Invocation) -> None:
         """The child run failed: the sub step failed, nothing of it to resume."""
-        self.live.pop(str(inv.owner_id), None)
+        self.live.pop(child_key(inv), None)
 
     # ------------------------------------------------------------------ the checkpointer's side
 
@@ -184,9 +192,23 @@ class SubRuns:
         """The suspended children's steps (``sub:step``, deeper ``sub:sub:step``) and reasons."""
         steps: list[str] = []
         reasons: list[str] = []
-        for inv, data in self.suspended.values():
+        for inv, data in (*self.suspended.values(), *self.held.values()):
             _collect(data, f"{inv.name}:", steps, reasons)
         return tuple(steps), tuple(reasons)
+
+    def of_map(self, owner_id: str, worker: str) -> list[dict[str, Any]]:
+        """The children of a map's workers (running, suspended, or restored and not yet
+        re-entered), for the map's entry in the checkpoint."""
+        prefix = f"{owner_id}#"
+        found: list[dict[str, Any]] = []
+        for key in self.live.keys() | self.held.keys() | self.restored.keys():
+            if key.startswith(prefix):
+                held = self.held.get(key)
+                document = held[1] if held is not None else self.document_of(key)
+                if document is not None:
+                    index = int(key[len(prefix) :])
+                    found.append({"index": index, "worker": worker, "child": document})
+        return sorted(found, key=lambda entry: int(entry["index"]))
 
 
 def _collect(data: dict[str, Any], prefix: str, steps: list[str], reasons: list[str]) -> None:
@@ -198,6 +220,17 @@ def _collect(data: dict[str, Any], prefix: str, steps: list[str], reasons: list[
         child = entry.get("child")
         if child is not None and child.get("status") == SUSPENDED:
             _collect(child, f"{prefix}{entry['step']}:", steps, reasons)
+        for kept in (entry.get("map") or {}).get("children", ()):
+            if kept["child"].get("status") == SUSPENDED:
+                _collect(kept["child"], f"{prefix}{kept['worker']}:", steps, reasons)
+
+
+def child_key(inv: _Invocation) -> str:
+    """Where a sub step's child is kept: by the step's owner id, or a map worker's item."""
+    map_run = inv.map_run
+    if map_run is None:
+        return str(inv.owner_id)
+    return f"{map_run.inv.owner_id}#{_item_index(inv.scope[-1])}"
 
 
 def state_path(child_state: Any, parent_state: Any) -> list[str] | None:
