@@ -368,3 +368,18 @@ async def test_a_map_workers_sub_pipeline_interrupted_mid_way_goes_on_after_a_re
 
     await run_with_watchdog(drain(pipe.resume(run_id)))
     assert sorted(ran) == ["fast0", "fast1", "slow0", "slow1"], "fast ran once per item"
+
+
+async def test_an_unserializable_child_state_fails_its_sub_step_naming_the_child() -> None:
+    store = InMemoryCheckpointStore()
+    pipe: Pipe[Doc, None] = Pipe(Doc, name="bad-child", durable=store)
+
+    @pipe.sub(pipeline=asking_child())
+    async def nested(s: Doc) -> Doc:
+        return Doc(answer={1, 2})  # a set: not checkpointable, and not the parent's state
+
+    events = await collect(pipe, Doc())
+    (error,) = [e for e in events if e.type is EventType.STEP_ERROR]
+    assert "sub-pipeline 'child' state.answer" in str(error.payload)
+    assert "builtins.set" in str(error.payload)
+    assert end_data(events).status is PipelineTerminalStatus.FAILED

@@ -103,7 +103,8 @@ class ChildCheckpointer(Checkpointer):
     def encoded_state(self) -> Any:
         if self.path is not None:
             return None  # restored from the parent's state, at `path`
-        return super().encoded_state()
+        # (named in errors as the child's, not the parent's, state)
+        return self.serializer.encode(self.runner.state, f"sub-pipeline {self.pipe_name!r} state")
 
     def document(self, status: str, end: PipelineTerminalStatus | None = None) -> dict[str, Any]:
         data = super().document(status, end)
