@@ -21,6 +21,11 @@ class RunRecord:
 
     ``run_meta`` is the JSON text of the run-scope meta snapshot (the FINISH event's
     ``meta``), or ``None`` when the run wrote none.
+
+    ``damage`` is set by a store that could not read part of the row (a timestamp no
+    date can hold, a duration that is not a number...): it says what, and the fields it
+    concerns hold a stand-in (the epoch for a start time, ``None`` otherwise). Readers
+    show such a run as damaged instead of failing on it.
     """
 
     run_id: str
@@ -31,6 +36,7 @@ class RunRecord:
     error_message: str | None = None
     error_step: str | None = None
     run_meta: str | None = None
+    damage: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,10 +114,46 @@ def parse_event_type(value: object) -> EventType | None:
     return _EVENT_TYPES.get(value) if isinstance(value, str) else None
 
 
+EPOCH = datetime.fromtimestamp(0, tz=UTC)
+"""What an unreadable stored time reads as (a damaged row's start, an event's time)."""
+
+
 def utc_from_epoch(value: object) -> datetime:
-    """Read a stored epoch (seconds) as an aware UTC datetime; non-numbers read as 0."""
-    seconds = value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
-    return datetime.fromtimestamp(seconds, tz=UTC)
+    """Read a stored epoch (seconds) as an aware UTC datetime; what no date can hold
+    (non-numbers, NaN, year 0 or 10000...) reads as the epoch, never raises."""
+    try:
+        return read_epoch(value, "time")
+    except ValueError:
+        return EPOCH
+
+
+def read_epoch(value: object, column: str) -> datetime:
+    """A stored epoch (seconds) as an aware UTC datetime; ``ValueError`` saying why not.
+
+    Refuses what no datetime can hold (year 0, 10000, 1e300, NaN) and non-numbers,
+    naming `column` and the stored value.
+    """
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f"{column} is not a number: {_shown(value)}")
+    try:
+        return datetime.fromtimestamp(value, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"{column} {_shown(value)} is not a date (out of range)") from None
+
+
+def read_seconds(value: object, column: str) -> timedelta:
+    """A stored number of seconds as a timedelta; ``ValueError`` saying why not."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f"{column} is not a number: {_shown(value)}")
+    try:
+        return timedelta(seconds=value)
+    except (OverflowError, ValueError):
+        raise ValueError(f"{column} {_shown(value)} is out of range") from None
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def epoch_of(moment: datetime) -> float:

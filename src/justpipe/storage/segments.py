@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from justpipe.storage.readonly import connect_read_only
+
 if TYPE_CHECKING:
     from justpipe.durable.store import Lease
     from justpipe.storage.interface import StoredEvent
@@ -276,7 +278,7 @@ def read_durable_runs(
     wanted = None if run_ids is None else list(dict.fromkeys(run_ids))
     if wanted is not None and not wanted:
         return {}
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout)
+    conn = connect_read_only(path, timeout=timeout)
     try:
         if not _has_table(conn, CHECKPOINTS_TABLE):
             return {}

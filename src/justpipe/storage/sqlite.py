@@ -15,6 +15,15 @@ flush) is kept once. Where we depart from upstream, and why:
 * A run row that never got its end record (status ``running``, written by
   ``append_events``) reads back as FAILED with an explanatory ``error_message``
   instead of raising; unknown or NULL statuses read as FAILED too.
+* Every row is read on its own: a run row with a value no date or duration can hold
+  (year 0, 10000, 1e300, text) comes back with ``RunRecord.damage`` saying what,
+  instead of making the whole listing fail; an event's unreadable time reads as the
+  epoch.
+* ``SQLiteBackend(path, read_only=True)`` is how the tools (CLI, dashboard) open a store
+  they only read: through ``storage.readonly.connect_read_only``, with no journal-mode
+  switch and no schema creation or migration (an older file's missing columns read as
+  NULL), so reading never changes the file, and a store on a read-only file system
+  can be read.
 * Events keep the ``seq`` from their JSON; only events without one are numbered,
   after the run's highest stored ``seq``. Rows whose ``type`` is unknown are skipped
   on read, like the in-memory store does.
@@ -35,36 +44,44 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import Self
+from typing import Self, TypeVar
 
 from justpipe.storage.interface import (
+    EPOCH,
     RunRecord,
     StoredEvent,
     epoch_of,
     is_run_id_prefix,
     parse_event_type,
+    read_epoch,
+    read_seconds,
     utc_from_epoch,
     validate_paging,
 )
+from justpipe.storage.readonly import connect_read_only
 from justpipe.storage.serialize import parse_event_object
+from justpipe.storage.status import UNFINISHED_RUN_MESSAGE
 from justpipe.types import EventType, PipelineTerminalStatus
 
-__all__ = ["HEARTBEAT_INTERVAL_S", "LEASE_TIMEOUT_S", "RunLease", "SQLiteBackend", "lease_state"]
+__all__ = [
+    "HEARTBEAT_INTERVAL_S",
+    "LEASE_TIMEOUT_S",
+    "UNFINISHED_RUN_MESSAGE",
+    "RunLease",
+    "SQLiteBackend",
+    "lease_state",
+]
 
 _log = logging.getLogger("justpipe.storage")
 
 RUNNING_STATUS = "running"
 """Status of a run row created by ``append_events`` and not yet completed by ``save_run``."""
 
-UNFINISHED_RUN_MESSAGE = (
-    "Run did not finish: no end record was stored "
-    "(it is still running, or its process ended before recording the outcome)"
-)
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -95,6 +112,9 @@ CREATE TABLE IF NOT EXISTS run_leases (
     heartbeat REAL NOT NULL
 );
 """
+
+DURABLE_TABLES = ("durable_checkpoints", "durable_counters", "durable_parts", "durable_leases")
+"""The tables a durable run's checkpoint lives in (``justpipe.durable.sqlite``), per run_id."""
 
 HEARTBEAT_INTERVAL_S = 2.0
 """How often a persisting process renews the lease of a run it is executing."""
@@ -144,6 +164,7 @@ VALUES (:run_id,
 _RUN_COLUMNS = (
     "run_id, start_time, end_time, duration_s, status, error_message, error_step, run_meta"
 )
+_RUN_COLUMN_NAMES = tuple(name.strip() for name in _RUN_COLUMNS.split(","))
 _EVENT_COLUMNS = "seq, timestamp, event_type, step_name, data"
 _STATUSES = {member.value: member for member in PipelineTerminalStatus}
 
@@ -214,17 +235,32 @@ class SQLiteBackend:
     Construction creates parent directories and the schema (migrating older files).
     A file that is not a SQLite database raises ``sqlite3.DatabaseError`` and is left
     untouched. ``timeout`` is how long a write waits for another writer.
+
+    ``read_only=True`` opens an existing file for reading only (see the module's notes):
+    nothing is created or migrated, and every write raises ``sqlite3.OperationalError``.
     """
 
-    def __init__(self, db_path: str | Path, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, db_path: str | Path, *, timeout: float = 5.0, read_only: bool = False
+    ) -> None:
         self._db_path = Path(db_path)
         self._timeout = timeout
+        self._read_only = read_only
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
         self._finalizer: weakref.finalize[..., SQLiteBackend] | None = None
+        self._run_select: str | None = None
+        if read_only:
+            self._run_columns()  # a file that is missing or not a database fails here
+            return
         self._ensure_parent_dir()
         self._open_schema()
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this backend was opened for reading only."""
+        return self._read_only
 
     def _open_schema(self) -> None:
         """Create or check the schema, retrying while another process holds the file.
@@ -407,11 +443,16 @@ class SQLiteBackend:
         return int(rows[0][0])
 
     def delete_run(self, run_id: str) -> bool:
-        """Delete the run and its events; return whether the run existed."""
+        """Delete the run and its events; return whether the run existed.
+
+        A durable run's checkpoint in the same file (its ``durable_*`` rows) goes with it,
+        in the same transaction: a deleted run cannot be resumed into half a history.
+        """
         with self._write("delete run " + repr(run_id), run_id, []) as conn:
             conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
-            if _has_table(conn, "run_leases"):
-                conn.execute("DELETE FROM run_leases WHERE run_id = ?", (run_id,))
+            for table in ("run_leases", *DURABLE_TABLES):
+                if _has_table(conn, table):
+                    conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
             return conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
 
     # -- reads ----------------------------------------------------------------------
@@ -419,7 +460,7 @@ class SQLiteBackend:
     def get_run(self, run_id: str) -> RunRecord | None:
         rows = self._query(
             "read run " + repr(run_id),
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?",
+            f"SELECT {self._run_columns()} FROM runs WHERE run_id = ?",
             (run_id,),
         )
         return _row_to_run(rows[0]) if rows else None
@@ -434,7 +475,7 @@ class SQLiteBackend:
         where, params = _status_filter(status)
         rows = self._query(
             "list runs",
-            f"SELECT {_RUN_COLUMNS} FROM runs {where}"
+            f"SELECT {self._run_columns()} FROM runs {where}"
             " ORDER BY start_time DESC, rowid DESC LIMIT ? OFFSET ?",
             (*params, limit, offset),
         )
@@ -460,11 +501,25 @@ class SQLiteBackend:
         pattern = _escape_like(run_id_prefix) + "%"
         rows = self._query(
             "find runs by prefix " + repr(run_id_prefix),
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id LIKE ? ESCAPE '\\'"
+            f"SELECT {self._run_columns()} FROM runs WHERE run_id LIKE ? ESCAPE '\\'"
             " ORDER BY start_time DESC, rowid DESC LIMIT ?",
             (pattern, limit),
         )
         return [_row_to_run(row) for row in rows]
+
+    def _run_columns(self) -> str:
+        """The select list of a run row; columns an older file lacks read as NULL."""
+        if self._run_select is None:
+            with self._lock, self._failure_context("read the runs table"):
+                present = _column_names(self._connection(), "runs")
+            if not present:
+                raise sqlite3.OperationalError(
+                    f"run store {self._db_path}: no runs table (not a justpipe run store)"
+                )
+            self._run_select = ", ".join(
+                _select_column(name, present) for name in _RUN_COLUMN_NAMES
+            )
+        return self._run_select
 
     # -- connection and transactions ------------------------------------------------
 
@@ -476,6 +531,12 @@ class SQLiteBackend:
             _INHERITED_CONNECTIONS.append(self._conn)
             if self._finalizer is not None:
                 self._finalizer.detach()
+        if self._read_only:
+            conn = connect_read_only(self._db_path, timeout=self._timeout, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            self._conn, self._pid = conn, os.getpid()
+            self._finalizer = weakref.finalize(self, conn.close)
+            return conn
         conn = sqlite3.connect(
             self._db_path, timeout=self._timeout, check_same_thread=False, isolation_level=None
         )
@@ -626,6 +687,14 @@ def _migrate_runs_columns(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
 
 
+def _select_column(name: str, present: set[str]) -> str:
+    if name in present:
+        return name
+    if name == "run_meta" and "user_meta" in present:  # upstream's older name
+        return "user_meta AS run_meta"
+    return f"NULL AS {name}"
+
+
 def _column_names(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
@@ -708,22 +777,55 @@ def _status_filter(status: PipelineTerminalStatus | None) -> tuple[str, tuple[ob
 
 
 def _row_to_run(row: sqlite3.Row) -> RunRecord:
+    """One run row; what cannot be read is named in ``damage``, the rest is kept."""
+    problems: list[str] = []
     raw_status = row["status"]
     status = _STATUSES.get(raw_status, PipelineTerminalStatus.FAILED)
-    error_message = row["error_message"]
+    error_message = _text(row["error_message"])
     if raw_status == RUNNING_STATUS and error_message is None:
         error_message = UNFINISHED_RUN_MESSAGE
-    end_time, duration = row["end_time"], row["duration_s"]
+    try:
+        start_time = read_epoch(row["start_time"], "start_time")
+    except ValueError as exc:
+        start_time = EPOCH
+        problems.append(str(exc))
+    end_time = _optional(row["end_time"], "end_time", read_epoch, problems)
+    duration = _optional(row["duration_s"], "duration_s", read_seconds, problems)
     return RunRecord(
-        run_id=row["run_id"],
-        start_time=utc_from_epoch(row["start_time"]),
-        end_time=None if end_time is None else utc_from_epoch(end_time),
-        duration=timedelta(seconds=duration) if isinstance(duration, (int, float)) else None,
+        run_id=str(row["run_id"]),
+        start_time=start_time,
+        end_time=end_time,
+        duration=duration,
         status=status,
         error_message=error_message,
-        error_step=row["error_step"],
-        run_meta=row["run_meta"],
+        error_step=_text(row["error_step"]),
+        run_meta=_text(row["run_meta"]),
+        damage="; ".join(problems) or None,
     )
+
+
+_T = TypeVar("_T")
+
+
+def _optional(
+    value: object, column: str, read: Callable[[object, str], _T], problems: list[str]
+) -> _T | None:
+    if value is None:
+        return None
+    try:
+        return read(value, column)
+    except ValueError as exc:
+        problems.append(str(exc))
+        return None
+
+
+def _text(value: object) -> str | None:
+    """A stored text column; a blob or number there is shown as text."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
 
 
 def _row_to_event(row: sqlite3.Row) -> StoredEvent | None:
