@@ -8,7 +8,6 @@ real persisted runs is ``test_cli_e2e.py``.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -597,8 +596,11 @@ def test_cleanup_rejects_a_negative_keep(two_pipelines: Path) -> None:
 def test_cleanup_reports_a_locked_store_and_leaves_its_runs(
     two_pipelines: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    original = registry_module.PipelineRegistry.__init__
     monkeypatch.setattr(
-        registry_module, "SQLiteBackend", functools.partial(SQLiteBackend, timeout=0.1)
+        registry_module.PipelineRegistry,
+        "__init__",
+        lambda self, root, timeout=0.1: original(self, root, timeout=timeout),
     )
     with write_lock(two_pipelines / "1111111111111111" / "runs.db"):
         result = invoke("cleanup", "--keep", "0", "-y")
@@ -628,7 +630,7 @@ def test_stats_summarises_outcomes_durations_activity_and_errors(two_pipelines: 
     assert "Total Runs:        5" in out
     assert "  ✓ Success             3 ( 60.0%)" in out
     assert "  ✗ Failed              2 ( 40.0%)" in out
-    assert "Success Rate:      60.0% (3/5)" in out
+    assert "Success Rate:      60.0% (3/5 that ended)" in out
     assert "  Maximum:         1.5s" in out
     assert "  etl                                 3 ( 60.0%)" in out
     assert re.search(rf"^  Today +{today} ", out, re.MULTILINE), out
@@ -646,7 +648,10 @@ def test_stats_warns_about_many_errors_and_slow_outliers(root: Path) -> None:
     out = invoke("stats", "-p", "bad").output
     assert "Pipeline Statistics: bad" in out
     assert "Warning: High error rate detected!\n   4 errors vs 1 successes" in out
-    assert "Warning: Performance outlier detected!\n   Slowest run: 30.0s vs avg: 6.1s" in out
+    assert (
+        "Warning: Performance outlier in pipeline 'bad'!\n   Slowest run: 30.0s vs its avg: 6.1s"
+        in out
+    )
 
 
 def test_stats_without_runs_in_the_window_says_how_many_days(two_pipelines: Path) -> None:

@@ -147,7 +147,7 @@ async def test_stats_counts_the_persisted_outcomes(store: Path) -> None:
     result = invoke("stats")
     assert result.exit_code == 0
     assert "Total Runs:        5" in result.output
-    assert "Success Rate:      60.0% (3/5)" in result.output
+    assert "Success Rate:      60.0% (3/5 that ended)" in result.output
     assert "Recent Errors:     2 error(s)" in result.output
 
 

@@ -10,11 +10,12 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from justpipe.cli.registry import StoreUnavailableError
 from justpipe.types import PipelineTerminalStatus
 
 if TYPE_CHECKING:
     from justpipe.cli.registry import AnnotatedRun, PipelineRegistry
-    from justpipe.storage.interface import StorageBackend
+    from justpipe.storage.interface import RunRecord, StorageBackend
 
 __all__ = [
     "EXIT_FAILURE",
@@ -22,6 +23,7 @@ __all__ = [
     "HAS_RICH",
     "format_duration",
     "format_label",
+    "format_start",
     "format_status",
     "format_timestamp",
     "parse_run_meta",
@@ -63,17 +65,20 @@ def format_status(status: PipelineTerminalStatus) -> str:
     return f"[{colour}]{status.value}[/{colour}]"
 
 
-_LABEL_COLOURS = {"suspended": "cyan", "running": "blue", "interrupted": "yellow"}
+_LABEL_COLOURS = {
+    "success": "green",
+    "failed": "red",
+    "damaged": "red",
+    "suspended": "cyan",
+    "running": "blue",
+}
 
 
 def format_label(label: str) -> str:
-    """A status shown as text (a durable run's ``suspended``, ``running``, ``interrupted``,
-    or a plain status value) wrapped in rich markup, coloured like `format_status`."""
-    try:
-        return format_status(PipelineTerminalStatus(label))
-    except ValueError:
-        colour = _LABEL_COLOURS.get(label, "yellow")
-        return f"[{colour}]{label}[/{colour}]"
+    """A status of the model (``running``, ``suspended``, ``success``...) in rich markup,
+    coloured like `format_status` (yellow for those without a colour of their own)."""
+    colour = _LABEL_COLOURS.get(str(label), "yellow")
+    return f"[{colour}]{label}[/{colour}]"
 
 
 def format_timestamp(moment: datetime | None) -> str:
@@ -83,6 +88,13 @@ def format_timestamp(moment: datetime | None) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+
+
+def format_start(run: RunRecord) -> str:
+    """A run's start time as `format_timestamp` gives it; ``?`` when it could not be read."""
+    if run.damage is not None and "start_time" in run.damage:
+        return "?"
+    return format_timestamp(run.start_time)
 
 
 def short_id(run_id: str, length: int = 12) -> str:
@@ -108,12 +120,13 @@ def resolve_or_exit(
 ) -> tuple[AnnotatedRun, StorageBackend] | None:
     """Find the run `run_id` names (a full id or a unique prefix) or say why not.
 
-    Prints ``Run not found: <id>`` or ``Error: Ambiguous run ID prefix ...`` and returns
-    None; the caller then ends with ``EXIT_FAILURE``.
+    Prints ``Run not found: <id>``, ``Error: Ambiguous run ID prefix ...`` or, when the
+    run may be in a store that could not be read, ``Error: Run ... could not be read``,
+    and returns None; the caller then ends with ``EXIT_FAILURE``.
     """
     try:
         found = registry.resolve_run(run_id)
-    except ValueError as exc:
+    except (ValueError, StoreUnavailableError) as exc:
         print(f"Error: {exc}")
         return None
     if found is None:

@@ -9,6 +9,7 @@ end as one ``Error: ...`` line on stderr with exit status 1, never as a tracebac
 
 from __future__ import annotations
 
+import errno
 import importlib
 import io
 import sys
@@ -27,6 +28,7 @@ except ImportError as _missing_click:
 from justpipe.cli.formatting import EXIT_FAILURE
 from justpipe.cli.registry import PipelineRegistry, StoreError
 from justpipe.storage.persistence import STORAGE_PATH_ENV, resolve_storage_path
+from justpipe.storage.status import RunStatus
 from justpipe.types import PipelineTerminalStatus
 
 __all__ = ["cli", "get_registry", "main", "resolve_storage_path"]
@@ -34,13 +36,8 @@ __all__ = ["cli", "get_registry", "main", "resolve_storage_path"]
 PARTIAL_RESULT_COMMANDS = frozenset({"list", "pipelines", "stats", "cleanup"})
 """Commands whose output covers every store: a skipped store makes their result partial."""
 
-_STATUS = click.Choice([status.value for status in PipelineTerminalStatus], case_sensitive=False)
-# `list --status` also takes a durable run's states (docs/durable.md, "Seeing the segments")
-DURABLE_STATES = ("suspended", "interrupted", "running")
-_LIST_STATUS = click.Choice(
-    [*(status.value for status in PipelineTerminalStatus), *DURABLE_STATES],
-    case_sensitive=False,
-)
+# every status of the model (docs/statuses.md): how runs ended, and running, suspended...
+_STATUS = click.Choice([status.value for status in RunStatus], case_sensitive=False)
 
 
 def _version() -> str:
@@ -53,16 +50,19 @@ def _version() -> str:
 
 
 def get_registry() -> PipelineRegistry:
-    """The registry over the storage root, creating the root directory if needed."""
+    """The registry over the storage root, creating the root directory when it can
+    (upstream does; a root that cannot be created, e.g. on a read-only file system,
+    just holds no runs). Nothing inside the root is written."""
     root = resolve_storage_path()
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        reason = "not a directory" if root.exists() else exc.strerror or str(exc)
-        raise click.ClickException(
-            f"cannot use the storage directory {root}: {reason} "
-            f"(set {STORAGE_PATH_ENV} to a directory you can write)"
-        ) from exc
+        if exc.errno != errno.EROFS:  # a read-only file system holds no store here
+            reason = "not a directory" if root.exists() else exc.strerror or str(exc)
+            raise click.ClickException(
+                f"cannot use the storage directory {root}: {reason} "
+                f"(set {STORAGE_PATH_ENV} to the directory your runs are stored in)"
+            ) from exc
     return PipelineRegistry(root)
 
 
@@ -96,8 +96,15 @@ def _report_problems(registry: object) -> bool:
     return bool(problems)
 
 
-def _status(value: str | None) -> PipelineTerminalStatus | None:
-    return None if value is None else PipelineTerminalStatus(value.lower())
+def _status(value: str | None) -> PipelineTerminalStatus | RunStatus | None:
+    """The status a command gets: upstream's enum for how a run ended (as upstream's
+    commands are called), the status model's for the others (running, suspended...)."""
+    if value is None:
+        return None
+    try:
+        return PipelineTerminalStatus(value.lower())
+    except ValueError:
+        return RunStatus(value.lower())
 
 
 @click.group()
@@ -115,9 +122,9 @@ def cli() -> None:
 @click.option(
     "--status",
     "-s",
-    type=_LIST_STATUS,
-    help="Only runs that ended with this status (or durable runs that are suspended, "
-    "interrupted or running).",
+    type=_STATUS,
+    help="Only runs with this status: running, suspended or interrupted, how they "
+    "ended, or damaged (see docs/statuses.md).",
 )
 @click.option(
     "--limit",
@@ -130,12 +137,7 @@ def cli() -> None:
 @click.option("--full", is_flag=True, help="Show full run IDs (32 characters).")
 def list_cli(pipeline: str | None, status: str | None, limit: int, full: bool) -> None:
     """List stored pipeline runs, newest first."""
-    wanted: PipelineTerminalStatus | str | None = status
-    if status is not None and status.lower() not in DURABLE_STATES:
-        wanted = _status(status)
-    elif status is not None:
-        wanted = status.lower()
-    _run_command("list", pipeline, wanted, limit, full)
+    _run_command("list", pipeline, _status(status), limit, full)
 
 
 @cli.command("show")
@@ -193,7 +195,12 @@ def export_cli(run_id: str, output: str | None, fmt: str) -> None:
     metavar="DAYS",
     help="Only delete runs that started more than DAYS days ago.",
 )
-@click.option("--status", type=_STATUS, help="Only delete runs with this status.")
+@click.option(
+    "--status",
+    type=_STATUS,
+    help="Only delete runs with this status (suspended and interrupted also need "
+    "--include-resumable; running runs are never deleted).",
+)
 @click.option(
     "--keep",
     type=click.IntRange(min=0),
@@ -203,11 +210,25 @@ def export_cli(run_id: str, output: str | None, fmt: str) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted, delete nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Delete without asking for confirmation.")
+@click.option(
+    "--include-resumable",
+    is_flag=True,
+    help="Also delete suspended and interrupted durable runs (they can no longer be resumed).",
+)
 def cleanup_cli(
-    older_than: int | None, status: str | None, keep: int, dry_run: bool, yes: bool
+    older_than: int | None,
+    status: str | None,
+    keep: int,
+    dry_run: bool,
+    yes: bool,
+    include_resumable: bool,
 ) -> None:
-    """Delete old pipeline runs (asks before deleting)."""
-    options = {"assume_yes": True} if yes else {}
+    """Delete old pipeline runs (asks before deleting; keeps what can be resumed)."""
+    options: dict[str, bool] = {}
+    if yes:
+        options["assume_yes"] = True
+    if include_resumable:
+        options["include_resumable"] = True
     _run_command("cleanup", older_than, _status(status), keep, dry_run, **options)
 
 

@@ -24,24 +24,29 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from justpipe.cli.registry import PipelineInfo, PipelineRegistry, StoreError
+from justpipe.cli.commands.cleanup import select_runs_to_delete
+from justpipe.cli.registry import (
+    AnnotatedRun,
+    PipelineInfo,
+    PipelineRegistry,
+    StoreError,
+    StoreUnavailableError,
+)
 from justpipe.dashboard import analysis
 from justpipe.observability.compare import compare_runs
 from justpipe.storage.interface import MAX_QUERY_LIMIT, RunRecord, StorageBackend, StoredEvent
-from justpipe.storage.persistence import PIPELINE_JSON, RUNS_DB
-from justpipe.storage.segments import (
-    DurableRun,
-    Segment,
-    durable_label,
-    segments_from_events,
+from justpipe.storage.persistence import PIPELINE_JSON
+from justpipe.storage.readonly import read_description
+from justpipe.storage.segments import DurableRun, Segment, segments_from_events
+from justpipe.storage.status import (
+    RESUMABLE,
+    RunStatus,
+    cutoff_days_ago,
+    may_delete,
+    parse_status,
+    success_rate,
 )
-from justpipe.storage.sqlite import (
-    UNFINISHED_RUN_MESSAGE,
-    RunLease,
-    SQLiteBackend,
-    lease_state,
-)
-from justpipe.types import EventType, PipelineTerminalStatus
+from justpipe.types import EventType
 
 __all__ = [
     "Ambiguous",
@@ -54,12 +59,9 @@ __all__ = [
 ]
 
 MIN_SEARCH_LENGTH = 2
-RUNNING = "running"
-# statuses of runs that have not ended (not in a success rate's denominator)
-_NOT_ENDED = frozenset({RUNNING, "suspended", "interrupted"})
-DURABLE_STATUSES = ("suspended", "interrupted")
-"""Statuses only durable runs have (the runs list filters on them too)."""
 CLEANUP_PREVIEW = 20
+FAILURES = (RunStatus.FAILED, RunStatus.TIMEOUT)
+"""Statuses the charts and hotspots count as failures."""
 
 
 STORE_TIMEOUT_S = 1.0
@@ -74,16 +76,7 @@ class DashboardRegistry(PipelineRegistry):
     """
 
     def __init__(self, storage_dir: str | Path, *, timeout: float = STORE_TIMEOUT_S) -> None:
-        super().__init__(storage_dir)
-        self.timeout = timeout
-
-    def get_backend(self, pipeline_hash: str) -> StorageBackend:
-        backend = self._backends.get(pipeline_hash)
-        if backend is None:
-            db_path = self.storage_dir / pipeline_hash / RUNS_DB
-            backend = SQLiteBackend(db_path, timeout=self.timeout)
-            self._backends[pipeline_hash] = backend
-        return backend
+        super().__init__(storage_dir, timeout=timeout)
 
 
 class DashboardError(Exception):
@@ -118,69 +111,49 @@ class StoreUnavailable(DashboardError):
 
 @dataclass(frozen=True)
 class FoundRun:
-    """A run with the pipeline and store it came from, and its liveness."""
+    """A run (with its status) and the pipeline and store it came from."""
 
-    run: RunRecord
+    item: AnnotatedRun
     info: PipelineInfo
     backend: StorageBackend
-    liveness: str | None
 
     @property
-    def status(self) -> str:
-        if self.liveness == "live":
-            return RUNNING
-        return self.run.status.value
+    def run(self) -> RunRecord:
+        return self.item.run
+
+    @property
+    def liveness(self) -> str | None:
+        return self.item.liveness
+
+    @property
+    def status(self) -> RunStatus:
+        return self.item.status
 
 
-def is_unfinished(run: RunRecord) -> bool:
-    """A row written by ``append_events`` that never got its end record."""
-    return run.end_time is None and run.error_message == UNFINISHED_RUN_MESSAGE
+def serialize_run(item: AnnotatedRun) -> dict[str, Any]:
+    """A run as upstream serialized it, with the status of the one model, plus ``liveness``
+    (live/dead/unknown for a run without an end record, else None) and ``damage``.
 
-
-def _leases(backend: StorageBackend, runs: list[RunRecord]) -> dict[str, RunLease]:
-    unfinished = [run.run_id for run in runs if is_unfinished(run)]
-    get_leases = getattr(backend, "get_leases", None)
-    if not unfinished or not callable(get_leases):
-        return {}
-    leases: dict[str, RunLease] = get_leases(unfinished)
-    return leases
-
-
-def liveness_of(run: RunRecord, leases: dict[str, RunLease]) -> str | None:
-    return lease_state(leases.get(run.run_id)) if is_unfinished(run) else None
-
-
-def serialize_run(
-    run: RunRecord,
-    info: PipelineInfo,
-    liveness: str | None = None,
-    durable: DurableRun | None = None,
-) -> dict[str, Any]:
-    """A run as upstream serialized it, plus ``liveness`` (live/dead/unknown, or None).
-
-    A durable run (`durable`, its checkpoint) also carries ``durable`` (its status, the
-    checkpoint's status and segment), and its ``status`` is ``suspended``, ``running`` or
-    ``interrupted`` until it finishes.
+    A durable run also carries ``durable`` (its status, the checkpoint's status and
+    segment); its ``status`` is ``suspended``, ``running`` or ``interrupted`` until it
+    finishes.
     """
-    status = RUNNING if liveness == "live" else run.status.value
-    if durable is not None:
-        status = durable_label(status, durable)
-    error_message = run.error_message
-    if liveness == "dead":
-        error_message = "The process running this run died or stopped reporting before it finished"
+    run = item.run
+    unreadable_start = run.damage is not None and "start_time" in run.damage
     return {
         "run_id": run.run_id,
-        "pipeline_name": info.name,
-        "pipeline_hash": info.hash,
-        "status": status,
-        "start_time": run.start_time.isoformat(),
+        "pipeline_name": item.pipeline_name,
+        "pipeline_hash": item.pipeline_hash,
+        "status": item.status.value,
+        "start_time": None if unreadable_start else run.start_time.isoformat(),
         "end_time": run.end_time.isoformat() if run.end_time else None,
         "duration_seconds": run.duration.total_seconds() if run.duration else None,
-        "error_message": error_message if status != RUNNING else None,
+        "error_message": item.error,
         "error_step": run.error_step,
         "run_meta": _parse_json(run.run_meta),
-        "liveness": liveness,
-        **({} if durable is None else {"durable": serialize_durable(durable)}),
+        "liveness": item.liveness,
+        "damage": run.damage,
+        **({} if item.durable is None else {"durable": serialize_durable(item.durable)}),
     }
 
 
@@ -218,6 +191,14 @@ def _parse_json(text: str | None) -> Any:
         return text
 
 
+def _unavailable(info: PipelineInfo, exc: BaseException, **details: Any) -> StoreUnavailable:
+    return StoreUnavailable(
+        f"The run store of pipeline '{info.name}' cannot be read: {exc}",
+        pipeline_hash=info.hash,
+        **details,
+    )
+
+
 class DashboardAPI:
     """Read (and clean up) every pipeline under a registry's storage root."""
 
@@ -237,20 +218,14 @@ class DashboardAPI:
         try:
             return self.registry.get_backend(info.hash)
         except StoreError as exc:
-            raise StoreUnavailable(
-                f"The run store of pipeline '{info.name}' cannot be read: {exc}",
-                pipeline_hash=info.hash,
-            ) from exc
+            raise _unavailable(info, exc) from exc
 
-    def all_runs(self, info: PipelineInfo) -> list[RunRecord]:
-        backend = self.backend(info)
+    def all_runs(self, info: PipelineInfo) -> list[AnnotatedRun]:
+        """Every run of the pipeline with its status, newest first."""
         try:
-            return self.registry.all_runs_of(backend)
+            return self.registry.runs_of(info)
         except StoreError as exc:
-            raise StoreUnavailable(
-                f"The run store of pipeline '{info.name}' cannot be read: {exc}",
-                pipeline_hash=info.hash,
-            ) from exc
+            raise _unavailable(info, exc) from exc
 
     def pipelines(self) -> list[dict[str, Any]]:
         """Every pipeline with its run summary; an unreadable store carries ``error``."""
@@ -262,52 +237,41 @@ class DashboardAPI:
             "hash": info.hash,
             "total_runs": 0,
             "success_count": 0,
+            "ended_count": 0,
             "success_rate": 0.0,
             "avg_duration_seconds": None,
             "last_run_time": None,
             "last_run_status": None,
             "running_count": 0,
+            "status_counts": {},
             "error": None,
+            "damage": info.damage,
         }
         try:
             runs = self.all_runs(info)
-            leases = _leases(self.backend(info), runs)
-        except (StoreUnavailable, *StoreError) as exc:
+        except StoreUnavailable as exc:
             summary["error"] = str(exc)
             return summary
-        statuses = self._statuses(info, runs, leases)
-        finished = [s for s in statuses if s not in _NOT_ENDED]
-        successes = statuses.count(PipelineTerminalStatus.SUCCESS.value)
-        durations = [run.duration.total_seconds() for run in runs if run.duration is not None]
+        statuses = [item.status for item in runs]
+        successes, ended, rate = success_rate(statuses)
+        durations = [i.run.duration.total_seconds() for i in runs if i.run.duration is not None]
         summary.update(
             total_runs=len(runs),
             success_count=successes,
-            success_rate=round(successes / len(finished) * 100, 1) if finished else 0.0,
+            ended_count=ended,
+            success_rate=rate or 0.0,
             avg_duration_seconds=round(sum(durations) / len(durations), 3) if durations else None,
-            last_run_time=runs[0].start_time.isoformat() if runs else None,
-            last_run_status=statuses[0] if statuses else None,
-            running_count=statuses.count(RUNNING),
+            last_run_time=runs[0].run.start_time.isoformat() if runs else None,
+            last_run_status=statuses[0].value if statuses else None,
+            running_count=statuses.count(RunStatus.RUNNING),
+            status_counts={status.value: n for status, n in Counter(statuses).items()},
         )
         return summary
-
-    def _statuses(
-        self, info: PipelineInfo, runs: list[RunRecord], leases: dict[str, RunLease]
-    ) -> list[str]:
-        """Each run's status as shown: ``running`` while live; a durable run's until it ends
-        (``suspended``, ``interrupted``: neither a success nor finished)."""
-        durable = self.durable_runs(info, [run.run_id for run in runs])
-        return [
-            durable_label(
-                RUNNING if liveness_of(run, leases) == "live" else run.status.value,
-                durable.get(run.run_id),
-            )
-            for run in runs
-        ]
 
     def pipeline(self, pipeline_hash: str) -> dict[str, Any]:
         info = self.find_pipeline(pipeline_hash)
         detail = self._summary(info)
-        description = read_description(info.path.parent / PIPELINE_JSON)
+        description, _ = read_description(info.path.parent / PIPELINE_JSON)
         detail["topology"] = description
         detail["visual_ast"] = description.get("visual_ast") if description else None
         return detail
@@ -330,87 +294,70 @@ class DashboardAPI:
     ) -> tuple[list[dict[str, Any]], int]:
         """One page of the pipeline's runs (newest first) and how many match in total."""
         info = self.find_pipeline(pipeline_hash)
-        wanted = set(statuses or [])
-        valid = {s.value for s in PipelineTerminalStatus} | {RUNNING, *DURABLE_STATUSES}
-        unknown = wanted - valid
-        if unknown:
-            raise BadRequest(f"Unknown status: {', '.join(sorted(unknown))}", allowed=sorted(valid))
+        wanted = _wanted_statuses(statuses)
         runs = self.all_runs(info)
-        leases = _leases(self.backend(info), runs)
-        durable = self.durable_runs(info, [run.run_id for run in runs])
-        rows = [
-            serialize_run(run, info, liveness_of(run, leases), durable.get(run.run_id))
-            for run in runs
-        ]
         if wanted:
-            rows = [row for row in rows if row["status"] in wanted]
-        return rows[offset : offset + limit], len(rows)
+            runs = [item for item in runs if item.status in wanted]
+        return [serialize_run(item) for item in runs[offset : offset + limit]], len(runs)
 
     # -- runs -----------------------------------------------------------------------
 
     def find_run(self, run_id: str) -> FoundRun:
-        """The run with this id, or the only one whose id starts with it."""
+        """The run with this id, or the only one whose id starts with it.
+
+        Not found while some store could not be read: StoreUnavailable (the run may be
+        there), not NotFound.
+        """
         if not run_id:
             raise NotFound("Run not found: (empty id)")
-        searched: list[tuple[PipelineInfo, StorageBackend]] = []
+        try:
+            found = self.registry.resolve_run(run_id)
+        except StoreUnavailableError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        except ValueError:
+            raise self._ambiguity(run_id) from None
+        if found is None:
+            raise NotFound(f"Run not found: {run_id}")
+        item, backend = found
+        return FoundRun(item, self.find_pipeline(item.pipeline_hash), backend)
+
+    def _ambiguity(self, run_id: str) -> Ambiguous:
+        matches: list[AnnotatedRun] = []
         for info, backend in self.registry.readable_pipelines():
             try:
-                run = backend.get_run(run_id)
-            except StoreError:
-                continue
-            if run is not None:
-                return self._found(run, info, backend)
-            searched.append((info, backend))
-        matches: list[tuple[RunRecord, PipelineInfo, StorageBackend]] = []
-        for info, backend in searched:
-            try:
                 runs = backend.find_runs_by_prefix(run_id, limit=MAX_QUERY_LIMIT)
+                matches.extend(self.registry.annotate(info, backend, runs))
             except StoreError:
                 continue
-            matches.extend((run, info, backend) for run in runs)
-        if not matches:
-            raise NotFound(f"Run not found: {run_id}")
-        if len(matches) > 1:
-            matches.sort(key=lambda item: item[0].start_time, reverse=True)
-            raise Ambiguous(
-                f"Ambiguous run ID prefix '{run_id}' matches {len(matches)} runs",
-                candidates=[serialize_run(run, info) for run, info, _ in matches[:20]],
-                total=len(matches),
-            )
-        return self._found(*matches[0])
-
-    def _found(self, run: RunRecord, info: PipelineInfo, backend: StorageBackend) -> FoundRun:
-        leases = _leases(backend, [run])
-        return FoundRun(run, info, backend, liveness_of(run, leases))
+        matches.sort(key=lambda item: item.run.start_time, reverse=True)
+        return Ambiguous(
+            f"Ambiguous run ID prefix '{run_id}' matches {len(matches)} runs",
+            candidates=[serialize_run(item) for item in matches[:20]],
+            total=len(matches),
+        )
 
     def run(self, run_id: str) -> dict[str, Any]:
         """The run; a durable run also with ``durable`` and its ``segments``."""
         found = self.find_run(run_id)
-        durable = self.durable_of(found)
-        run = serialize_run(found.run, found.info, found.liveness, durable)
+        run = serialize_run(found.item)
+        durable = found.item.durable
         if durable is not None:
-            segments = self.segments(found, durable, self.parsed_events(found))
+            segments = self.segments(found, self.parsed_events(found))
             run["segments"] = [serialize_segment(segment) for segment in segments]
         return run
 
     # -- durable runs ---------------------------------------------------------------
 
-    def durable_runs(self, info: PipelineInfo, run_ids: list[str]) -> dict[str, DurableRun]:
-        """The checkpoints of those runs that are durable (none for plain runs)."""
-        durable_runs = getattr(self.registry, "durable_runs", None)
-        if not run_ids or not callable(durable_runs):
-            return {}
-        found: dict[str, DurableRun] = durable_runs(info.hash, run_ids)
-        return found
+    def durable_status(self, found: FoundRun) -> RunStatus:
+        """The run's status read again from its store (the live streams poll it)."""
+        try:
+            return self.registry.annotate(found.info, found.backend, [found.run])[0].status
+        except StoreError as exc:
+            raise _unavailable(found.info, exc) from exc
 
-    def durable_of(self, found: FoundRun) -> DurableRun | None:
-        """The run's checkpoint, or None for a plain run."""
-        return self.durable_runs(found.info, [found.run.run_id]).get(found.run.run_id)
-
-    def segments(
-        self, found: FoundRun, durable: DurableRun | None, events: list[dict[str, Any]]
-    ) -> list[Segment]:
+    def segments(self, found: FoundRun, events: list[dict[str, Any]]) -> list[Segment]:
         """The run's segments (from its parsed events), for a durable run; else none."""
+        durable = found.item.durable
         if durable is None:
             return []
         return segments_from_events(events, durable)
@@ -440,7 +387,7 @@ class DashboardAPI:
         try:
             return found.backend.get_events(found.run.run_id, kind)
         except StoreError as exc:
-            raise StoreUnavailable(str(exc), pipeline_hash=found.info.hash) from exc
+            raise _unavailable(found.info, exc) from exc
 
     def parsed_events(self, found: FoundRun) -> list[dict[str, Any]]:
         """Every event of the run as a dict, in ``seq`` order."""
@@ -453,7 +400,7 @@ class DashboardAPI:
                 return [analysis.parse_row(*row) for row in rows]
             return [analysis.parse_event(event) for event in self.stored_events(found)]
         except StoreError as exc:
-            raise StoreUnavailable(str(exc), pipeline_hash=found.info.hash) from exc
+            raise _unavailable(found.info, exc) from exc
 
     def full_events(self, found: FoundRun, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """`events` with every JSON decoded, loading what was left in the store."""
@@ -464,7 +411,7 @@ class DashboardAPI:
             try:
                 loaded = get_json(found.run.run_id, missing)
             except StoreError as exc:
-                raise StoreUnavailable(str(exc), pipeline_hash=found.info.hash) from exc
+                raise _unavailable(found.info, exc) from exc
         return [analysis.full_event(e, loaded.get(e["seq"])) for e in events]
 
     def analysis(self, found: FoundRun) -> RunAnalysis:
@@ -472,7 +419,11 @@ class DashboardAPI:
         count = getattr(found.backend, "count_events", None)
         key = None
         if found.run.end_time is not None and callable(count):
-            key = (str(found.info.path), found.run.run_id, int(count(found.run.run_id)))
+            try:
+                counted = int(count(found.run.run_id))
+            except StoreError as exc:
+                raise _unavailable(found.info, exc) from exc
+            key = (str(found.info.path), found.run.run_id, counted)
             cached = _ANALYSES.get(key)
             if cached is not None:
                 _ANALYSES.move_to_end(key)
@@ -494,21 +445,19 @@ class DashboardAPI:
         query = query.strip()
         if len(query) < MIN_SEARCH_LENGTH:
             return []
-        found: dict[str, tuple[RunRecord, PipelineInfo, StorageBackend]] = {}
+        found: dict[str, AnnotatedRun] = {}
         lowered = query.lower()
         for info, backend in self.registry.readable_pipelines():
             try:
                 by_id = backend.find_runs_by_prefix(query, limit=limit)
                 by_name = backend.list_runs(limit=limit) if lowered in info.name.lower() else []
+                items = self.registry.annotate(info, backend, [*by_id, *by_name])
             except StoreError:
                 continue
-            for run in [*by_id, *by_name]:
-                found.setdefault(run.run_id, (run, info, backend))
-        ordered = sorted(found.values(), key=lambda item: item[0].start_time, reverse=True)
-        return [
-            serialize_run(run, info, liveness_of(run, _leases(backend, [run])))
-            for run, info, backend in ordered[:limit]
-        ]
+            for item in items:
+                found.setdefault(item.run.run_id, item)
+        ordered = sorted(found.values(), key=lambda item: item.run.start_time, reverse=True)
+        return [serialize_run(item) for item in ordered[:limit]]
 
     def compare(self, run1_id: str, run2_id: str) -> dict[str, Any]:
         one, two = self.find_run(run1_id), self.find_run(run2_id)
@@ -522,14 +471,15 @@ class DashboardAPI:
             "pipeline1_name": comparison.pipeline1_name,
             "pipeline2_name": comparison.pipeline2_name,
             "duration_diff": comparison.duration_diff,
-            "status_same": comparison.status_same,
+            "status_same": one.status is two.status,
+            "status_change": None if one.status is two.status else [one.status, two.status],
             "pipeline_same": comparison.pipeline_same,
             "step_timing_diff": comparison.step_timing_diff,
             "new_steps": comparison.new_steps,
             "removed_steps": comparison.removed_steps,
             "event_count_diff": comparison.event_count_diff,
-            "run1": serialize_run(one.run, one.info, one.liveness),
-            "run2": serialize_run(two.run, two.info, two.liveness),
+            "run1": serialize_run(one.item),
+            "run2": serialize_run(two.item),
             "step_timings": _step_timings(parsed1, parsed2),
             "first_divergence": analysis.first_divergence(parsed1, parsed2),
         }
@@ -538,28 +488,31 @@ class DashboardAPI:
         """Outcomes, durations, daily activity and failures of every run in the window."""
         info = self.find_pipeline(pipeline_hash)
         now = datetime.now(UTC)
-        cutoff = now - timedelta(days=days)
-        runs = [run for run in self.all_runs(info) if run.start_time >= cutoff]
-        leases = _leases(self.backend(info), runs)
-        statuses = self._statuses(info, runs, leases)
-        counts = Counter(statuses)
-        total = len(runs)
-        successes = counts.get(PipelineTerminalStatus.SUCCESS.value, 0)
-        durations = [run.duration.total_seconds() for run in runs if run.duration is not None]
+        cutoff = cutoff_days_ago(days, now)
+        runs = [
+            item
+            for item in self.all_runs(info)
+            if item.run.start_time >= cutoff and item.status is not RunStatus.DAMAGED
+        ]
+        statuses = [item.status for item in runs]
+        counts = Counter(status.value for status in statuses)
+        successes, ended, rate = success_rate(statuses)
+        durations = [i.run.duration.total_seconds() for i in runs if i.run.duration is not None]
         daily: dict[str, dict[str, int]] = {}
-        for offset in range(days - 1, -1, -1):
+        for offset in range(min(days, 366) - 1, -1, -1):
             daily[(now - timedelta(days=offset)).date().isoformat()] = {}
-        for run, status in zip(runs, statuses, strict=True):
-            day = daily.setdefault(run.start_time.date().isoformat(), {})
-            day[status] = day.get(status, 0) + 1
-        failed = [run for run, s in zip(runs, statuses, strict=True) if s in ("failed", "timeout")]
+        for item in runs:
+            day = daily.setdefault(item.run.start_time.date().isoformat(), {})
+            day[item.status.value] = day.get(item.status.value, 0) + 1
+        failed = [item for item in runs if item.status in FAILURES]
         return {
-            "total_runs": total,
+            "total_runs": len(runs),
             "days": days,
             "status_counts": dict(counts),
             "success_count": successes,
-            "failed_count": counts.get(PipelineTerminalStatus.FAILED.value, 0),
-            "success_rate": round(successes / total * 100, 1) if total else 0.0,
+            "ended_count": ended,
+            "failed_count": counts.get(RunStatus.FAILED.value, 0),
+            "success_rate": rate or 0.0,
             "duration_stats": (
                 {
                     "avg": round(sum(durations) / len(durations), 3),
@@ -575,23 +528,23 @@ class DashboardAPI:
             ],
             "duration_trend": [
                 {
-                    "run_id": run.run_id,
-                    "start_time": run.start_time.isoformat(),
-                    "duration_seconds": run.duration.total_seconds(),
-                    "status": status,
+                    "run_id": item.run.run_id,
+                    "start_time": item.run.start_time.isoformat(),
+                    "duration_seconds": item.run.duration.total_seconds(),
+                    "status": item.status.value,
                 }
-                for run, status in reversed(list(zip(runs, statuses, strict=True)))
-                if run.duration is not None
+                for item in reversed(runs)
+                if item.run.duration is not None
             ],
-            "failure_hotspots": analysis.failure_hotspots(run.error_step for run in failed),
+            "failure_hotspots": analysis.failure_hotspots(item.run.error_step for item in failed),
             "recent_errors": [
                 {
-                    "run_id": run.run_id,
-                    "start_time": run.start_time.isoformat(),
-                    "error_message": run.error_message,
-                    "error_step": run.error_step,
+                    "run_id": item.run.run_id,
+                    "start_time": item.run.start_time.isoformat(),
+                    "error_message": item.error,
+                    "error_step": item.run.error_step,
                 }
-                for run in failed[:10]
+                for item in failed[:10]
             ],
         }
 
@@ -602,46 +555,47 @@ class DashboardAPI:
         status: str | None = None,
         keep: int = 10,
         dry_run: bool = True,
+        include_resumable: bool = False,
     ) -> dict[str, Any]:
         """Delete (or with `dry_run`, list) runs beyond the newest `keep` matching the filters.
 
-        Runs that are still going are never deleted.
+        Runs that are still going are never deleted; suspended and interrupted durable runs
+        only with `include_resumable` (``storage.status.may_delete``, as in the CLI).
         """
         info = self.find_pipeline(pipeline_hash)
-        wanted: PipelineTerminalStatus | None = None
-        if status:
-            try:
-                wanted = PipelineTerminalStatus(status.lower())
-            except ValueError:
-                raise BadRequest(f"Unknown status: {status}") from None
+        wanted = _wanted_statuses([status] if status else None)
+        chosen = next(iter(wanted), None)
+        if chosen is not None and not may_delete(chosen, chosen, include_resumable):
+            raise BadRequest(
+                f"{chosen} runs are not deleted"
+                + (" (add include_resumable=true)" if chosen is not RunStatus.RUNNING else "")
+            )
         if keep < 0 or (older_than_days is not None and older_than_days < 0):
             raise BadRequest("keep and older_than_days must be >= 0")
         runs = self.all_runs(info)
-        backend = self.backend(info)
-        leases = _leases(backend, runs)
-        cutoff = (
-            None if older_than_days is None else datetime.now(UTC) - timedelta(days=older_than_days)
-        )
-        doomed = [
-            run
-            for run in runs[keep:]
-            if (cutoff is None or run.start_time < cutoff)
-            and (wanted is None or run.status is wanted)
-            and liveness_of(run, leases) != "live"
-        ]
+        doomed = select_runs_to_delete(runs, older_than_days, chosen, keep, include_resumable)
+        kept = [i for i in runs[keep:] if i.status in RESUMABLE and not include_resumable]
         result: dict[str, Any] = {
             "count": len(doomed),
-            "runs": [serialize_run(run, info) for run in doomed[:CLEANUP_PREVIEW]],
+            "runs": [serialize_run(item) for item in doomed[:CLEANUP_PREVIEW]],
+            "kept_resumable": len(kept),
+            "include_resumable": include_resumable,
             "dry_run": dry_run,
         }
         if dry_run:
             return result
         deleted = 0
         try:
-            for run in doomed:
-                deleted += bool(backend.delete_run(run.run_id))
+            writer = self.registry.get_writable_backend(info.hash)
+            try:
+                for item in doomed:
+                    deleted += bool(writer.delete_run(item.run.run_id))
+            finally:
+                close = getattr(writer, "close", None)
+                if callable(close):
+                    close()
         except StoreError as exc:
-            raise StoreUnavailable(str(exc), pipeline_hash=info.hash, deleted=deleted) from exc
+            raise _unavailable(info, exc, deleted=deleted) from exc
         result["deleted"] = deleted
         return result
 
@@ -651,6 +605,19 @@ class DashboardAPI:
             "timestamp": datetime.now(UTC).isoformat(),
             "total_pipelines": len(self.registry.list_pipelines()),
         }
+
+
+def _wanted_statuses(statuses: list[str] | None) -> set[RunStatus]:
+    """The statuses a filter names; BadRequest listing the valid ones for an unknown one."""
+    wanted: set[RunStatus] = set()
+    for text in statuses or []:
+        try:
+            wanted.add(parse_status(text))
+        except ValueError:
+            raise BadRequest(
+                f"Unknown status: {text}", allowed=[status.value for status in RunStatus]
+            ) from None
+    return wanted
 
 
 @dataclass
@@ -674,7 +641,7 @@ class RunAnalysis:
             origin = float(events[0].get("timestamp") or origin)
         last = float(events[-1].get("timestamp") or origin) if events else origin
         until = last if events or found.run.end_time is None else found.run.end_time.timestamp()
-        if found.liveness != "live":
+        if found.status is not RunStatus.RUNNING:
             for span in spans:
                 if span.end is None:
                     span.status = "incomplete"
@@ -717,12 +684,3 @@ def _step_timings(
 _ANALYSES: OrderedDict[tuple[str, str, int], RunAnalysis] = OrderedDict()
 _ANALYSES_KEPT = 4
 """Finished runs never change (same file, id and event count): their analysis is reused."""
-
-
-def read_description(path: Path) -> dict[str, Any] | None:
-    """The pipeline's ``pipeline.json`` (its ``describe()``), or None when unreadable."""
-    try:
-        described = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return described if isinstance(described, dict) else None

@@ -30,6 +30,7 @@ from justpipe.dashboard.api import (
 )
 from justpipe.dashboard.dag import layout_dag
 from justpipe.storage.segments import Segment
+from justpipe.storage.status import RunStatus
 from justpipe.types import EventType
 
 __all__ = ["Pages"]
@@ -41,7 +42,8 @@ ROWS_PER_PAGE = 150
 WORKERS_PER_PAGE = 100
 STAT_WINDOWS = (7, 14, 30, 90)
 RUN_TABS = ("timeline", "events", "metrics", "steps")
-STATUS_FILTERS = ("running", "success", "failed", "timeout", "cancelled", "client_closed")
+STATUS_FILTERS = tuple(status.value for status in RunStatus)
+"""Every status of the model (``storage.status``) filters the runs list."""
 
 
 def _duration(seconds: Any) -> str:
@@ -189,10 +191,9 @@ class Pages:
         tab = request.query_params.get("tab", "timeline")
         if tab not in RUN_TABS:
             tab = "timeline"
-        durable = self.api.durable_of(found)
-        run = serialize_run(found.run, found.info, found.liveness, durable)
+        run = serialize_run(found.item)
         result = self.api.analysis(found)
-        segments = self.api.segments(found, durable, result.events)
+        segments = self.api.segments(found, result.events)
         context: dict[str, Any] = {
             "title": f"Run {found.run.run_id[:12]}",
             "page": "run",

@@ -54,6 +54,17 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
 ]
 
 
+def tokens_match(presented: str, expected: str) -> bool:
+    """Constant-time comparison of a presented token with the expected one.
+
+    Compares UTF-8 bytes: ``hmac.compare_digest`` refuses ``str`` with non-ASCII
+    characters (a TypeError), and a header or query value can hold any.
+    """
+    return hmac.compare_digest(
+        presented.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
 def is_loopback(host: str) -> bool:
     """Whether `host` (a name or an address, brackets allowed) is this machine only."""
     name = host.strip("[]").lower()
@@ -118,13 +129,17 @@ class SecurityMiddleware:
         set_cookie = False
         if self.token is not None:
             presented = self._presented_token(scope, headers)
-            if presented is None or not hmac.compare_digest(presented, self.token):
+            if presented is None or not tokens_match(presented, self.token):
                 await _reject(send, 401, "An access token is required (open the URL printed)")
                 return
             set_cookie = _query_token(scope) is not None
 
+        started = False
+
         async def send_with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 extra = list(SECURITY_HEADERS)
                 if set_cookie and self.token is not None:
                     cookie = (
@@ -134,7 +149,15 @@ class SecurityMiddleware:
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            # An unexpected error: answer 500 ourselves, with the security headers
+            # (Starlette's own error response, outside this middleware, has none), then
+            # let it propagate so the server logs it.
+            if not started:
+                await _reject(send, 500, "Internal server error")
+            raise
 
     def _presented_token(self, scope: Scope, headers: dict[str, str]) -> str | None:
         authorization = headers.get("authorization", "")

@@ -8,7 +8,6 @@ that touches a store runs it in a worker thread.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -31,8 +30,13 @@ from starlette.routing import Route
 from justpipe.cli.registry import PipelineRegistry, StoreError
 from justpipe.dashboard import pages
 from justpipe.dashboard.api import BadRequest, DashboardAPI, DashboardError, serialize_event
-from justpipe.dashboard.security import LOOPBACK_NAMES, SecurityMiddleware, same_origin
-from justpipe.storage.segments import durable_label
+from justpipe.dashboard.security import (
+    LOOPBACK_NAMES,
+    SecurityMiddleware,
+    same_origin,
+    tokens_match,
+)
+from justpipe.storage.status import RunStatus
 
 __all__ = ["STATIC_DIR", "create_app"]
 
@@ -95,7 +99,7 @@ def create_app(
         return (
             same_origin(headers, request.url.scheme)
             and presented is not None
-            and hmac.compare_digest(presented, csrf_token)
+            and tokens_match(presented, csrf_token)
         )
 
     async def api_cleanup(request: Request) -> Response:
@@ -120,10 +124,14 @@ def create_app(
 
     async def page_cleanup(request: Request) -> Response:
         pipeline_hash = request.path_params["pipeline_hash"]
-        raw = await request.body()
-        if len(raw) > MAX_FORM_BYTES:
+        raw = await read_body(request, MAX_FORM_BYTES)
+        if raw is None:
             return HTMLResponse(
-                renderer.error_page(DashboardError("Form too large")), status_code=413
+                renderer.error_page(
+                    DashboardError(f"Form too large (more than {MAX_FORM_BYTES} bytes)")
+                ),
+                status_code=413,
+                headers={"connection": "close"},
             )
         # a plain urlencoded form (no multipart parser needed for a few short fields)
         fields = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
@@ -150,9 +158,12 @@ def create_app(
             found = await asyncio.to_thread(api.find_run, run_id)
         except DashboardError as exc:
             return JSONResponse(exc.to_dict(), status_code=exc.status)
-        after = _int(
-            request.headers.get("last-event-id"), _int(request.query_params.get("after"), 0)
-        )
+        try:
+            after = _seq(request.headers.get("last-event-id"), "Last-Event-ID")
+            if after is None:
+                after = _seq(request.query_params.get("after"), "after") or 0
+        except DashboardError as exc:
+            return JSONResponse(exc.to_dict(), status_code=exc.status)
         return StreamingResponse(
             _tail_run(api, found.run.run_id, after, poll_interval, request),
             media_type="text/event-stream",
@@ -290,11 +301,39 @@ def _serve_file(root: Path, relative: str) -> FileResponse | None:
     return FileResponse(target)
 
 
-def _int(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value is not None else default
-    except ValueError:
-        return default
+MAX_SEQ = 2**63 - 1
+"""The largest ``seq`` a store can hold (SQLite's INTEGER)."""
+
+
+def _seq(value: str | None, name: str) -> int | None:
+    """An event ``seq`` from a request (None when absent); 400 for anything else."""
+    if value is None or value.strip() == "":
+        return None
+    text = value.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > len(str(MAX_SEQ)):
+        raise BadRequest(f"{name} must be an event seq (0 to {MAX_SEQ}), got {value[:40]!r}")
+    number = int(text)
+    if number > MAX_SEQ:
+        raise BadRequest(f"{name} must be an event seq (0 to {MAX_SEQ}), got {value[:40]!r}")
+    return number
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is larger than `limit` bytes.
+
+    A declared ``Content-Length`` above the limit is refused before anything is read;
+    otherwise the body is read chunk by chunk and reading stops at the first chunk that
+    passes the limit, so a large body is never held in memory.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        return None
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > limit:
+            return None
+    return bytes(received)
 
 
 def _query(request: Request, name: str, default: Any, low: int, high: int | None) -> Any:
@@ -311,6 +350,11 @@ def _query(request: Request, name: str, default: Any, low: int, high: int | None
     return value
 
 
+MAX_DAYS = 1_000_000
+"""The largest ``older_than_days`` cleanup takes (no run is that old)."""
+MAX_KEEP = 10**9
+
+
 def _required(request: Request, name: str) -> str:
     value = request.query_params.get(name)
     if not value:
@@ -325,25 +369,30 @@ def _statuses(raw: str | None) -> list[str] | None:
 
 
 def _cleanup_options(values: Any) -> dict[str, Any]:
-    def number(name: str) -> int | None:
+    def number(name: str, high: int) -> int | None:
         raw = values.get(name)
         if raw in (None, ""):
             return None
-        try:
-            value = int(raw)
-        except ValueError:
-            raise BadRequest(f"{name} must be an integer, got {raw!r}") from None
-        if value < 0:
-            raise BadRequest(f"{name} must be >= 0, got {value}")
-        return value
+        text = str(raw).strip()
+        if text.isascii() and text.isdigit() and len(text) <= len(str(high)):
+            value = int(text)
+            if value <= high:
+                return value
+        raise BadRequest(f"{name} must be an integer from 0 to {high}, got {str(raw)[:40]!r}")
 
-    keep = number("keep")
-    dry_run = str(values.get("dry_run", "true")).lower() not in ("false", "0", "no")
+    def flag(name: str, default: bool) -> bool:
+        raw = values.get(name)
+        if raw in (None, ""):
+            return default
+        return str(raw).lower() not in ("false", "0", "no", "off")
+
+    keep = number("keep", MAX_KEEP)
     return {
-        "older_than_days": number("older_than_days"),
+        "older_than_days": number("older_than_days", MAX_DAYS),
         "status": values.get("status") or None,
         "keep": 10 if keep is None else keep,
-        "dry_run": dry_run,
+        "dry_run": flag("dry_run", True),
+        "include_resumable": flag("include_resumable", False),
     }
 
 
@@ -388,14 +437,11 @@ async def _tail_run(
             yield _sse("event", serialize_event(event), event.seq)
         if len(batch) == STREAM_BATCH:
             continue
-        status = found.status
-        if status != "running":  # a durable run says suspended / interrupted instead
-            durable = await asyncio.to_thread(api.durable_of, found)
-            status = durable_label(status, durable)
+        status = found.status.value
         if status != last_status:
             last_status = status
             yield _sse("status", {"status": status, "liveness": found.liveness})
-        if status != "running":
+        if status != RunStatus.RUNNING:
             yield _sse("end", {"status": status, "last_seq": after})
             return
         if await request.is_disconnected():

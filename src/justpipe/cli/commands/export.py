@@ -11,12 +11,7 @@ from typing import Any
 from justpipe.cli.formatting import EXIT_FAILURE, EXIT_OK, parse_run_meta, resolve_or_exit
 from justpipe.cli.registry import AnnotatedRun, PipelineRegistry
 from justpipe.storage.interface import StoredEvent
-from justpipe.storage.segments import (
-    DurableRun,
-    durable_label,
-    event_dicts,
-    segments_from_events,
-)
+from justpipe.storage.segments import DurableRun, event_dicts, segments_from_events
 
 __all__ = ["export_command"]
 
@@ -32,9 +27,8 @@ def export_command(
     events = backend.get_events(item.run.run_id)
     path = Path(output) if output else Path(f"run_{item.run.run_id[:8]}.json")
     document = _export_document(item, events)
-    durable = registry.durable_of(item)
-    if durable is not None:
-        document.update(_durable_part(durable, events))
+    if item.durable is not None:
+        document.update(_durable_part(item.durable, events))
     try:
         path.write_text(json.dumps(document, indent=2), encoding="utf-8")
     except OSError as exc:
@@ -44,7 +38,7 @@ def export_command(
     print(f"  Run ID: {item.run.run_id}")
     print(f"  Pipeline: {item.pipeline_name}")
     print(f"  Events: {len(events)}")
-    print(f"  Status: {durable_label(item.run.status.value, durable)}")
+    print(f"  Status: {item.status.value}")
     return EXIT_OK
 
 
@@ -55,13 +49,14 @@ def _export_document(item: AnnotatedRun, events: list[StoredEvent]) -> dict[str,
             "id": run.run_id,
             "pipeline_name": item.pipeline_name,
             "pipeline_hash": item.pipeline_hash,
-            "status": run.status.value,
+            "status": item.status.value,
             "start_time": run.start_time.isoformat(),
             "end_time": run.end_time.isoformat() if run.end_time is not None else None,
             "duration_seconds": run.duration.total_seconds() if run.duration is not None else None,
-            "error_message": run.error_message,
+            "error_message": item.error,
             "error_step": run.error_step,
             "run_meta": parse_run_meta(run.run_meta),
+            **({"damage": run.damage} if run.damage is not None else {}),
         },
         "events": [_export_event(event) for event in events],
         "event_count": len(events),
@@ -87,7 +82,7 @@ def _durable_part(durable: DurableRun, events: list[StoredEvent]) -> dict[str, A
 def _export_event(event: StoredEvent) -> dict[str, Any]:
     try:
         data = json.loads(event.data)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     return {
         "seq": event.seq,

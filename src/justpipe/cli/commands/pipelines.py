@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from justpipe.cli import formatting
 from justpipe.cli.formatting import EXIT_OK, format_timestamp
 from justpipe.cli.registry import PipelineInfo, PipelineRegistry, StoreError
-from justpipe.types import PipelineTerminalStatus
+from justpipe.storage.status import success_rate
 
 __all__ = ["pipelines_command"]
 
@@ -23,9 +23,8 @@ class _PipelineRow:
 
 def pipelines_command(registry: PipelineRegistry) -> int:
     """Print one row per pipeline: name, hash, run count, last run, success rate."""
-    rows = [
-        row for info in registry.list_pipelines() if (row := _summarise(registry, info)) is not None
-    ]
+    infos = registry.list_pipelines()
+    rows = [row for info in infos if (row := _summarise(registry, info)) is not None]
     if not rows:
         print("No pipelines found")
         return EXIT_OK
@@ -33,6 +32,9 @@ def pipelines_command(registry: PipelineRegistry) -> int:
         _print_rich_table(rows)
     else:
         _print_plain_table(rows)
+    for info in infos:
+        if info.damage is not None:
+            print(f"\nNote: pipeline {info.hash} is named by its hash: {info.damage}")
     print(f"\n{len(rows)} pipeline(s) found")
     return EXIT_OK
 
@@ -40,19 +42,20 @@ def pipelines_command(registry: PipelineRegistry) -> int:
 def _summarise(registry: PipelineRegistry, info: PipelineInfo) -> _PipelineRow | None:
     """The row for one pipeline, or None (recorded as a problem) if its store is unreadable."""
     try:
-        runs = registry.all_runs_of(registry.get_backend(info.hash))
+        runs = registry.runs_of(info)
     except StoreError as exc:
         registry.note_problem(info, exc)
         return None
     if not runs:
         return _PipelineRow(info.name, info.hash, 0, "-", "-")
-    successes = sum(run.status is PipelineTerminalStatus.SUCCESS for run in runs)
+    _, _, rate = success_rate(item.status for item in runs)
+    readable = [item.run.start_time for item in runs if item.run.damage is None]
     return _PipelineRow(
         name=info.name,
         hash=info.hash[:16],
         runs=len(runs),
-        last_run=format_timestamp(max(run.start_time for run in runs)),
-        success_rate=f"{successes / len(runs) * 100:.1f}%",
+        last_run=format_timestamp(max(readable)) if readable else "?",
+        success_rate="-" if rate is None else f"{rate:.1f}%",
     )
 
 

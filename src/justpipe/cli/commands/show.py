@@ -2,32 +2,31 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import UTC, datetime
+from itertools import groupby
+from typing import Any
 
 from justpipe.cli.formatting import (
     EXIT_FAILURE,
     EXIT_OK,
     format_duration,
+    format_start,
     format_timestamp,
     parse_run_meta,
     resolve_or_exit,
 )
 from justpipe.cli.registry import AnnotatedRun, PipelineRegistry
 from justpipe.storage.interface import StoredEvent
-from justpipe.storage.segments import (
-    INTERRUPTED,
-    DurableRun,
-    Segment,
-    durable_label,
-    event_dicts,
-    segments_from_events,
-)
+from justpipe.storage.segments import Segment, event_dicts, segments_from_events
+from justpipe.storage.status import RunStatus
 from justpipe.types import EventType
 
 __all__ = ["show_command"]
 
 RULE = "=" * 60
+ERROR_WIDTH = 160
 
 
 def show_command(registry: PipelineRegistry, run_id: str) -> int:
@@ -37,10 +36,10 @@ def show_command(registry: PipelineRegistry, run_id: str) -> int:
         return EXIT_FAILURE
     item, backend = found
     events = backend.get_events(item.run.run_id)
-    durable = registry.durable_of(item)
-    _print_summary(item, durable)
-    if durable is not None:
-        _print_segments(segments_from_events(event_dicts(events), durable))
+    _print_summary(item)
+    _print_step_errors(item, events)
+    if item.durable is not None:
+        _print_segments(segments_from_events(event_dicts(events), item.durable))
     print(f"\nEvents: {len(events)} total")
     _print_event_breakdown(events)
     _print_step_sequence(events)
@@ -49,23 +48,61 @@ def show_command(registry: PipelineRegistry, run_id: str) -> int:
     return EXIT_OK
 
 
-def _print_summary(item: AnnotatedRun, durable: DurableRun | None = None) -> None:
-    run = item.run
+def _print_summary(item: AnnotatedRun) -> None:
+    run, durable = item.run, item.durable
     print(f"\nRun: {run.run_id}")
     print(RULE)
     print(f"Pipeline: {item.pipeline_name}")
-    print(f"Status: {durable_label(run.status.value, durable)}")
+    print(f"Status: {item.status.value}")
+    if item.status is RunStatus.RUNNING and durable is None:
+        print("  (a live process is executing it)")
     if durable is not None:
         print(f"Durable: segment {durable.segment}, checkpoint {durable.checkpoint_status}")
-        if durable.status == INTERRUPTED:
+        if item.status is RunStatus.INTERRUPTED:
             print("  (its last segment did not end: resume it with pipe.resume(run_id))")
-    print(f"Started: {format_timestamp(run.start_time)}")
+    if run.damage is not None:
+        print(f"Damaged: {run.damage}")
+    print(f"Started: {format_start(run)}")
     if run.end_time is not None:
         print(f"Ended: {format_timestamp(run.end_time)}")
     if run.duration is not None:
         print(f"Duration: {format_duration(run.duration.total_seconds())}")
-    if run.error_message:
-        print(f"\nError: {run.error_message}")
+    error = item.error
+    if error and item.status is not RunStatus.DAMAGED:
+        where = f" in step '{run.error_step}'" if run.error_step else ""
+        print(f"\nError{where}: {error}")
+
+
+def _print_step_errors(item: AnnotatedRun, events: list[StoredEvent]) -> None:
+    """Each step that failed, with its error type and text; identical ones counted once.
+
+    The run's own error (above) already names the step that ended it; this lists every
+    failure, e.g. map workers that failed while the run went on.
+    """
+    failures = [_step_error(event) for event in events if event.event_type is EventType.STEP_ERROR]
+    if not failures:
+        return
+    counted = Counter(failures)
+    print(f"\nStep Errors: {len(failures)}")
+    for (step, text), count in counted.items():
+        times = f" (x{count})" if count > 1 else ""
+        print(f"  {step}{times}: {text}")
+
+
+def _step_error(event: StoredEvent) -> tuple[str, str]:
+    """``(step, "Type: message")`` of a STEP_ERROR event, as far as it was stored."""
+    try:
+        data: Any = json.loads(event.data)
+    except (TypeError, ValueError, RecursionError):
+        data = None
+    data = data if isinstance(data, dict) else {}
+    payload = data.get("payload")
+    message = " ".join(str(payload).split()) if payload is not None else "error not recorded"
+    meta = data.get("meta")
+    framework = meta.get("framework") if isinstance(meta, dict) else None
+    kind = framework.get("error_type") if isinstance(framework, dict) else None
+    text = f"{kind}: {message}" if isinstance(kind, str) and kind else message
+    return event.step_name, text if len(text) <= ERROR_WIDTH else text[: ERROR_WIDTH - 3] + "..."
 
 
 def _print_segments(segments: list[Segment]) -> None:
@@ -97,12 +134,14 @@ def _print_event_breakdown(events: list[StoredEvent]) -> None:
 
 
 def _print_step_sequence(events: list[StoredEvent]) -> None:
+    """Steps in the order they started; consecutive starts of one step on one line."""
     starts = [event.step_name for event in events if event.event_type is EventType.STEP_START]
     if not starts:
         return
     print("\nStep Sequence:")
-    for number, step in enumerate(starts, start=1):
-        print(f"  {number}. {step}")
+    for number, (step, group) in enumerate(groupby(starts), start=1):
+        count = sum(1 for _ in group)
+        print(f"  {number}. {step}" + (f" (x{count})" if count > 1 else ""))
 
 
 def _print_run_meta(run_meta: str | None) -> None:

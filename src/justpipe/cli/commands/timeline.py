@@ -71,7 +71,7 @@ def _replay(events: list[StoredEvent], run: RunRecord, pipeline_name: str) -> Ti
 def _invocation_id(event: StoredEvent) -> str | None:
     try:
         data = json.loads(event.data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     value = data.get("invocation_id") if isinstance(data, dict) else None
     return value if isinstance(value, str) else None
