@@ -123,7 +123,11 @@ only when shown, which is most of the cost of opening a run with many tokens."""
 def parse_row(
     seq: int, timestamp: float, kind: str, stage: str, data: str | None
 ) -> dict[str, Any]:
-    """A raw stored row as an event dict; without `data` it is marked to be loaded later."""
+    """A raw stored row as an event dict; without `data` it is marked to be loaded later.
+
+    `timestamp` is the row's column (as ``SQLiteBackend.get_event_data`` reads it: a time
+    no date can hold is 0), never the JSON's own ``timestamp``.
+    """
     if data is None or kind in LAZY_TYPES:
         return {"type": kind, "stage": stage, "seq": seq, "timestamp": timestamp, RAW: data}
     try:

@@ -118,6 +118,20 @@ EPOCH = datetime.fromtimestamp(0, tz=UTC)
 """What an unreadable stored time reads as (a damaged row's start, an event's time)."""
 
 
+_FIRST_EPOCH = datetime(1, 1, 2, tzinfo=UTC).timestamp()
+_LAST_EPOCH = datetime(9999, 12, 30, tzinfo=UTC).timestamp()
+
+
+def readable_epoch(value: object) -> float:
+    """A stored time as epoch seconds a datetime can hold; anything else (non-numbers,
+    NaN, year 0 or 10000...) reads as 0, the epoch. Cheap: no datetime is built."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+        if _FIRST_EPOCH <= seconds <= _LAST_EPOCH:
+            return seconds
+    return 0.0
+
+
 def utc_from_epoch(value: object) -> datetime:
     """Read a stored epoch (seconds) as an aware UTC datetime; what no date can hold
     (non-numbers, NaN, year 0 or 10000...) reads as the epoch, never raises."""

@@ -60,6 +60,7 @@ from justpipe.storage.interface import (
     parse_event_type,
     read_epoch,
     read_seconds,
+    readable_epoch,
     utc_from_epoch,
     validate_paging,
 )
@@ -397,7 +398,7 @@ class SQLiteBackend:
         The raw rows, for readers that parse the JSON themselves and only when needed
         (the dashboard): no ``StoredEvent`` or datetime is built per event, and events
         whose type is in `without_data` come without their JSON (``None``; fetch it
-        later with :meth:`get_event_json`).
+        later with :meth:`get_event_json`). A time no date can hold reads as 0.
         """
         skip = list(dict.fromkeys(without_data))
         data = "data"
@@ -410,7 +411,7 @@ class SQLiteBackend:
             (*skip, run_id),
         )
         return [
-            (int(row[0]), float(row[1]), str(row[2] or ""), str(row[3] or ""), row[4])
+            (int(row[0]), readable_epoch(row[1]), str(row[2] or ""), str(row[3] or ""), row[4])
             for row in rows
         ]
 
