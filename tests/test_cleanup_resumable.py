@@ -22,8 +22,28 @@ require("starlette", "dashboard")
 require("jinja2", "dashboard")
 require("httpx", "dashboard")
 
+from justpipe.cli import formatting  # noqa: E402
 from justpipe.durable import UnknownRunError  # noqa: E402
-from test_statuses import ORIGIN, cli, client_for, job_pipe, jobs, store  # noqa: E402,F401
+from status_fixtures import (  # noqa: E402
+    ORIGIN,
+    cli,
+    client_for,
+    job_pipe,
+    make_jobs,
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "store"
+    monkeypatch.setenv("JUSTPIPE_STORAGE_PATH", str(root))
+    monkeypatch.setattr(formatting, "HAS_RICH", False)
+    return root
+
+
+@pytest.fixture
+def jobs(store: Path) -> dict[str, list[str]]:
+    return make_jobs()
 
 
 def stored_rows(root: Path) -> dict[str, int]:

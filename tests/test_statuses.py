@@ -10,9 +10,7 @@ rule of docs/statuses.md: successes among the runs that ended.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,76 +23,16 @@ require("starlette", "dashboard")
 require("jinja2", "dashboard")
 require("httpx", "dashboard")
 
-from click.testing import CliRunner  # noqa: E402
-from starlette.testclient import TestClient  # noqa: E402
-
-from justpipe import Pipe, Suspend  # noqa: E402
+from justpipe import Pipe  # noqa: E402
 from justpipe.cli import formatting  # noqa: E402
-from justpipe.cli.main import cli as cli_group  # noqa: E402
-from justpipe.cli.registry import PipelineRegistry  # noqa: E402
-from justpipe.dashboard.server import create_app  # noqa: E402
-
-ORIGIN = "http://127.0.0.1:8741"
-STATUSES = (
-    "running",
-    "suspended",
-    "interrupted",
-    "success",
-    "failed",
-    "timeout",
-    "cancelled",
-    "client_closed",
-    "damaged",
+from status_fixtures import (  # noqa: E402
+    STATUSES,
+    cli,
+    client_for,
+    list_status,
+    make_jobs,
+    stored_root,
 )
-"""Every status of the model (docs/statuses.md)."""
-
-
-@dataclass
-class Job:
-    mode: str = "ok"
-
-
-def job_pipe() -> Pipe[Any, Any]:
-    """A durable pipe whose run ends as its state says: ok, fail, suspend, or stop
-    (the consumer stops iterating after the first step: an interrupted run)."""
-    pipe: Pipe[Any, Any] = Pipe(Job, name="jobs", durable=True)
-
-    @pipe.step(to="second")
-    async def first(state: Job) -> Any:
-        if state.mode == "fail":
-            raise RuntimeError("the job failed")
-        if state.mode == "suspend":
-            return Suspend("waiting for approval")
-        return None
-
-    @pipe.step
-    async def second(state: Job) -> None:
-        await asyncio.sleep(0)
-
-    return pipe
-
-
-async def _run(pipe: Pipe[Any, Any], mode: str) -> str:
-    run_id = ""
-    stream = pipe.run(Job(mode))
-    async for event in stream:
-        run_id = run_id or event.run_id
-        if mode == "stop" and event.type.value == "step_end":
-            break
-    await stream.aclose()  # type: ignore[attr-defined]
-    return run_id
-
-
-def cli(*args: str, code: int = 0) -> str:
-    result = CliRunner().invoke(cli_group, list(args))
-    assert result.exit_code == code, (result.output, result.exception)
-    return result.output
-
-
-def list_status(output: str, run_id: str) -> str:
-    """The Status column of the run's row in the plain ``justpipe list`` table."""
-    row = next(line for line in output.splitlines() if line.startswith(run_id[:12]))
-    return row.split()[2]
 
 
 @pytest.fixture
@@ -107,20 +45,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def jobs(store: Path) -> dict[str, list[str]]:
-    """Two suspended runs, one success, one failure, one interrupted: run ids by mode."""
-    pipe = job_pipe()
-    ids: dict[str, list[str]] = {}
-    for mode in ("suspend", "ok", "suspend", "fail", "stop"):
-        ids.setdefault(mode, []).append(asyncio.run(_run(pipe, mode)))
-    return ids
-
-
-def stored_root() -> Path:
-    return Path(os.environ["JUSTPIPE_STORAGE_PATH"])
-
-
-def client_for(root: Path) -> TestClient:
-    return TestClient(create_app(PipelineRegistry(root)), base_url=ORIGIN)
+    return make_jobs()
 
 
 # -- a live persisted run --------------------------------------------------------------
@@ -171,7 +96,7 @@ def test_a_live_persisted_run_is_running_in_every_tool(store: Path) -> None:
 def test_every_tool_shows_the_same_status_for_each_run(jobs: dict[str, list[str]]) -> None:
     store = stored_root()
     expected = {
-        **{run_id: "suspended" for run_id in jobs["suspend"]},
+        **dict.fromkeys(jobs["suspend"], "suspended"),
         jobs["ok"][0]: "success",
         jobs["fail"][0]: "failed",
         jobs["stop"][0]: "interrupted",

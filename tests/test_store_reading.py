@@ -35,11 +35,25 @@ require("httpx", "dashboard")
 from starlette.testclient import TestClient  # noqa: E402
 
 from justpipe import Pipe  # noqa: E402
+from justpipe.cli import formatting  # noqa: E402
 from justpipe.cli import registry as registry_module  # noqa: E402
 from justpipe.cli.registry import PipelineRegistry  # noqa: E402
 from justpipe.dashboard.api import DashboardRegistry  # noqa: E402
 from justpipe.dashboard.server import create_app  # noqa: E402
-from test_statuses import ORIGIN, cli, list_status, store  # noqa: E402,F401
+from status_fixtures import (  # noqa: E402
+    ORIGIN,
+    cli,
+    list_status,
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "store"
+    monkeypatch.setenv("JUSTPIPE_STORAGE_PATH", str(root))
+    monkeypatch.setattr(formatting, "HAS_RICH", False)
+    return root
+
 
 # Times no datetime can hold: year 0, year 10000, far beyond, and text.
 BAD_STARTS = {
@@ -289,7 +303,7 @@ def test_a_store_on_a_read_only_file_system_is_readable(
         copied = root / db.parent.name
         before = digest(copied)
         if how == "mount":
-            with pytest.raises(OSError):
+            with pytest.raises(OSError, match="Read-only file system"):
                 (copied / "probe").write_text("x")
         for run_id in ids:
             assert list_status(cli("list"), run_id) == "success"
