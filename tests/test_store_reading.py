@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -208,9 +209,13 @@ def read_everything(root: Path, run_ids: list[str]) -> None:
     for run_id in run_ids:
         cli("show", run_id)
         cli("timeline", run_id)
-    with TestClient(create_app(PipelineRegistry(root)), base_url=ORIGIN) as client:
-        for url in dashboard_urls(client):
-            assert client.get(url).status_code == 200, url
+    registry = PipelineRegistry(root)
+    try:
+        with TestClient(create_app(registry), base_url=ORIGIN) as client:
+            for url in dashboard_urls(client):
+                assert client.get(url).status_code == 200, url
+    finally:
+        registry.close()
 
 
 def test_reading_keeps_a_rollback_journal_store_as_it_is(store: Path) -> None:
@@ -276,7 +281,9 @@ def read_only_copy(store: Path, tmp_path: Path) -> Iterator[tuple[Path, str]]:
             subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
             yield mount / "store", "mount"
         finally:
-            subprocess.run(["umount", str(mount)], check=False)
+            gc.collect()  # connections of stores read from it
+            if subprocess.run(["umount", str(mount)], check=False).returncode:
+                subprocess.run(["umount", "-l", str(mount)], check=False)
         return
     if os.geteuid() == 0:
         pytest.skip("cannot mount here, and root ignores file permissions")
