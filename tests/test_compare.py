@@ -144,6 +144,8 @@ def test_compare_runs_reports_every_difference() -> None:
         new_steps=["new", "nn"],
         removed_steps=["gone"],
         event_count_diff=3,
+        status1="success",
+        status2="failed",
     )
 
 
@@ -169,7 +171,7 @@ def test_format_comparison_matches_upstream() -> None:
         "Run 1 (baseline): run-one-01234567...\n"
         "Run 2 (compare):  run-two-01234567...\n\n"
         "Pipeline: p1 \u2192 p2\n"
-        "Status:   changed\n\n"
+        "Status:   changed (success \u2192 failed)\n\n"
         "Duration change: +1.500s (slower)\n\n"
         "Step Timing Differences:\n\n"
         "  ~ a                              +1.500s\n"
@@ -187,7 +189,7 @@ def test_identical_runs() -> None:
         "Run 1 (baseline): r1...\nRun 2 (compare):  r2...\n\n"
         "Pipeline: same\nStatus:   same\n\n"
         "Duration change: none\n\n"
-        "Step Timing Differences:\n\n\n"
+        "Step Timing Differences: none of 1 ms or more\n\n"
         "Event Count Difference: +0 events"
     )
 
@@ -226,10 +228,14 @@ def test_sub_millisecond_step_changes_are_left_out(delta: float, line: str | Non
             steps(("a", 100.0, 101.0 + delta)),
         )
     )
-    listed = f"{line}\n" if line else ""
+    if line is None:  # no empty section: one line says so
+        assert report.endswith(
+            "Step Timing Differences: none of 1 ms or more\n\nEvent Count Difference: +0 events"
+        )
+        return
     assert (
         report.split("Step Timing Differences:\n\n")[1]
-        == f"{listed}\nEvent Count Difference: +0 events"
+        == f"{line}\n\nEvent Count Difference: +0 events"
     )
 
 

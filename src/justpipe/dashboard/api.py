@@ -472,7 +472,6 @@ class DashboardAPI:
             "pipeline2_name": comparison.pipeline2_name,
             "duration_diff": comparison.duration_diff,
             "status_same": one.status is two.status,
-            "status_change": None if one.status is two.status else [one.status, two.status],
             "pipeline_same": comparison.pipeline_same,
             "step_timing_diff": comparison.step_timing_diff,
             "new_steps": comparison.new_steps,

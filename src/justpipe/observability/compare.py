@@ -20,7 +20,11 @@ _SIGNIFICANT_S = 0.001  # step timing changes below one millisecond are not list
 
 @dataclass
 class RunComparison:
-    """Differences of run 2 against run 1 (the baseline); times in seconds."""
+    """Differences of run 2 against run 1 (the baseline); times in seconds.
+
+    `status1`/`status2`: each run's status as shown (``success``, ``failed``, or a status
+    of the tools' model such as ``suspended``), so a change can say from what to what.
+    """
 
     run1_id: str
     run2_id: str
@@ -33,6 +37,8 @@ class RunComparison:
     new_steps: list[str]
     removed_steps: list[str]
     event_count_diff: int
+    status1: str | None = None
+    status2: str | None = None
 
 
 def compare_runs(
@@ -62,6 +68,8 @@ def compare_runs(
         new_steps=[step for step in times2 if step not in times1],
         removed_steps=[step for step in times1 if step not in times2],
         event_count_diff=len(events2) - len(events1),
+        status1=run1.status.value,
+        status2=run2.status.value,
     )
 
 
@@ -79,15 +87,27 @@ def format_comparison(comparison: RunComparison) -> str:
         f"Run 2 (compare):  {c.run2_id[:_SHOWN_ID_LENGTH]}...",
         "",
         f"Pipeline: {pipeline}",
-        f"Status:   {'same' if c.status_same else 'changed'}",
+        f"Status:   {_describe_status(c)}",
         "",
         f"Duration change: {_describe_duration_change(c.duration_diff)}",
         "",
     ]
     if c.step_timing_diff:
-        lines += ["Step Timing Differences:", "", *_step_lines(c), ""]
+        changes = _step_lines(c)
+        if changes:
+            lines += ["Step Timing Differences:", "", *changes, ""]
+        else:
+            lines += ["Step Timing Differences: none of 1 ms or more", ""]
     lines.append(f"Event Count Difference: {c.event_count_diff:+d} events")
     return "\n".join(lines)
+
+
+def _describe_status(c: RunComparison) -> str:
+    if c.status_same:
+        return "same"
+    if c.status1 is None or c.status2 is None:
+        return "changed"
+    return f"changed ({c.status1} \u2192 {c.status2})"
 
 
 def _describe_duration_change(diff: float) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from justpipe.cli.formatting import EXIT_FAILURE, EXIT_OK, resolve_or_exit
 from justpipe.cli.registry import PipelineRegistry
 from justpipe.observability.compare import compare_runs, format_comparison
@@ -25,6 +27,13 @@ def compare_command(registry: PipelineRegistry, run1_id: str, run2_id: str) -> i
         backend2.get_events(item2.run.run_id),
         item1.pipeline_name,
         item2.pipeline_name,
+    )
+    # the statuses every tool shows (a suspended run is not "success")
+    comparison = replace(
+        comparison,
+        status1=item1.status.value,
+        status2=item2.status.value,
+        status_same=item1.status is item2.status,
     )
     print(format_comparison(comparison))
     return EXIT_OK
