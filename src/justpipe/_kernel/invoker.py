@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from justpipe._kernel.plan import CALL_ASYNC, CALL_STREAM, ExecutionPlan, NodePlan
 from justpipe._kernel.records import system_record
+from justpipe._timeouts import within_timeout
 from justpipe.types import DefinitionError, EventType, NodeKind, Suspend, _Next
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ __all__ = [
     "_LocalInvoker",
     "bind_executors",
     "stream",
-    "timeout_error",
 ]
 
 
@@ -59,18 +59,6 @@ _TOKEN = EventType.TOKEN
 TURN_EVERY = 64
 
 
-def timeout_error(name: str, seconds: float) -> TimeoutError:
-    """The error of a step that exceeded its `timeout=`: a plain `TimeoutError`, as in 0.12.
-
-    Handlers and observers that check ``type(exc) is TimeoutError`` or its name see what
-    upstream gave them; the message starts with upstream's ``Step '<name>' timed out after``.
-    """
-    return TimeoutError(
-        f"Step '{name}' timed out after {seconds}s. It did not finish within its timeout=; "
-        "raise the timeout or make the step faster."
-    )
-
-
 class _LocalInvoker:
     """Calls user code in this event loop, or on the step's executor (see the module).
 
@@ -92,13 +80,7 @@ class _LocalInvoker:
             return await node.func(**kwargs)
         if node.timeout is None:
             return await self._call(node, kwargs, inv, sink)
-        try:
-            async with asyncio.timeout(node.timeout) as cm:
-                return await self._call(node, kwargs, inv, sink)
-        except TimeoutError:
-            if cm.expired():
-                raise timeout_error(node.name, node.timeout) from None
-            raise
+        return await within_timeout(self._call(node, kwargs, inv, sink), node.name, node.timeout)
 
     async def call_handler(self, func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
         """Call an error handler, an `on_result=` or a lifecycle hook (sync or async)."""

@@ -33,8 +33,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
+from justpipe._timeouts import within_timeout
 from justpipe.executors import _remote
-from justpipe.executors.base import CallInfo, Executor, TraceHook, WorkerLostError, within_timeout
+from justpipe.executors.base import CallInfo, Executor, TraceHook, WorkerLostError
 
 __all__ = ["DaskExecutor"]
 
@@ -158,7 +159,7 @@ class DaskExecutor(Executor):
     async def call(self, fn: Callable[..., Any], kwargs: dict[str, Any], *, info: CallInfo) -> Any:
         payload = _remote.dumps_call(fn, kwargs, info, self.trace_hook, self.name)
         await self.start()
-        return await within_timeout(self._call(payload, info), info)
+        return await within_timeout(self._call(payload, info), info.step, info.timeout)
 
     async def _call(self, payload: bytes, info: CallInfo) -> Any:
         from distributed.scheduler import KilledWorker

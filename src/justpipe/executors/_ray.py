@@ -27,7 +27,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from justpipe._kernel.invoker import timeout_error
+from justpipe._timeouts import stream_within_timeout, within_timeout
 from justpipe.executors import _remote
 from justpipe.executors.base import CallInfo, Executor, TraceHook, WorkerLostError
 
@@ -215,19 +215,16 @@ class RayExecutor(Executor):
     async def call(self, fn: Callable[..., Any], kwargs: dict[str, Any], *, info: CallInfo) -> Any:
         payload = _remote.dumps_call(fn, kwargs, info, self.trace_hook, self.name)
         await self.start()
+        return await within_timeout(self._call(payload, info), info.step, info.timeout)
+
+    async def _call(self, payload: bytes, info: CallInfo) -> Any:
         generation = self._generation
         ref = self._call_task.remote(payload)
         self._inflight.add(ref)
         done = False
         try:
-            async with asyncio.timeout(info.timeout) as cm:
-                data = await ref
+            data = await ref
             done = True
-        except TimeoutError:
-            if cm.expired():
-                assert info.timeout is not None
-                raise timeout_error(info.step, info.timeout) from None
-            raise
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -247,8 +244,12 @@ class RayExecutor(Executor):
     ) -> AsyncIterator[Any]:
         payload = _remote.dumps_call(fn, kwargs, info, self.trace_hook, self.name)
         await self.start()
-        loop = asyncio.get_running_loop()
-        deadline = None if info.timeout is None else loop.time() + info.timeout
+        items = stream_within_timeout(self._stream(payload, info), info.step, info.timeout)
+        async with contextlib.aclosing(items):
+            async for item in items:
+                yield item
+
+    async def _stream(self, payload: bytes, info: CallInfo) -> AsyncIterator[Any]:
         generation = self._generation
         gen = self._stream_task.remote(payload)
         self._inflight.add(gen)
@@ -257,20 +258,14 @@ class RayExecutor(Executor):
         try:
             while True:
                 try:
-                    async with asyncio.timeout_at(deadline):
-                        try:
-                            ref = await gen.__anext__()
-                        except StopAsyncIteration:
-                            finished = True
-                            raise WorkerLostError(
-                                info.step, "the Ray generator ended without its last message"
-                            ) from None
-                        data = await ref
-                except TimeoutError:
-                    if deadline is not None and loop.time() >= deadline:
-                        assert info.timeout is not None
-                        raise timeout_error(info.step, info.timeout) from None
-                    raise
+                    try:
+                        ref = await gen.__anext__()
+                    except StopAsyncIteration:
+                        finished = True
+                        raise WorkerLostError(
+                            info.step, "the Ray generator ended without its last message"
+                        ) from None
+                    data = await ref
                 except (asyncio.CancelledError, WorkerLostError):
                     raise
                 except Exception as exc:

@@ -24,6 +24,7 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext, suppress
 from typing import Any, NoReturn
 
+from justpipe._timeouts import within_timeout
 from justpipe.executors.base import CallInfo, Placement, TraceHook
 
 try:  # cloudpickle pickles lambdas, closures and functions of __main__ by value
@@ -224,13 +225,9 @@ async def invoke(fn: Callable[..., Any], kwargs: dict[str, Any], info: CallInfo,
     with _hook_cm(hook, info):
         result = fn(**kwargs)
         if inspect.isawaitable(result):
-            if info.timeout is not None:
-                # the worker keeps the step's timeout too: work the caller stopped
-                # waiting for does not go on where the engine cannot cancel it
-                async with asyncio.timeout(info.timeout):
-                    result = await result
-            else:
-                result = await result
+            # the worker keeps the step's timeout too: work the caller stopped
+            # waiting for does not go on where the engine cannot cancel it
+            result = await within_timeout(result, info.step, info.timeout)
     if inspect.isasyncgen(result) or inspect.isgenerator(result):
         raise TypeError(
             f"Step '{info.step}' returned a generator from call(); a streaming step runs "

@@ -23,9 +23,10 @@ The contract every executor keeps:
   off: justpipe owns retries. A worker that dies while running a call fails that call
   only, with `WorkerLostError`; the engine replaces the worker.
 * **Timeouts and cancellation.** `info.timeout` bounds the whole call (raising the
-  kernel's `StepTimeout`). Cancelling the awaiting task cancels the remote work:
-  cooperatively first, then by force after the executor's grace period where the
-  engine allows it (see each executor for what may keep running).
+  step's timeout error, `justpipe._timeouts.timeout_error`). Cancelling the awaiting
+  task cancels the remote work: cooperatively first, then by force after the
+  executor's grace period where the engine allows it (see each executor for what may
+  keep running).
 * **Placement.** `info.on_placed`, when set, is called in the event loop with a
   `Placement` (executor name, worker id) once the executor knows where the call ran,
   before `call()` returns or raises (`stream()`: before its first item).
@@ -45,20 +46,19 @@ import abc
 import asyncio
 import dataclasses
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal
 
 __all__ = [
     "CallInfo",
+    "CapacityLimiter",
     "Executor",
     "Placement",
     "TraceHook",
     "WorkerLostError",
 ]
-
-T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -183,11 +183,15 @@ class Executor(abc.ABC):
 
     def limiter(self) -> asyncio.Semaphore:
         """A semaphore of `capacity` for this event loop: the bound of in-flight calls for
-        callers without their own `max_concurrency` (one per loop, shared by its runs)."""
+        callers without their own `max_concurrency` (one per loop, shared by its runs).
+
+        Valid before the executor started: its first `acquire()` starts the executor
+        (the engine's capacity is known only then) and opens the slots.
+        """
         loop = asyncio.get_running_loop()
         sem = self._limiters.get(loop)
         if sem is None:
-            sem = self._limiters[loop] = asyncio.Semaphore(self.capacity)
+            sem = self._limiters[loop] = CapacityLimiter(self)
         return sem
 
     def _closed_error(self, step: str) -> RuntimeError:
@@ -217,16 +221,35 @@ class Executor(abc.ABC):
         return f"<{type(self).__name__} {state}>"
 
 
-async def within_timeout(call: Awaitable[T], info: CallInfo) -> T:
-    """Await `call` within the step's `info.timeout` (the kernel's timeout error past it)."""
-    if info.timeout is None:
-        return await call
-    from justpipe._kernel.invoker import timeout_error
+class CapacityLimiter(asyncio.Semaphore):
+    """`Executor.limiter()`: a semaphore of the executor's `capacity` slots, usable before
+    the executor has started.
 
-    try:
-        async with asyncio.timeout(info.timeout) as cm:
-            return await call
-    except TimeoutError:
-        if cm.expired():
-            raise timeout_error(info.step, info.timeout) from None
-        raise
+    An engine's capacity (Dask's worker threads, Ray's CPUs) is known only once it is
+    running, so the semaphore starts with no slots; the first `acquire()` starts the
+    executor (shared with every other caller, as `start()` is) and then opens `capacity`
+    slots. An executor that is already running opens them at once.
+    """
+
+    def __init__(self, executor: Executor) -> None:
+        super().__init__(0)
+        self._executor = executor
+        self._opened = False
+        if executor.started:
+            self._open()
+
+    def _open(self) -> None:
+        self._opened = True
+        for _ in range(self._executor.capacity):
+            self.release()
+
+    def locked(self) -> bool:
+        # before the start nobody holds a slot: acquire() waits for the start, not a slot
+        return self._opened and super().locked()
+
+    async def acquire(self) -> Literal[True]:
+        if not self._opened:
+            await self._executor.start()
+            if not self._opened:  # the first caller back from the start opens the slots
+                self._open()
+        return await super().acquire()

@@ -40,16 +40,9 @@ from multiprocessing import spawn
 from multiprocessing.connection import Connection
 from typing import Any
 
-from justpipe._kernel.invoker import timeout_error
+from justpipe._timeouts import stream_within_timeout, within_timeout
 from justpipe.executors import _remote, _worker
-from justpipe.executors.base import (
-    CallInfo,
-    Executor,
-    Placement,
-    TraceHook,
-    WorkerLostError,
-    within_timeout,
-)
+from justpipe.executors.base import CallInfo, Executor, Placement, TraceHook, WorkerLostError
 
 __all__ = ["ProcessExecutor"]
 
@@ -442,7 +435,7 @@ class ProcessExecutor(Executor):
     async def call(self, fn: Callable[..., Any], kwargs: dict[str, Any], *, info: CallInfo) -> Any:
         payload = _remote.dumps_call(fn, kwargs, info, self.trace_hook, self.name)
         await self.start()
-        return await within_timeout(self._call(payload, info), info)
+        return await within_timeout(self._call(payload, info), info.step, info.timeout)
 
     async def _call(self, payload: bytes, info: CallInfo) -> Any:
         worker, call = await self._dispatch(payload, info, stream=False)
@@ -463,8 +456,12 @@ class ProcessExecutor(Executor):
     ) -> AsyncIterator[Any]:
         payload = _remote.dumps_call(fn, kwargs, info, self.trace_hook, self.name)
         await self.start()
-        loop = asyncio.get_running_loop()
-        deadline = None if info.timeout is None else loop.time() + info.timeout
+        items = stream_within_timeout(self._stream(payload, info), info.step, info.timeout)
+        async with contextlib.aclosing(items):
+            async for item in items:
+                yield item
+
+    async def _stream(self, payload: bytes, info: CallInfo) -> AsyncIterator[Any]:
         worker, call = await self._dispatch(payload, info, stream=True)
         queue = call.queue
         assert queue is not None
@@ -472,12 +469,7 @@ class ProcessExecutor(Executor):
         consumed = 0
         try:
             while True:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        kind, data = await queue.get()
-                except TimeoutError:
-                    assert info.timeout is not None
-                    raise timeout_error(info.step, info.timeout) from None
+                kind, data = await queue.get()
                 if kind == "item":
                     yield _remote.decode(data, info)[1]
                     consumed += 1
