@@ -37,6 +37,18 @@ Middleware = Callable[[Callable[..., Any], StepContext], Callable[..., Any]]
 _log = logging.getLogger("justpipe")
 
 
+def tenacity_parameters() -> frozenset[str] | None:
+    """The keyword arguments tenacity.retry() takes (for sync and async functions alike);
+    None when tenacity is not installed (`HAS_TENACITY`)."""
+    if not HAS_TENACITY:
+        return None
+    names = [
+        set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
+        for cls in (tenacity.Retrying, tenacity.AsyncRetrying)
+    ]
+    return frozenset(names[0] & names[1])
+
+
 def tenacity_retry_middleware(func: Callable[..., Any], ctx: StepContext) -> Callable[..., Any]:
     """Retry a failing step `retries` times with exponential back-off (tenacity)."""
     retries = ctx.retries or ctx.kwargs.get("retries")
@@ -78,10 +90,10 @@ def simple_logging_middleware(func: Callable[..., Any], ctx: StepContext) -> Cal
     """Log at DEBUG on logger "justpipe" how long each call of the step took."""
 
     def report(started: float) -> None:
-        # formatted here, not lazily: the record's `msg` is the finished text, as in 0.12,
-        # for handlers and filters that read `record.msg`
-        if _log.isEnabledFor(logging.DEBUG):
-            _log.debug(f"Step '{ctx.name}' took {time.perf_counter() - started:.4f}s")
+        # as 0.12: `debug()` is called on every call, whatever the level (code that patches
+        # `Logger.debug` sees each one), and the record's `msg` is the finished text (for
+        # handlers and filters that read `record.msg`)
+        _log.debug(f"Step '{ctx.name}' took {time.perf_counter() - started:.4f}s")
 
     if inspect.isasyncgenfunction(func):
 

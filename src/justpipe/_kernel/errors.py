@@ -10,7 +10,6 @@ that raises passes its own exception on, chained to the original.
 
 from __future__ import annotations
 
-import logging
 import time
 import traceback
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from justpipe._kernel.context import _Invocation, _RunContext
 from justpipe._kernel.invoker import _LocalInvoker
 from justpipe._kernel.outcomes import Outcome, interpret
 from justpipe._kernel.records import invocation_meta, step_record
+from justpipe.logs import log_step_failure
 from justpipe.types import EventType, PipelineCancelled, StepStatus
 
 if TYPE_CHECKING:
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from justpipe.types import HookSpec
 
 __all__ = ["_ErrorChain", "_SubFailure"]
-
 
 
 class _SubFailure(Exception):
@@ -177,11 +176,4 @@ def _traceback_text(exc: BaseException) -> str:
 
 
 def _log_failure(name: str, exc: BaseException, state: Any) -> None:
-    logging.error(
-        "Step '%s' failed with %s: %s\nState: %s",
-        name,
-        type(exc).__name__,
-        exc,
-        str(state)[:1000],
-        exc_info=(type(exc), exc, exc.__traceback__),
-    )
+    log_step_failure(name, exc, state)  # justpipe.kernel, upstream's text (justpipe.logs)

@@ -13,13 +13,13 @@ the runner's loop only asks `next_event()` for what to deliver.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from justpipe import _core
 from justpipe._kernel.failures import _FailureJournal
 from justpipe._kernel.records import Completion, EventRecord, event_record
+from justpipe.logs import log_observer_error
 from justpipe.observability.observer import ObserverMeta, ObserverProtocol
 from justpipe.types import (
     Event,
@@ -40,7 +40,6 @@ __all__ = ["_EventPublisher"]
 # ~200 ns on 3.11 (timeit, docs/performance.md); only names read per event or per step.
 _STEP_ERROR = EventType.STEP_ERROR
 _HOOK_STAGES = frozenset({"startup", "shutdown", "system"})
-
 
 
 class _EventPublisher:
@@ -253,5 +252,4 @@ class _EventPublisher:
 
 
 def _log_observer_error(observer: object, method: str, exc: BaseException) -> None:
-    logging.error("Observer %s.%s error: %s", type(observer).__name__, method, exc)
-
+    log_observer_error(observer, method, exc)  # justpipe.kernel (justpipe.logs)
