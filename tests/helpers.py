@@ -18,8 +18,10 @@ from justpipe import Event, EventType, Pipe
 from justpipe.types import PipelineEndData
 
 __all__ = [
+    "FIX_HINTS",
     "WATCHDOG_S",
     "NormEvent",
+    "assert_helpful",
     "collect",
     "drain",
     "end_data",
@@ -228,3 +230,46 @@ def shape(events: Iterable[Event]) -> list[str]:
         scope = ",".join(e.scope)
         lines.append(f"{e.type} {e.stage} {e.node_kind} {ids} a{e.attempt} ({scope})")
     return lines
+
+
+# --------------------------------------------------------------------------- error messages
+
+FIX_HINTS = (
+    "Fix",
+    "fix",
+    "use ",
+    "Use ",
+    "pass ",
+    "Pass ",
+    "add ",
+    "Add ",
+    "rename",
+    "remove",
+    "Remove",
+    "Define",
+    "define",
+    "set ",
+    "expected",
+    "Expected",
+    "e.g.",
+    "Did you mean",
+    "write ",
+    "must ",
+    "requires a",
+    "requires '",
+    "connect",
+    "annotate",
+    "Subclass",
+    "Keep one",
+    "Make the",
+    "Install",
+    "Register",
+    "raise ",
+)
+
+
+def assert_helpful(message: str, culprit: str | None) -> None:
+    """The message names the culprit (step, option or type) and tells the user what to do."""
+    if culprit is not None:
+        assert culprit in message, f"{culprit!r} not named in: {message}"
+    assert any(hint in message for hint in FIX_HINTS), f"no fix hint in: {message}"

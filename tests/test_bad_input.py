@@ -13,49 +13,9 @@ from typing import Any
 
 import pytest
 
-from helpers import collect, drain
+from helpers import assert_helpful, collect, drain
 from justpipe import DefinitionError, Meta, Pipe
 from justpipe.types import BarrierType, CancellationToken
-
-FIX_HINTS = (
-    "Fix",
-    "fix",
-    "use ",
-    "Use ",
-    "pass ",
-    "Pass ",
-    "add ",
-    "Add ",
-    "rename",
-    "remove",
-    "Remove",
-    "Define",
-    "define",
-    "set ",
-    "expected",
-    "Expected",
-    "e.g.",
-    "Did you mean",
-    "write ",
-    "must ",
-    "requires a",
-    "requires '",
-    "connect",
-    "annotate",
-    "Subclass",
-    "Keep one",
-    "Make the",
-    "Install",
-    "Register",
-    "raise ",
-)
-
-
-def assert_helpful(message: str, culprit: str | None) -> None:
-    """The message names the culprit (step, option or type) and tells the user what to do."""
-    if culprit is not None:
-        assert culprit in message, f"{culprit!r} not named in: {message}"
-    assert any(hint in message for hint in FIX_HINTS), f"no fix hint in: {message}"
 
 
 async def n(s: Any) -> None:
@@ -269,7 +229,7 @@ def test_unnamable_step_name_is_a_value_error() -> None:
         ({"max_map_items": "many"}, TypeError, "max_map_items"),
         ({"flush_interval": 0}, ValueError, "flush_interval"),
         ({"name": 5}, TypeError, "name"),
-        ({"name": ""}, TypeError, "name"),
+        ({"name": ""}, ValueError, "name"),
         ({"cancellation_token": "token"}, TypeError, "cancellation_token"),
         ({"failure_classification": {}}, TypeError, "failure_classification"),
         ({"metadata": ["a"]}, TypeError, "metadata"),

@@ -24,7 +24,13 @@ import pytest
 import justpipe.executors
 from helpers import collect, end_data, of_type
 from justpipe import EventType, Pipe
-from justpipe.executors import DaskExecutor, Executor, ProcessExecutor, RayExecutor
+from justpipe.executors import (
+    DaskExecutor,
+    Executor,
+    ProcessExecutor,
+    RayExecutor,
+    ThreadExecutor,
+)
 from justpipe.executors.base import CallInfo
 from justpipe.types import PipelineTerminalStatus
 
@@ -43,11 +49,13 @@ def keep(state: dict[str, Any], result: Any, item: Any = None) -> None:
     state.setdefault("results", []).append(result)
 
 
-@pytest.fixture(params=["process", "dask", "ray"])
+@pytest.fixture(params=["thread", "process", "dask", "ray"])
 async def fresh(request: pytest.FixtureRequest) -> AsyncIterator[Executor]:
     """A new executor, not started, on the session's engine."""
     executor: Executor
-    if request.param == "process":
+    if request.param == "thread":
+        executor = ThreadExecutor(2)
+    elif request.param == "process":
         executor = ProcessExecutor(2)
     elif request.param == "dask":
         executor = DaskExecutor(client=request.getfixturevalue("dask_client"))

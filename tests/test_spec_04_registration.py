@@ -180,8 +180,8 @@ def test_duplicate_across_kinds_is_rejected() -> None:
 # --------------------------------------------------------------------------- to=
 
 
-@pytest.mark.parametrize("falsy", [None, "", []])
-def test_falsy_to_adds_no_edges(falsy: Any) -> None:
+@pytest.mark.parametrize("falsy", [None, [], ()])
+def test_empty_to_adds_no_edges(falsy: Any) -> None:
     pipe: Pipe[Any, Any] = Pipe()
     pipe.step("a", to=falsy)(noop)
     assert pipe.topology == {}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, NewType, TypeVar, get_origin, overload
 
+from justpipe._checks import check_count, check_flag, check_name, check_seconds
 from justpipe._kernel.injection import analyze_on_result, resolve_name
 from justpipe._kernel.plan import ExecutionPlan, compile_plan
 from justpipe._kernel.registry import Middleware, _PipelineRegistry
@@ -77,19 +79,25 @@ class Pipe(Generic[StateT, ContextT]):
         durable: Any = None,
     ) -> None:
         _check_options(
-            name,
-            queue_size,
-            max_map_items,
-            flush_interval,
-            max_retries,
-            cancellation_token,
-            failure_classification,
-            metadata,
+            name=name,
+            strict=strict,
+            allow_multi_root=allow_multi_root,
+            queue_size=queue_size,
+            max_map_items=max_map_items,
+            debug=debug,
+            cancellation_token=cancellation_token,
+            failure_classification=failure_classification,
+            metadata=metadata,
+            persist=persist,
+            flush_interval=flush_interval,
+            max_retries=max_retries,
         )
+        _check_type_option("state_type", state_type)
+        _check_type_option("context_type", context_type)
         self.name = name
         self.strict = strict
         self.allow_multi_root = allow_multi_root
-        self.queue_size = queue_size
+        self.queue_size = _channel_size(queue_size)
         self.state_type: type = type(None) if state_type is None else state_type
         self.context_type: type = type(None) if context_type is None else context_type
         self.max_map_items = max_map_items
@@ -142,7 +150,7 @@ class Pipe(Generic[StateT, ContextT]):
                 state_type=self.registry.state_type,
                 context_type=self.registry.context_type,
             )
-        if step.executor is not None:
+        if step.executor is not None and _copies_arguments(step.executor, self.executors):
             _warn_copies(step.name, injection)
         self.registry.add_step(step, injection)
         return func
@@ -350,6 +358,8 @@ class Pipe(Generic[StateT, ContextT]):
         allow_multi_root: bool | None = None,
     ) -> None:
         """Check the graph (spec §6): DefinitionError for problems, warnings for doubts."""
+        check_flag(strict, "validate(strict=...)", allow_none=True)
+        check_flag(allow_multi_root, "validate(allow_multi_root=...)", allow_none=True)
         self._validate(start, strict, allow_multi_root, stacklevel=3)
 
     def _validate(
@@ -381,7 +391,7 @@ class Pipe(Generic[StateT, ContextT]):
         `executors` binds executor names for this run (before `Pipe(executors=...)`).
         Nothing happens until the first ``__anext__()``: validation errors surface there.
         """
-        _check_run_args(queue_size, timeout)
+        queue_size, timeout = _check_run_args("run", start, queue_size, timeout)
         bound = _check_executors("run(executors=...)", executors) if executors is not None else {}
         if self.durable is not None:
             from justpipe.durable.api import durable_run
@@ -427,13 +437,15 @@ class Pipe(Generic[StateT, ContextT]):
             raise ValueError(
                 f"resume({run_id!r}, start=...) is not allowed: a durable run resumes where its "
                 "checkpoint stopped (its pending steps and the suspending step's successors). "
-                "To run from a given step, start a new run: pipe.run(state, start=...)."
+                "To run from a given step, use a new run: pipe.run(state, start=...)."
             )
         if not isinstance(run_id, str) or not run_id:
-            raise TypeError(f"resume(run_id) needs the run id (a str), got {run_id!r}")
-        if not isinstance(force, bool):
-            raise TypeError(f"resume(force=...) must be a bool, got {force!r}")
-        _check_run_args(queue_size, timeout)
+            raise TypeError(
+                "resume(run_id) must be the id of a durable run (a non-empty str: the "
+                f"run_id of its events or of `justpipe list`), got {run_id!r}"
+            )
+        check_flag(force, "resume(force=...)")
+        queue_size, timeout = _check_run_args("resume", None, queue_size, timeout)
         bound = _check_executors("resume(executors=...)", executors)
         from justpipe.durable.api import durable_resume
 
@@ -486,26 +498,23 @@ _EMPTY_PLAN = ExecutionPlan(
 )
 
 
-def _check_options(
-    name: Any,
-    queue_size: Any,
-    max_map_items: Any,
-    flush_interval: Any,
-    max_retries: Any,
-    token: Any,
-    failure_classification: Any,
-    metadata: Any,
-) -> None:
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"Pipe(name=...) must be a non-empty string, got {name!r}")
-    _check_int("queue_size", queue_size, minimum=0, allow_none=False)
-    _check_int("max_map_items", max_map_items, minimum=1, allow_none=True)
-    _check_int("flush_interval", flush_interval, minimum=1, allow_none=True)
-    _check_int("max_retries", max_retries, minimum=1, allow_none=False)
+def _check_options(**options: Any) -> None:
+    """`Pipe(...)`'s own options (the executors, middleware and durable ones apart)."""
+    check_name(options["name"], "Pipe(name=...)")
+    for flag in ("strict", "allow_multi_root"):
+        check_flag(options[flag], f"Pipe({flag}=...)")
+    for flag in ("debug", "persist"):
+        check_flag(options[flag], f"Pipe({flag}=...)", allow_none=True)
+    check_count(options["queue_size"], "Pipe(queue_size=...)", minimum=0)
+    check_count(options["max_map_items"], "Pipe(max_map_items=...)", minimum=1, allow_none=True)
+    check_count(options["flush_interval"], "Pipe(flush_interval=...)", minimum=1, allow_none=True)
+    check_count(options["max_retries"], "Pipe(max_retries=...)", minimum=1)
+    token = options["cancellation_token"]
     if token is not None and not isinstance(token, CancellationToken):
         raise TypeError(
             f"Pipe(cancellation_token=...) must be a CancellationToken, got {type(token).__name__}"
         )
+    failure_classification = options["failure_classification"]
     if failure_classification is not None and not isinstance(
         failure_classification, FailureClassificationConfig
     ):
@@ -513,8 +522,32 @@ def _check_options(
             "Pipe(failure_classification=...) must be a FailureClassificationConfig, got "
             f"{type(failure_classification).__name__}"
         )
+    metadata = options["metadata"]
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"Pipe(metadata=...) must be a dict, got {type(metadata).__name__}")
+
+
+def _check_type_option(option: str, value: Any) -> None:
+    """`state_type` / `context_type`: a class or a typing construct, not an instance."""
+    if value is None or isinstance(value, (type, TypeVar, NewType)):
+        return
+    if value is Any or get_origin(value) is not None:
+        return
+    raise TypeError(
+        f"Pipe({option}=...) must be a type (the class of the {option.split('_')[0]}), got "
+        f"an instance of {type(value).__name__}: {value!r}. Pass the class, e.g. "
+        f"Pipe({type(value).__name__}); the {option.split('_')[0]} itself goes to "
+        "pipe.run(state, context)."
+    )
+
+
+def _channel_size(queue_size: int) -> int:
+    """A `queue_size` beyond what the channel can count is as good as unbounded.
+
+    0.12's asyncio.Queue took any int; the compiled channel counts in a C `ssize_t`,
+    so larger bounds (which no run can reach) become the largest one it can hold.
+    """
+    return min(queue_size, sys.maxsize)
 
 
 def _check_middleware(middleware: Any) -> list[Middleware]:
@@ -526,13 +559,11 @@ def _check_middleware(middleware: Any) -> list[Middleware]:
     return list(middleware)
 
 
-def _check_int(option: str, value: Any, *, minimum: int, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{option} must be an int, got {type(value).__name__}: {value!r}")
-    if value < minimum:
-        raise ValueError(f"{option} must be >= {minimum}, got {value}")
+def _copies_arguments(executor: Any, known: dict[str, Any]) -> bool:
+    """Whether a step's executor (or the one its name is bound to now) gets pickled
+    copies; a name bound only later, at run(), is assumed to, as every remote one does."""
+    found = known.get(executor) if isinstance(executor, str) else executor
+    return bool(getattr(found, "copies_arguments", True))
 
 
 def _warn_copies(step: str, injection: dict[str, Any]) -> None:
@@ -567,16 +598,20 @@ def _check_executors(where: str, executors: Any) -> dict[str, Any]:
         if not isinstance(executor, Executor):
             raise TypeError(
                 f"{where}: {name!r} is {type(executor).__name__}, not an Executor: use "
-                "justpipe.executors.ProcessExecutor(), DaskExecutor() or RayExecutor()."
+                "justpipe.executors.ThreadExecutor(), ProcessExecutor(), DaskExecutor() or "
+                "RayExecutor()."
             )
     return dict(executors)
 
 
-def _check_run_args(queue_size: Any, timeout: Any) -> None:
+def _check_run_args(
+    call: str, start: Any, queue_size: Any, timeout: Any
+) -> tuple[int | None, float | None]:
+    """`run()`/`resume()` arguments, checked when called; returns the channel size to use."""
+    if start is not None and not callable(start):
+        check_name(start, f"{call}(start=...)")
     if queue_size is not None:
-        _check_int("run(queue_size=...)", queue_size, minimum=0, allow_none=False)
-    if timeout is not None:
-        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
-            raise TypeError(f"run(timeout=...) must be a number of seconds, got {timeout!r}")
-        if timeout <= 0:
-            raise ValueError(f"run(timeout=...) must be > 0 seconds, got {timeout}")
+        check_count(queue_size, f"{call}(queue_size=...)", minimum=0)
+        queue_size = _channel_size(queue_size)
+    check_seconds(timeout, f"{call}(timeout=...)")
+    return queue_size, timeout

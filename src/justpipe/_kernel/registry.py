@@ -8,9 +8,11 @@ naming the step and the fix) and freezes after the first run that validates.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from justpipe._checks import check_flag, check_seconds
 from justpipe._kernel.injection import (
     HOOK_UNKNOWN_ALLOWED,
     STEP_UNKNOWN_ALLOWED,
@@ -200,21 +202,22 @@ class _SubPipelineStep(_BaseStep):
 # --------------------------------------------------------------------------- argument checks
 
 
-def _check_positive(step: str, option: str, value: Any, *, allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok_type or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise DefinitionError(
-            f"Step '{step}' has invalid {option}={value!r}: expected a number {bound} "
-            f"(seconds) or None.",
-            step_name=step,
-        )
+@contextmanager
+def _naming(step: str) -> Iterator[None]:
+    """A parameter check's TypeError/ValueError, as the DefinitionError of step `step`."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        raise DefinitionError(str(exc), step_name=step) from None
+
+
+def _check_seconds(step: str, option: str, value: Any) -> None:
+    with _naming(step):
+        check_seconds(value, f"Step '{step}' has {option}=, which")
 
 
 def _normalize_to(step: str, to: Any) -> list[str]:
-    if not to:
+    if to is None or (isinstance(to, (list, tuple)) and not to):
         return []
     if isinstance(to, dict):
         raise DefinitionError(
@@ -229,11 +232,22 @@ def _normalize_to(step: str, to: Any) -> list[str]:
         if not (isinstance(item, str) or callable(item)):
             raise DefinitionError(
                 f"Step '{step}' has invalid 'to=' type: {type(item).__name__}. "
-                "Expected a step name (str), a function, or a list of them.",
+                "Expected a step name (str), a function, or a list of them; leave to= out "
+                "(or pass None) for a step without successors.",
                 step_name=step,
             )
+        _refuse_empty_name(step, "to=", item)
         names.append(resolve_name(item))
     return names
+
+
+def _refuse_empty_name(step: str, option: str, value: Any) -> None:
+    if isinstance(value, str) and not value:
+        raise DefinitionError(
+            f"Step '{step}' has {option}'': an empty step name names no step. Pass the "
+            f"step's name or function (e.g. {option}'save'), or leave it out.",
+            step_name=step,
+        )
 
 
 def _check_barrier_type(step: str, barrier_type: Any) -> BarrierType:
@@ -252,6 +266,7 @@ def _check_retries(step: str, retries: Any) -> int | dict[str, Any]:
     if retries is None:
         return 0
     if isinstance(retries, dict):
+        _check_retry_arguments(step, retries)
         return retries
     if isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0:
         return retries
@@ -260,6 +275,56 @@ def _check_retries(step: str, retries: Any) -> int | dict[str, Any]:
         "tenacity.retry() arguments.",
         step_name=step,
     )
+
+
+def _check_retry_arguments(step: str, retries: dict[Any, Any]) -> None:
+    """A `retries={...}` dict holds tenacity.retry() arguments (checked when tenacity is
+    installed; without it the step runs without retries, with a warning)."""
+    from justpipe.middleware import tenacity_parameters
+
+    known = tenacity_parameters()
+    if known is None:
+        return
+    unknown = [key for key in retries if key not in known]
+    if unknown:
+        raise DefinitionError(
+            f"Step '{step}' has retries={{...}} with {', '.join(map(repr, unknown))}, which "
+            f"tenacity.retry() does not take: use its arguments ({', '.join(sorted(known))}), "
+            "e.g. retries={'stop': tenacity.stop_after_attempt(3)}, or retries=<int>.",
+            step_name=step,
+        )
+    for key, value in retries.items():
+        if key in ("reraise", "enabled"):
+            with _naming(step):
+                check_flag(value, f"Step '{step}' has retries={{{key!r}: ...}}, which")
+        elif key in _TENACITY_CALLS and value is not None and not callable(value):
+            raise DefinitionError(
+                f"Step '{step}' has retries={{{key!r}: {value!r}}}: tenacity calls {key}, so "
+                "pass a tenacity object or a function, e.g. "
+                "retries={'stop': tenacity.stop_after_attempt(3)}.",
+                step_name=step,
+            )
+
+
+# the tenacity.retry() arguments that tenacity calls
+_TENACITY_CALLS = frozenset(
+    ("sleep", "stop", "wait", "retry", "before", "after", "before_sleep", "retry_error_callback")
+)
+
+
+def _check_retry_options(step: str, extra: dict[str, Any]) -> None:
+    """The options of the default retry middleware, when given (they are kept in `extra`)."""
+    with _naming(step):
+        for option in ("retry_wait_min", "retry_wait_max"):
+            if option in extra:
+                check_seconds(
+                    extra[option],
+                    f"Step '{step}' has {option}=, which",
+                    allow_none=False,
+                    allow_zero=True,
+                )
+        if "retry_reraise" in extra:
+            check_flag(extra["retry_reraise"], f"Step '{step}' has retry_reraise=, which")
 
 
 def _check_on_error(step: str, handler: Any) -> None:
@@ -286,7 +351,8 @@ def _check_executor(step: str, executor: Any) -> Any:
         return executor
     raise TypeError(
         f"Step '{step}' has executor={executor!r} ({type(executor).__name__}): pass an "
-        "Executor (justpipe.executors.ProcessExecutor(), DaskExecutor(), RayExecutor()) or "
+        "Executor (justpipe.executors.ThreadExecutor(), ProcessExecutor(), DaskExecutor(), "
+        "RayExecutor()) or "
         "the name of one given to Pipe(executors={...}) or run(executors={...})."
     )
 
@@ -315,6 +381,12 @@ def _route_target(step: str, value: Any) -> Any:
     if value is Stop or isinstance(value, Stop):
         return Stop
     if isinstance(value, str) or callable(value):
+        if isinstance(value, str) and not value:
+            raise DefinitionError(
+                f"Step '{step}' (switch) routes to '': an empty step name names no step. "
+                "Use a step's name or function, or Stop to end the branch.",
+                step_name=step,
+            )
         return resolve_name(value)
     raise DefinitionError(
         f"Step '{step}' has invalid routing target type: {type(value).__name__}. "
@@ -426,6 +498,12 @@ class _PipelineRegistry:
     ) -> _BaseStep:
         """Check every argument and build the step object (not yet registered)."""
         _check_func(func, f"@pipe.{_DECORATOR[kind]}")
+        if isinstance(name, str) and not name:
+            raise DefinitionError(
+                f"@pipe.{_DECORATOR[kind]}('') gives {resolve_name(func)!r} an empty name: pass "
+                "a name (e.g. @pipe.step('load')) or leave it out to use the function's name.",
+                step_name=resolve_name(func),
+            )
         step_name = resolve_name(name if name is not None else func)
         extra = dict(options or {})
         timeout = extra.pop("timeout", None)
@@ -434,14 +512,15 @@ class _PipelineRegistry:
         if kind is not NodeKind.STEP and (executor is not None or on_result is not None):
             option = "executor" if executor is not None else "on_result"
             raise DefinitionError(
-                f"Step '{step_name}' (@pipe.{_DECORATOR[kind]}) does not take {option}=: it "
-                "belongs on a @pipe.step (for a map, on its worker step, the one named by "
+                f"Step '{step_name}' (@pipe.{_DECORATOR[kind]}) does not take {option}=: "
+                "pass it to a @pipe.step (for a map, to its worker step, the one named by "
                 "each=).",
                 step_name=step_name,
             )
         retries = _check_retries(step_name, extra.pop("retries", 0))
-        _check_positive(step_name, "timeout", timeout)
-        _check_positive(step_name, "barrier_timeout", barrier_timeout)
+        _check_retry_options(step_name, extra)
+        _check_seconds(step_name, "timeout", timeout)
+        _check_seconds(step_name, "barrier_timeout", barrier_timeout)
         _check_on_error(step_name, on_error)
         common: dict[str, Any] = {
             "to": [] if kind is NodeKind.SWITCH else _normalize_to(step_name, to),
@@ -491,6 +570,7 @@ class _PipelineRegistry:
                 "Expected a step name (str) or a function.",
                 step_name=step,
             )
+        _refuse_empty_name(step, "each=", each)
         return resolve_name(each)
 
     @staticmethod
@@ -528,6 +608,7 @@ class _PipelineRegistry:
         if default is None:
             return None
         if isinstance(default, str) or callable(default):
+            _refuse_empty_name(step, "default=", default)
             return resolve_name(default)
         raise DefinitionError(
             f"Step '{step}' (switch) has invalid default={default!r}: expected a step name or "
@@ -554,6 +635,13 @@ class _PipelineRegistry:
     # -- hooks
     def _hook(self, func: Any, what: str) -> HookSpec:
         _check_func(func, f"@pipe.{what}")
+        if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
+            raise DefinitionError(
+                f"@pipe.{what} got {resolve_name(func)!r}, a generator function: a hook is "
+                "called once and its result is not iterated, so its body would never run. "
+                "Define it with def or async def, without yield.",
+                step_name=resolve_name(func),
+            )
         return HookSpec(func=func, injection_metadata=self.analyze_handler(func, ""))
 
     def on_startup(self, func: Any) -> None:

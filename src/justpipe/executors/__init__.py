@@ -1,6 +1,6 @@
-"""Executors: run steps on a process pool, a Dask cluster or Ray, with the same events.
+"""Executors: run steps on threads, a process pool, a Dask cluster or Ray, with the same events.
 
-`ProcessExecutor` needs only the standard library; `DaskExecutor` needs
+`ThreadExecutor` and `ProcessExecutor` need only the standard library; `DaskExecutor` needs
 ``justpipe[dask]`` and `RayExecutor` ``justpipe[ray]``, imported when the executor
 starts, not here. See `Executor` (in `justpipe.executors.base`) for the contract the
 kernel relies on, and docs/executors.md for when each one pays.
@@ -11,6 +11,7 @@ from justpipe.executors._ray import RayExecutor
 from justpipe.executors._remote import RemoteError
 from justpipe.executors.base import CallInfo, Executor, Placement, TraceHook, WorkerLostError
 from justpipe.executors.process import ProcessExecutor
+from justpipe.executors.thread import ThreadExecutor
 
 __all__ = [
     "CallInfo",
@@ -20,6 +21,7 @@ __all__ = [
     "ProcessExecutor",
     "RayExecutor",
     "RemoteError",
+    "ThreadExecutor",
     "TraceHook",
     "WorkerLostError",
 ]

@@ -28,16 +28,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
+from justpipe._checks import check_name
 from justpipe._timeouts import within_timeout
 from justpipe.executors import _remote
 from justpipe.executors.base import CallInfo, Executor, TraceHook, WorkerLostError
+from justpipe.logs import EXECUTORS
 
 __all__ = ["DaskExecutor"]
+
+_log = logging.getLogger(EXECUTORS)
 
 
 def _import_distributed() -> Any:
@@ -90,7 +95,18 @@ class DaskExecutor(Executor):
     ) -> None:
         super().__init__(trace_hook=trace_hook)
         if client is not None and address is not None:
-            raise ValueError("DaskExecutor takes a client or an address, not both")
+            raise ValueError(
+                "DaskExecutor takes a client or an address, not both: pass client= to use "
+                "your distributed.Client, or address= to let the executor connect."
+            )
+        if address is not None:
+            check_name(address, "DaskExecutor(address=...)")
+        if client is not None and not callable(getattr(client, "submit", None)):
+            raise TypeError(
+                "DaskExecutor(client=...) must be a distributed.Client, got "
+                f"{type(client).__name__}: {client!r}. Pass address='tcp://host:8786' for a "
+                "scheduler address."
+            )
         self._given_client = client
         self._address = address
         self._cluster_kwargs = cluster_kwargs
@@ -181,6 +197,14 @@ class DaskExecutor(Executor):
                 # never started there is submitted again, a started one is lost
                 if resubmits < self.MAX_RESUBMITS and not await self._started_on_worker(key):
                     resubmits += 1
+                    _log.warning(
+                        "DaskExecutor: the worker holding step '%s' died before the call "
+                        "started (%s); submitting it again (%d of %d)",
+                        info.step,
+                        exc,
+                        resubmits,
+                        self.MAX_RESUBMITS,
+                    )
                     continue
                 raise WorkerLostError(info.step, f"Dask reported KilledWorker: {exc}") from None
             except Exception as exc:

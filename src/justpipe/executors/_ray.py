@@ -27,9 +27,10 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+from justpipe._checks import check_name
 from justpipe._timeouts import stream_within_timeout, within_timeout
 from justpipe.executors import _remote
-from justpipe.executors.base import CallInfo, Executor, TraceHook, WorkerLostError
+from justpipe.executors.base import CallInfo, Executor, TraceHook, WorkerLostError, check_grace
 
 __all__ = ["RayExecutor"]
 
@@ -83,6 +84,14 @@ class RayExecutor(Executor):
         **init_kwargs: Any,
     ) -> None:
         super().__init__(trace_hook=trace_hook)
+        if address is not None:
+            check_name(address, "RayExecutor(address=...)")
+        check_grace(cancel_grace, "RayExecutor(cancel_grace=...)")
+        if task_options is not None and not isinstance(task_options, dict):
+            raise TypeError(
+                "RayExecutor(task_options=...) must be a dict of Ray task options, e.g. "
+                f"{{'num_cpus': 2}}, got {type(task_options).__name__}: {task_options!r}."
+            )
         self._address = address
         self._init_kwargs = init_kwargs
         self._task_options = dict(task_options or {})

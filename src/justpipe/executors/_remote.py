@@ -217,12 +217,13 @@ def load_error(exc: BaseException) -> BaseException:
     return exc
 
 
-def _hook_cm(hook: TraceHook | None, info: CallInfo) -> AbstractContextManager[Any]:
+def hook_context(hook: TraceHook | None, info: CallInfo) -> AbstractContextManager[Any]:
+    """The trace hook entered around the function on the worker (none: a no-op)."""
     return nullcontext() if hook is None else hook(info)
 
 
 async def invoke(fn: Callable[..., Any], kwargs: dict[str, Any], info: CallInfo, hook: Any) -> Any:
-    with _hook_cm(hook, info):
+    with hook_context(hook, info):
         result = fn(**kwargs)
         if inspect.isawaitable(result):
             # the worker keeps the step's timeout too: work the caller stopped
@@ -239,7 +240,7 @@ async def invoke(fn: Callable[..., Any], kwargs: dict[str, Any], info: CallInfo,
 async def iterate(
     fn: Callable[..., Any], kwargs: dict[str, Any], info: CallInfo, hook: Any
 ) -> AsyncGenerator[Any, None]:
-    with _hook_cm(hook, info):
+    with hook_context(hook, info):
         result = fn(**kwargs)
         if inspect.isawaitable(result):
             result = await result

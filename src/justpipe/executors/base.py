@@ -45,11 +45,14 @@ from __future__ import annotations
 import abc
 import asyncio
 import dataclasses
+import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Literal
+
+from justpipe._checks import check_callable, check_seconds
 
 __all__ = [
     "CallInfo",
@@ -124,8 +127,16 @@ class Executor(abc.ABC):
 
     name: str = "executor"
     supports_streaming: bool = True
+    #: Whether the function receives pickled copies of its arguments (every engine that
+    #: runs it in another process); False for `ThreadExecutor`, which passes the objects.
+    copies_arguments: bool = True
 
     def __init__(self, *, trace_hook: TraceHook | None = None) -> None:
+        check_callable(
+            trace_hook,
+            f"{type(self).__name__}(trace_hook=...)",
+            shape="(CallInfo) -> context manager, e.g. otel.worker_trace_hook",
+        )
         self.trace_hook = trace_hook
         self._started = False
         self._starting: asyncio.Future[None] | None = None
@@ -219,6 +230,11 @@ class Executor(abc.ABC):
     def __repr__(self) -> str:
         state = "started" if self._started else "not started"
         return f"<{type(self).__name__} {state}>"
+
+
+def check_grace(value: Any, subject: str) -> None:
+    """`cancel_grace=`: seconds >= 0 that a thread timer can wait."""
+    check_seconds(value, subject, allow_none=False, allow_zero=True, maximum=threading.TIMEOUT_MAX)
 
 
 class CapacityLimiter(asyncio.Semaphore):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import multiprocessing
 import multiprocessing.context
 import os
@@ -40,11 +41,22 @@ from multiprocessing import spawn
 from multiprocessing.connection import Connection
 from typing import Any
 
+from justpipe._checks import check_count
 from justpipe._timeouts import stream_within_timeout, within_timeout
 from justpipe.executors import _remote, _worker
-from justpipe.executors.base import CallInfo, Executor, Placement, TraceHook, WorkerLostError
+from justpipe.executors.base import (
+    CallInfo,
+    Executor,
+    Placement,
+    TraceHook,
+    WorkerLostError,
+    check_grace,
+)
+from justpipe.logs import EXECUTORS
 
 __all__ = ["ProcessExecutor"]
+
+_log = logging.getLogger(EXECUTORS)
 
 _START_TIMEOUT = 60.0
 
@@ -185,8 +197,16 @@ class ProcessExecutor(Executor):
         trace_hook: TraceHook | None = None,
     ) -> None:
         super().__init__(trace_hook=trace_hook)
-        if max_workers is not None and max_workers < 1:
-            raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+        check_count(max_workers, "ProcessExecutor(max_workers=...)", minimum=1, allow_none=True)
+        check_grace(cancel_grace, "ProcessExecutor(cancel_grace=...)")
+        if mp_context is not None and not isinstance(
+            mp_context, multiprocessing.context.BaseContext
+        ):
+            raise TypeError(
+                "ProcessExecutor(mp_context=...) must be a multiprocessing context, e.g. "
+                f"multiprocessing.get_context('spawn'), got {type(mp_context).__name__}: "
+                f"{mp_context!r}."
+            )
         self._max_workers = max_workers or _default_workers()
         self._context = mp_context
         self.cancel_grace = cancel_grace
@@ -321,9 +341,17 @@ class ProcessExecutor(Executor):
                 self._idle.remove(worker)
             replace = not self._closing and not worker.retired
         if replace:
+            _log.warning(
+                "ProcessExecutor: %s; starting a new worker-%d",
+                _describe_exit(worker.pid, code),
+                worker.index,
+            )
             try:
                 fresh = self._spawn(worker.index)
             except RuntimeError as exc:
+                _log.error(
+                    "ProcessExecutor: a new worker-%d could not start: %s", worker.index, exc
+                )
                 self._broken(exc)
                 return
             with self._lock:
