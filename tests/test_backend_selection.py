@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import justpipe
 from conftest import backend_unavailable
 from justpipe import _core
 
@@ -50,7 +51,7 @@ def test_info_command_reports_the_backends() -> None:
     assert result.returncode == 0, result.stderr
     assert f"backend: {_core.AVAILABLE_BACKENDS[0]}" in result.stdout
     assert f"available backends: {', '.join(_core.AVAILABLE_BACKENDS)}" in result.stdout
-    assert "justpipe 0.12.0" in result.stdout
+    assert f"justpipe {justpipe.__version__}" in result.stdout
     assert f"python: {sys.implementation.name.replace('cpython', 'CPython')}" in result.stdout
 
 

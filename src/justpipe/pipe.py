@@ -7,7 +7,7 @@ import sys
 import warnings
 from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, NewType, TypeVar, get_origin, overload
+from typing import Any, Generic, NewType, TypeVar, cast, get_origin, overload
 
 from justpipe._checks import check_count, check_flag, check_name, check_seconds
 from justpipe._kernel.injection import analyze_on_result, resolve_name
@@ -17,6 +17,15 @@ from justpipe._kernel.runner import _PipelineRunner
 from justpipe._kernel.validation import validate
 from justpipe.middleware import tenacity_retry_middleware
 from justpipe.observability.observer import ObserverProtocol
+from justpipe.outcome import (
+    RunFailed,
+    RunOutcome,
+    StateCapture,
+    collect_outcome,
+    observing_next_run,
+    run_sync,
+    take_run_observers,
+)
 from justpipe.types import (
     BarrierType,
     CancellationToken,
@@ -458,6 +467,97 @@ class Pipe(Generic[StateT, ContextT]):
         }
         return durable_resume(self, run_id, value, force, args)
 
+    async def execute(
+        self,
+        state: StateT | None = None,
+        context: ContextT | None = None,
+        *,
+        resume: str | None = None,
+        value: Any = None,
+        force: bool = False,
+        start: str | Callable[..., Any] | None = None,
+        queue_size: int | None = None,
+        timeout: float | None = None,
+        executors: dict[str, Any] | None = None,
+        raise_on_failure: bool = False,
+    ) -> RunOutcome:
+        """Run the pipeline to its end (or, with `resume=run_id`, go on with a durable run)
+        and return how it ended: status, final state, run id, the failing step and error.
+
+        The events are consumed here; use `run()` to see them. With `raise_on_failure`,
+        a run that did not succeed raises `RunFailed` (its `.outcome` is the outcome).
+        `resume`, `value` and `force` are those of `resume()`; the other arguments those
+        of `run()`.
+        """
+        check_flag(raise_on_failure, "execute(raise_on_failure=...)")
+        capture: StateCapture | None = None
+        if resume is None:
+            if value is not None or force:
+                raise ValueError(
+                    "execute(value=..., force=...) belong to a resumed run: pass "
+                    "resume=<run id> too, or leave them out to start a new run."
+                )
+            run_state = cast(StateT, state)  # None is a state too (steps that take none)
+            events = self.run(run_state, context, start, queue_size, timeout, executors=executors)
+        else:
+            if state is not None:
+                raise ValueError(
+                    f"execute(state, resume={resume!r}): a resumed run continues with the "
+                    "state of its checkpoint; leave state out (pass value= for the answer "
+                    "its Suspend waits for)."
+                )
+            events = self.resume(
+                resume,
+                value,
+                context=context,
+                force=force,
+                queue_size=queue_size,
+                timeout=timeout,
+                executors=executors,
+                start=start,
+            )
+            capture = StateCapture()
+        if capture is None:
+            outcome = await collect_outcome(self.name, events, state, None)
+        else:
+            with observing_next_run(capture):
+                outcome = await collect_outcome(self.name, events, None, capture)
+        if raise_on_failure and not outcome.ok:
+            raise RunFailed(outcome)
+        return outcome
+
+    def execute_sync(
+        self,
+        state: StateT | None = None,
+        context: ContextT | None = None,
+        *,
+        resume: str | None = None,
+        value: Any = None,
+        force: bool = False,
+        start: str | Callable[..., Any] | None = None,
+        queue_size: int | None = None,
+        timeout: float | None = None,
+        executors: dict[str, Any] | None = None,
+        raise_on_failure: bool = False,
+    ) -> RunOutcome:
+        """`execute()` for scripts: runs its own event loop (`asyncio.run`). Refused inside
+        a running event loop, where `await pipe.execute(...)` is the way."""
+        return run_sync(
+            self.execute(
+                state,
+                context,
+                resume=resume,
+                value=value,
+                force=force,
+                start=start,
+                queue_size=queue_size,
+                timeout=timeout,
+                executors=executors,
+                raise_on_failure=raise_on_failure,
+            ),
+            "execute",
+        )
+
     def _prepare_run(self, start: Any) -> _RunSetup:
         start_name = resolve_name(start) if start is not None else None
         # warnings point at the consumer's `async for` (validate <- _prepare_run <- runner)
@@ -472,7 +572,7 @@ class Pipe(Generic[StateT, ContextT]):
             if len(self._plans) > 32:
                 self._plans.clear()
             self._plans[key] = plan
-        observers: list[ObserverProtocol] = list(reg.observers)
+        observers: list[ObserverProtocol] = [*reg.observers, *take_run_observers()]
         if self.persist:
             from justpipe.storage.persistence import create_persistence_observer
 
