@@ -986,7 +986,7 @@ def test_describe_node_lists_every_option_that_is_set_in_a_fixed_order() -> None
         pipeline=child,
         to="b",
         timeout=1,
-        retries={"stop": 2},
+        retries={"reraise": False},
         barrier_timeout=0.5,
         on_error=lambda: None,
     )
@@ -1000,7 +1000,7 @@ def test_describe_node_lists_every_option_that_is_set_in_a_fixed_order() -> None
         ("kind", "sub"),
         ("targets", ["b"]),
         ("timeout", 1),
-        ("retries", {"stop": 2}),
+        ("retries", {"reraise": False}),
         ("barrier_timeout", 0.5),
         ("has_error_handler", True),
         ("sub_pipeline_hash", pipeline_hash(child)),

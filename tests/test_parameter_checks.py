@@ -108,6 +108,7 @@ class State:
 PIPE_REJECTED: list[Any] = [
     ({"state_type": {}}, TypeError, "state_type"),
     ({"state_type": State()}, TypeError, "state_type"),
+    ({"state_type": "orders"}, TypeError, "Pipe(name='orders')"),
     ({"context_type": 5}, TypeError, "context_type"),
     ({"name": ""}, ValueError, "name"),
     ({"name": 5}, TypeError, "name"),

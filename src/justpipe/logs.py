@@ -2,12 +2,14 @@
 
 Every record justpipe logs goes to a child of the ``justpipe`` logger, so
 ``logging.getLogger("justpipe")`` configures them all and each component can be tuned
-on its own (docs/logging.md):
+on its own (README "Logging", docs/compatibility.md "Logging"):
 
 ==========================  =====================================================
 ``justpipe.kernel``         a step that failed for good (ERROR, with the traceback
                             and, unless hidden, the run's state); an observer hook
                             that raised (ERROR)
+``justpipe.executors``      a worker process replaced, a Dask call submitted
+                            again (WARNING)
 ``justpipe.persistence``    a run that could not be stored (WARNING)
 ``justpipe.storage``        the run store's own notices (WARNING)
 ``justpipe``                `simple_logging_middleware`'s step durations (DEBUG),

@@ -633,6 +633,12 @@ def _check_type_option(option: str, value: Any) -> None:
         return
     if value is Any or get_origin(value) is not None:
         return
+    if isinstance(value, str):
+        raise TypeError(
+            f"Pipe({option}=...) must be a type, got the string {value!r}. To name the "
+            f"pipeline, use Pipe(name={value!r}) (the first positional argument is the "
+            "state's type, e.g. Pipe(dict, name=...))."
+        )
     raise TypeError(
         f"Pipe({option}=...) must be a type (the class of the {option.split('_')[0]}), got "
         f"an instance of {type(value).__name__}: {value!r}. Pass the class, e.g. "
