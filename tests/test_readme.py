@@ -9,8 +9,10 @@ blocks must stay few.
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,8 +43,22 @@ def test_the_readme_has_python_blocks_and_few_are_not_run() -> None:
     assert len(found) == len(re.findall(r"^```(?:python|py)$", TEXT, re.M))
 
 
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """The README configures logging (a filter on justpipe.kernel): undo it afterwards."""
+    names = ["", *(n for n in logging.root.manager.loggerDict if n.startswith("justpipe"))]
+    saved = {name: list(logging.getLogger(name).filters) for name in names}
+    yield
+    for name in {*names, *logging.root.manager.loggerDict}:
+        if name in saved or name.startswith("justpipe"):
+            logging.getLogger(name).filters[:] = saved.get(name, [])
+
+
 def test_readme_examples_run_in_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    logging_restored: None,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("JUSTPIPE_STORAGE_PATH", str(tmp_path / "store"))
