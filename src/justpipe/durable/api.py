@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
+import typing
 from collections.abc import AsyncGenerator
 from contextlib import ExitStack, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from justpipe.durable.checkpointer import FORMAT, Checkpointer
+from justpipe.durable.checkpointer import Checkpointer
 from justpipe.durable.serializer import StateSerializer
-from justpipe.durable.sqlite import SQLiteCheckpointStore, find_checkpoint_file
+from justpipe.durable.sqlite import (
+    SQLiteCheckpointStore,
+    file_has_table,
+    find_checkpoint_file,
+    move_run,
+)
 from justpipe.durable.store import (
     DEFAULT_LEASE_TTL_S,
-    FINISHED,
     Checkpoint,
     CheckpointStore,
     PipelineChangedError,
-    RunFinishedError,
     UnknownRunError,
     new_owner,
 )
-from justpipe.types import Event
+from justpipe.durable.validation import changed_message, read_checkpoint
+from justpipe.storage.sqlite import SQLiteBackend
+from justpipe.types import Event, NodeKind
 
 if TYPE_CHECKING:
     from justpipe.pipe import Pipe
@@ -34,6 +40,7 @@ __all__ = ["Durable", "as_durable", "durable_resume", "durable_run", "resume_val
 _RESUME_VALUE: ContextVar[Any] = ContextVar("justpipe_resume_value", default=None)
 _STORE_ATTRIBUTE = "_durable_store"
 _HASH_ATTRIBUTE = "_durable_hash"
+_CODEC_ATTRIBUTE = "_durable_codec"
 
 
 def resume_value() -> Any:
@@ -135,14 +142,70 @@ def store_of(pipe: Pipe[Any, Any], pipeline_hash: str) -> CheckpointStore:
     return store
 
 
-def _runs_db(pipeline_hash: str) -> Any:
+def _runs_db(pipeline_hash: str) -> Path:
     from justpipe.storage.persistence import RUNS_DB, resolve_storage_path
 
     return resolve_storage_path() / pipeline_hash / RUNS_DB
 
 
 def _serializer(pipe: Pipe[Any, Any]) -> StateSerializer:
-    return pipe.durable.serializer  # type: ignore[no-any-return]
+    """The pipe's serializer, bound to what the pipe declares (worked out once per definition).
+
+    A checkpoint may rebuild only the classes the pipeline declares (`declared_types`) or
+    the serializer registers; the registered ones are part of the key, so a class
+    registered after a run is taken into account by the next one.
+    """
+    serializer: StateSerializer = pipe.durable.serializer
+    key = (pipe.registry.version, id(serializer), serializer.registered)
+    cached = getattr(pipe, _CODEC_ATTRIBUTE, None)
+    if cached is not None and cached[0] == key:
+        return cached[1]  # type: ignore[no-any-return]
+    bound = serializer.for_types(*declared_types(pipe))
+    setattr(pipe, _CODEC_ATTRIBUTE, (key, bound))
+    return bound
+
+
+def declared_types(pipe: Pipe[Any, Any]) -> list[Any]:
+    """What a pipeline declares about the values its checkpoints hold.
+
+    Its state type; for each sub-pipeline step, the child pipeline's (recursively) and the
+    step's return annotation (the child's state); for each map, its function's return
+    annotation and its worker's parameter annotations (the items). The serializer admits
+    the dataclasses and pydantic models these reach (`reachable_records`).
+    """
+    found: list[Any] = []
+    seen: set[int] = set()
+    pending: list[Any] = [pipe]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        found.append(getattr(current, "state_type", None))
+        steps = current.registry.steps
+        for step in steps.values():
+            if step.kind is NodeKind.SUB:
+                pending.append(step.pipeline)
+                found.append(_hints(step.original_func).get("return"))
+            elif step.kind is NodeKind.MAP:
+                found.append(_hints(step.original_func).get("return"))
+                worker = steps.get(step.each)
+                if worker is not None:
+                    found.extend(
+                        hint
+                        for name, hint in _hints(worker.original_func).items()
+                        if name != "return"
+                    )
+    return [annotation for annotation in found if annotation is not None]
+
+
+def _hints(func: Any) -> dict[str, Any]:
+    """A function's resolved annotations (those it cannot resolve left out)."""
+    try:
+        return typing.get_type_hints(func)
+    except Exception:
+        raw = getattr(func, "__annotations__", None) or {}
+        return {name: hint for name, hint in raw.items() if not isinstance(hint, str)}
 
 
 async def durable_run(
@@ -181,25 +244,29 @@ async def durable_resume(
     force: bool,
     runner_args: dict[str, Any],
 ) -> AsyncGenerator[Event, None]:
-    """A later segment of a durable run (see `Pipe.resume`)."""
+    """A later segment of a durable run (see `Pipe.resume`).
+
+    Everything read from the store is checked (`validation.read_checkpoint`) before the
+    runner exists: a refusal emits nothing, writes nothing, and gives the lease back.
+    """
     from justpipe._kernel.runner import _PipelineRunner
 
     pipeline_hash = _pipeline_hash(pipe)
+    serializer = _serializer(pipe)
     store = _locate(pipe, run_id, pipeline_hash, force)
     owner = new_owner()
-    store.acquire(run_id, owner, pipe.durable.lease_ttl_s)  # RunLeasedError: another live process
+    ttl = pipe.durable.lease_ttl_s
+    store.acquire(run_id, owner, ttl)  # RunLeasedError: another live process
     try:
         checkpoint = store.load(run_id)
-        assert checkpoint is not None
-        data = _check_resumable(checkpoint, pipeline_hash, force)
-        if data.get("attempts") is None:  # kept by the store, beside the document
-            data["attempts"] = dict(checkpoint.attempts or {})
-        data["parts"] = dict(checkpoint.parts or {})  # (what the document refers to by key)
-        serializer = _serializer(pipe)
-        state = serializer.decode(data["state"])
+        if checkpoint is None:  # (gone between the look-up and the lease)
+            raise UnknownRunError(_unknown_message(run_id, store))
+        restored = read_checkpoint(checkpoint, pipe, serializer, pipeline_hash, force)
+        store = _keep_in_one_store(pipe, store, checkpoint, pipeline_hash, owner)
+        data = restored.data
         stored_seq = getattr(store, "stored_seq", None)
         if callable(stored_seq):  # events a crashed segment persisted after its checkpoint
-            data["seq"] = max(int(data["seq"]), int(stored_seq(run_id)))
+            data["seq"] = max(data["seq"], int(stored_seq(run_id)))
         reopen = getattr(store, "reopen_run", None)
         if callable(reopen) and pipe.persist:
             reopen(run_id)
@@ -215,14 +282,16 @@ async def durable_resume(
         pipe.name,
         pipeline_hash,
         _version(),
-        pipe.durable.lease_ttl_s,
+        ttl,
         restored=data,
-        segment=int(data["segment"]) + 1,
+        segment=data["segment"] + 1,
     )
     token = _RESUME_VALUE.set(value)
     # the run's own start step (run(state, start=...)), so the plan is the one it ran with
     runner_args = {**runner_args, "start": data.get("start")}
-    stream = _PipelineRunner(pipe, state=state, durable=checkpointer, **runner_args).stream()
+    stream = _PipelineRunner(
+        pipe, state=restored.state, durable=checkpointer, **runner_args
+    ).stream()
     traced = ExitStack()
     otel = sys.modules.get("justpipe.observability.otel")
     if otel is not None and data.get("trace"):
@@ -250,44 +319,51 @@ def _locate(pipe: Pipe[Any, Any], run_id: str, pipeline_hash: str, force: bool) 
         if found is not None:
             old_hash = found.parent.name
             if not force:
-                raise PipelineChangedError(_changed_message(run_id, old_hash, pipeline_hash))
+                raise PipelineChangedError(changed_message(run_id, old_hash, pipeline_hash))
             return SQLiteCheckpointStore(found)
-    raise UnknownRunError(
+    raise UnknownRunError(_unknown_message(run_id, store))
+
+
+def _unknown_message(run_id: str, store: CheckpointStore) -> str:
+    return (
         f"no durable run {run_id!r} in {store!r}: check the run id (the FINISH event's "
         "run_id), and that this Pipe uses the same checkpoint store (durable=...) and "
         "JUSTPIPE_STORAGE_PATH as the run."
     )
 
 
-def _check_resumable(checkpoint: Checkpoint, pipeline_hash: str, force: bool) -> dict[str, Any]:
-    run_id = checkpoint.run_id
-    data: dict[str, Any] = json.loads(checkpoint.data)
-    if data.get("format") != FORMAT:
-        raise RunFinishedError(
-            f"run {run_id!r}: its checkpoint has format {data.get('format')!r}, this version "
-            f"reads format {FORMAT}; resume it with the justpipe version that wrote it "
-            f"({data.get('version')})."
-        )
-    if checkpoint.status == FINISHED:
-        note = f" Note: {data['note']}." if data.get("note") else ""
-        raise RunFinishedError(
-            f"run {run_id!r} already finished ({data.get('end')}); only a suspended run, or "
-            f"one whose process died, can be resumed. Start a new run with pipe.run().{note}"
-        )
-    if checkpoint.pipeline_hash != pipeline_hash and not force:
-        raise PipelineChangedError(
-            _changed_message(run_id, checkpoint.pipeline_hash, pipeline_hash)
-        )
-    return data
+def _keep_in_one_store(
+    pipe: Pipe[Any, Any],
+    store: CheckpointStore,
+    checkpoint: Checkpoint,
+    pipeline_hash: str,
+    owner: str,
+) -> CheckpointStore:
+    """A forced resume of a changed pipeline: the run moves to where this pipeline keeps runs.
 
-
-def _changed_message(run_id: str, old: str, new: str) -> str:
-    return (
-        f"run {run_id!r} was checkpointed by a different pipeline definition (hash {old}, "
-        f"this one is {new}): steps, edges or options changed since. Resume it with the "
-        "pipeline it ran with, or pass pipe.resume(..., force=True) if the change is safe "
-        "(the frontier's steps must still exist)."
-    )
+    The run store is per pipeline hash, so the new segment's persisted events (and, with
+    the default store, its checkpoints) would go to another file than the run's earlier
+    segments: the run would be listed twice, its old row left running. Instead its rows
+    move, before anything runs, into this pipeline's file; returns the store that now
+    holds the run's checkpoint and lease.
+    """
+    old_hash = checkpoint.pipeline_hash
+    if old_hash == pipeline_hash:
+        return store
+    if pipe.durable.store is None and isinstance(store, SQLiteCheckpointStore):
+        target = store_of(pipe, pipeline_hash)
+        assert isinstance(target, SQLiteCheckpointStore)
+        if file_has_table(store.db_path, "runs"):
+            SQLiteBackend(target.db_path).close()  # (creates the run store's tables)
+        lease = (owner, pipe.durable.lease_ttl_s)
+        move_run(store.db_path, target.db_path, checkpoint.run_id, lease)
+        return target
+    old_db = _runs_db(old_hash)
+    if pipe.persist and file_has_table(old_db, "runs"):
+        new_db = _runs_db(pipeline_hash)
+        SQLiteBackend(new_db).close()
+        move_run(old_db, new_db, checkpoint.run_id)
+    return store
 
 
 def _reset(token: Any) -> None:

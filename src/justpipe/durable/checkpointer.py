@@ -537,6 +537,7 @@ class Checkpointer:
             attempts=changed,
             parts=dict(parts) if parts else None,
         )
+        checkpoint = self.serializer.sign(checkpoint)  # (unchanged without a signing key)
         events = self._events
         try:
             if events is None:

@@ -25,9 +25,11 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from justpipe.durable.store import (
     Checkpoint,
+    CorruptCheckpointError,
     Lease,
     LeaseLostError,
     RunLeasedError,
@@ -36,7 +38,7 @@ from justpipe.durable.store import (
 )
 from justpipe.storage.sqlite import _INSERT_EVENT, _INSERT_PLACEHOLDER, SQLiteBackend
 
-__all__ = ["SQLiteCheckpointStore"]
+__all__ = ["SQLiteCheckpointStore", "file_has_table", "find_checkpoint_file", "move_run"]
 
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS durable_checkpoints (
@@ -234,17 +236,7 @@ class SQLiteCheckpointStore:
                 conn.execute("COMMIT")
         if row is None:
             return None
-        return Checkpoint(
-            str(row[0]),
-            str(row[1]),
-            str(row[2]),
-            str(row[3]),
-            int(row[4]),
-            str(row[5]),
-            row[6],
-            {str(name): int(count) for name, count in counts},
-            {str(key): str(text) for key, text in parts},
-        )
+        return _checkpoint(row, counts, parts)
 
     def acquire(self, run_id: str, owner: str, ttl_s: float) -> None:
         with self._write() as conn:
@@ -301,9 +293,133 @@ class SQLiteCheckpointStore:
             if not _has_table(conn, "events"):
                 return 0
             row = conn.execute(
-                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?", (run_id,)
+                "SELECT COALESCE(MAX(seq), 0) FROM events"
+                " WHERE run_id = ? AND typeof(seq) = 'integer'",
+                (run_id,),
             ).fetchone()
         return int(row[0])
+
+
+def _checkpoint(
+    row: Sequence[Any], counts: Sequence[tuple[str, int]], parts: Sequence[tuple[str, str]]
+) -> Checkpoint:
+    """A row of ``durable_checkpoints`` (with its counters and parts) as a `Checkpoint`.
+
+    The file is untrusted input: a column of the wrong type (SQLite keeps what it is given)
+    is a `CorruptCheckpointError` naming it, not a raw ``ValueError`` out of `load`.
+    """
+    run_id = row[0]
+    texts = dict(zip(("run_id", "pipe_name", "pipeline_hash", "status"), row[:4], strict=True))
+    for column, value in (*texts.items(), ("data", row[5])):
+        if type(value) is not str:
+            raise CorruptCheckpointError(
+                f"run {run_id!r}: its checkpoint row's {column} is a {type(value).__name__}, "
+                "not text"
+            )
+    if type(row[4]) is not int:
+        raise CorruptCheckpointError(
+            f"run {run_id!r}: its checkpoint row's segment is {row[4]!r}, not an integer"
+        )
+    for name, count in counts:
+        if type(name) is not str or type(count) is not int:
+            raise CorruptCheckpointError(
+                f"run {run_id!r}: its attempt counter {name!r} is {count!r}, not an integer"
+            )
+    for key, text in parts:
+        if type(key) is not str or type(text) is not str:
+            raise CorruptCheckpointError(f"run {run_id!r}: its part {key!r} is not text")
+    return Checkpoint(
+        run_id,
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        float(row[6]) if isinstance(row[6], (int, float)) else 0.0,
+        dict(counts),
+        dict(parts),
+    )
+
+
+_CHECKPOINT_TABLES = ("durable_checkpoints", "durable_counters", "durable_parts")
+_RUN_STORE_TABLES = (("runs", ()), ("events", ("id",)))  # (table, columns not copied)
+
+
+def move_run(
+    source: Path, target: Path, run_id: str, lease: tuple[str, float] | None = None
+) -> None:
+    """Move run `run_id` from the SQLite file `source` into `target` (a forced resume).
+
+    Moved: its run-store rows (``runs``, ``events``), and, when `lease` is given (the owner
+    that holds the run's lease, and its ttl), its checkpoint, counters and parts too, the
+    lease being taken in `target`. Two transactions: the copy into `target`, then the
+    removal from `source`; a crash between them leaves a copy behind, never no run.
+    `target`'s tables must exist (its `SQLiteCheckpointStore`, and a `SQLiteBackend` when
+    `source` has run-store rows).
+    """
+    if source.resolve() == target.resolve():
+        return
+    conn = sqlite3.connect(target, timeout=10.0, isolation_level=None)
+    try:
+        conn.execute("ATTACH DATABASE ? AS source", (str(source),))
+        moved = [t for t in _CHECKPOINT_TABLES if lease is not None and _has(conn, "source", t)]
+        copied = [(t, skip) for t, skip in _RUN_STORE_TABLES if _has(conn, "source", t)]
+        with _transaction(conn):
+            for table in moved:
+                conn.execute(
+                    f"INSERT OR REPLACE INTO main.{table}"
+                    f" SELECT * FROM source.{table} WHERE run_id = ?",
+                    (run_id,),
+                )
+            if lease is not None:
+                owner, ttl_s = lease
+                conn.execute(
+                    "INSERT OR REPLACE INTO main.durable_leases (run_id, owner, expires_at)"
+                    " VALUES (?, ?, ?)",
+                    (run_id, owner, time.time() + ttl_s),
+                )
+            for table, skip in copied:
+                columns = ", ".join(_common_columns(conn, table, skip))
+                conn.execute(
+                    f"INSERT OR IGNORE INTO main.{table} ({columns})"
+                    f" SELECT {columns} FROM source.{table} WHERE run_id = ? ORDER BY rowid",
+                    (run_id,),
+                )
+        with _transaction(conn):
+            gone = [*moved, *(["durable_leases"] if moved else [])]
+            gone += [t for t in ("events", "run_leases", "runs") if _has(conn, "source", t)]
+            for table in gone:
+                conn.execute(f"DELETE FROM source.{table} WHERE run_id = ?", (run_id,))
+    finally:
+        conn.close()
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _has(conn: sqlite3.Connection, schema: str, table: str) -> bool:
+    row = conn.execute(
+        f"SELECT 1 FROM {schema}.sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone()
+    return row is not None
+
+
+def _common_columns(conn: sqlite3.Connection, table: str, skip: Sequence[str]) -> list[str]:
+    """The (not generated) columns `table` has in both files, minus `skip`."""
+
+    def columns(schema: str) -> list[str]:
+        return [str(r[1]) for r in conn.execute(f"PRAGMA {schema}.table_info({table})")]
+
+    there = set(columns("main"))
+    return [c for c in columns("source") if c in there and c not in skip]
 
 
 def _has_table(conn: sqlite3.Connection, table: str) -> bool:
@@ -311,6 +427,22 @@ def _has_table(conn: sqlite3.Connection, table: str) -> bool:
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
     ).fetchone()
     return row is not None
+
+
+def file_has_table(db_path: Path, table: str) -> bool:
+    """Whether the SQLite file at `db_path` exists and has `table` (read-only look)."""
+    if not db_path.is_file():
+        return False
+    try:
+        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error:
+        return False
+    try:
+        return _has_table(conn, table)
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
 
 
 def find_checkpoint_file(root: Path, run_id: str, file_name: str) -> Path | None:

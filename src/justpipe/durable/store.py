@@ -50,14 +50,18 @@ from typing import Protocol, runtime_checkable
 __all__ = [
     "DEFAULT_LEASE_TTL_S",
     "Checkpoint",
+    "CheckpointSignatureError",
     "CheckpointStore",
+    "CorruptCheckpointError",
     "DurableError",
     "InMemoryCheckpointStore",
     "Lease",
     "LeaseLostError",
+    "MissingStepsError",
     "PipelineChangedError",
     "RunFinishedError",
     "RunLeasedError",
+    "UndeclaredTypeError",
     "UnknownRunError",
     "lease_is_live",
     "new_owner",
@@ -83,6 +87,30 @@ class RunFinishedError(DurableError, ValueError):
 
 class PipelineChangedError(DurableError, ValueError):
     """`resume()` with a pipeline whose definition (hash) differs from the checkpoint's."""
+
+
+class MissingStepsError(PipelineChangedError):
+    """``resume(force=True)`` onto a pipeline that lacks steps the checkpoint refers to."""
+
+
+class CorruptCheckpointError(DurableError, ValueError):
+    """A stored checkpoint that cannot be used as it is.
+
+    Unreadable text, a wrong shape or type (named by its place, e.g. ``frontier[2].scope``),
+    a step this pipeline does not have, a value that cannot be rebuilt. `resume()` refuses
+    it before anything runs: no event, no step, the stored row left as it was, the lease
+    given back.
+    """
+
+
+class UndeclaredTypeError(CorruptCheckpointError):
+    """A checkpoint value names a class the pipeline does not declare nor its serializer
+    register (or holds a pickle the serializer does not allow); nothing was built."""
+
+
+class CheckpointSignatureError(CorruptCheckpointError):
+    """A checkpoint (or a part of it) is unsigned, or its signature does not match any of
+    the serializer's keys: it was not written by a holder of the key, or was changed since."""
 
 
 class RunLeasedError(DurableError, RuntimeError):
