@@ -626,3 +626,45 @@ async def test_a_forced_resume_keeps_the_run_in_one_store_and_one_row(
     # and it is resumed from there afterwards, without force: it is finished
     with pytest.raises(DurableError, match="already finished"):
         await drain(changed.resume(run_id))
+
+
+# --------------------------------------------------------------------------- the docs
+
+
+def test_the_docs_examples_of_registration_and_signing_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """docs/durable.md's python blocks of "What can be serialized" and "Security", in order."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "durable.md").read_text()
+    section = text[text.index("## What can be serialized") : text.index("## Stores")]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    assert len(blocks) == 2
+    namespace: dict[str, Any] = {"__name__": "durable_docs"}
+    for index, block in enumerate(blocks):
+        code = compile(block, f"docs/durable.md[block {index}]", "exec", dont_inherit=True)
+        exec(code, namespace)
+    assert "refused: run" in capsys.readouterr().out
+
+
+async def test_a_forced_resume_with_a_store_of_your_own_moves_the_run_row_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JUSTPIPE_STORAGE_PATH", str(tmp_path / "runs"))
+    store = SQLiteCheckpointStore(tmp_path / "checkpoints.db")
+    first = order_pipe(Durable(store=store))
+    first.persist = True
+    run_id = await suspended_run(first)
+    changed = order_pipe(Durable(store=store), extra=True)
+    changed.persist = True
+    done = await run_with_watchdog(drain(changed.resume(run_id, value="ok", force=True)))
+    assert end_data(done).status is SUCCESS
+    runs = {p.parent.name: p for p in (tmp_path / "runs").glob("*/runs.db")}
+    assert len(runs) == 2
+    found = []
+    for db in runs.values():
+        with SQLiteBackend(db) as backend:
+            record = backend.get_run(run_id)
+            if record is not None:
+                found.append((record.status, [e.seq for e in backend.get_events(run_id)]))
+    ((status, seqs),) = found  # one row, in the changed pipeline's run store
+    assert status is SUCCESS and seqs == list(range(1, len(seqs) + 1))

@@ -60,8 +60,10 @@ class Durable:
     ``JUSTPIPE_STORAGE_PATH``, and the runs are persisted there too). `checkpoint_every`:
     N writes a checkpoint after every N processed completions (1, the default: after each);
     0 only when a segment starts, suspends or finishes (cheap; a crash then re-runs the
-    segment from its start). `serializer`: how the state is written (JSON, dataclasses,
-    pydantic; ``StateSerializer(allow_pickle=True)`` to accept anything picklable).
+    segment from its start). `serializer`: how the state is written and read back (JSON;
+    the dataclasses and pydantic models the state type declares, and those registered with
+    ``StateSerializer(types=[...])``; ``signing_key=...`` to sign checkpoints;
+    ``allow_pickle=True`` to accept anything picklable, see docs/durable.md, Security).
     `lease_ttl_s`: how long a run's lease outlives its last renewal.
     ``durable=True`` is ``Durable()``, ``durable=store`` is ``Durable(store=store)``.
     """
@@ -350,13 +352,18 @@ def _keep_in_one_store(
     old_hash = checkpoint.pipeline_hash
     if old_hash == pipeline_hash:
         return store
+    ttl_s = pipe.durable.lease_ttl_s
     if pipe.durable.store is None and isinstance(store, SQLiteCheckpointStore):
         target = store_of(pipe, pipeline_hash)
         assert isinstance(target, SQLiteCheckpointStore)
         if file_has_table(store.db_path, "runs"):
             SQLiteBackend(target.db_path).close()  # (creates the run store's tables)
-        lease = (owner, pipe.durable.lease_ttl_s)
-        move_run(store.db_path, target.db_path, checkpoint.run_id, lease)
+        try:
+            move_run(store.db_path, target.db_path, checkpoint.run_id, (owner, ttl_s))
+        except BaseException:
+            target.release(checkpoint.run_id, owner)  # (the caller releases it in `store`)
+            raise
+        store.close()
         return target
     old_db = _runs_db(old_hash)
     if pipe.persist and file_has_table(old_db, "runs"):

@@ -29,6 +29,13 @@ part of the run. The document then refers to a part by its key (``"items_part"``
 checkpoint does not re-write a map's items after each of its workers. A store without the
 attribute gets them inside the document.
 
+What a store keeps is untrusted when it is read back (see docs/durable.md, Security): a
+store keeps `Checkpoint.data` and the parts as opaque text and returns them byte for byte
+(a signed checkpoint carries its signatures inside that text, so a store needs no code of
+its own for signing), and a row it cannot turn back into a `Checkpoint` (a column of the
+wrong type) is a `CorruptCheckpointError` from `load`, never a raw exception. `resume()`
+checks everything else (`justpipe.durable.validation`).
+
 A lease names its owner (``host:pid:nonce``) and an expiry. It is live until it
 expires, except that a lease whose owner ran on this host in a process that no longer
 exists is dead at once (so a crashed run can be resumed right away on the same

@@ -103,7 +103,7 @@ def read_checkpoint(
     parts = _parts(stored)
     reader = _Reader(serializer, force and stored.pipeline_hash != pipeline_hash, parts)
     state = reader.document(data, pipe, "", None, 0)
-    if data["attempts"] is None:  # kept by the store, beside the document
+    if data.get("attempts") is None:  # kept by the store, beside the document
         data["attempts"] = _attempts(stored.attempts)
     data["parts"] = parts
     reader.refuse_missing(run_id)
@@ -124,6 +124,7 @@ def _check_row(stored: Checkpoint, data: dict[str, Any]) -> None:
     where = f"run {stored.run_id!r}: its checkpoint"
     for name, column in (
         ("run_id", stored.run_id),
+        ("pipe_name", stored.pipe_name),
         ("status", stored.status),
         ("segment", stored.segment),
         ("pipeline_hash", stored.pipeline_hash),
@@ -212,8 +213,15 @@ class _Reader:
         if data.get("start") is not None:
             self.step(steps, data["start"], f"{at}start")
         state = self.state(data, at, parent_state, depth)
+        owners: dict[str, str] = {}  # each invocation in flight is in the frontier once
         for index, entry in enumerate(_is(data.get("frontier"), list, f"{at}frontier")):
-            self.entry(entry, steps, f"{at}frontier[{index}]", state, depth)
+            where = f"{at}frontier[{index}]"
+            self.entry(entry, steps, where, state, depth)
+            owner = entry.get("owner") if entry["rerun"] else None
+            if owner is not None and owners.setdefault(owner, where) != where:
+                raise CorruptCheckpointError(
+                    f"{where}.owner: {_shown(owner)} is in flight twice (also {owners[owner]})"
+                )
         for join, slots in _is(data.get("arrivals"), dict, f"{at}arrivals").items():
             where = f"{at}arrivals[{_shown(join)}]"
             self.step(steps, join, where)
@@ -226,6 +234,17 @@ class _Reader:
             _optional(entry.get("inv"), str, f"{where}.inv")
             _is(entry.get("reason"), str, f"{where}.reason")
             _optional(entry.get("worker"), bool, f"{where}.worker")
+            # a map's worker resumes with its map; any other suspending step, by its successors
+            worker = entry["step"] in {getattr(s, "each", None) for s in steps.values()}
+            if entry.get("worker") and not worker and entry["step"] in steps:
+                raise CorruptCheckpointError(
+                    f"{where}.worker: {entry['step']!r} is not the worker of a map"
+                )
+        if data["status"] == SUSPENDED and not _suspends(data):
+            raise CorruptCheckpointError(
+                f"{at}suspended: the checkpoint says suspended, but names no suspending step "
+                "(nor a suspended sub-pipeline): a resume would have nothing to continue"
+            )
         return state
 
     def state(self, data: dict[str, Any], at: str, parent_state: Any, depth: int) -> Any:
@@ -377,6 +396,22 @@ class _Reader:
             "run (or its continuation would be lost). Resume with the pipeline the run was "
             "checkpointed with, or add those steps back under the same names."
         )
+
+
+def _suspends(data: dict[str, Any]) -> bool:
+    """Whether a (checked) suspended document names a step or child that suspended."""
+    if data["suspended"]:
+        return True
+    for entry in data["frontier"]:
+        saved_map = entry.get("map")
+        kept = saved_map.get("children") if isinstance(saved_map, dict) else None
+        children = [
+            entry.get("child"),
+            *(k.get("child") for k in kept or () if isinstance(k, dict)),
+        ]
+        if any(isinstance(c, dict) and c.get("status") == SUSPENDED for c in children):
+            return True
+    return False
 
 
 def _steps(pipe: Any) -> Mapping[str, Any]:
