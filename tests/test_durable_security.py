@@ -668,3 +668,46 @@ async def test_a_forced_resume_with_a_store_of_your_own_moves_the_run_row_too(
                 found.append((record.status, [e.seq for e in backend.get_events(run_id)]))
     ((status, seqs),) = found  # one row, in the changed pipeline's run store
     assert status is SUCCESS and seqs == list(range(1, len(seqs) + 1))
+
+
+def test_a_maps_items_are_declared_by_its_source_and_its_worker() -> None:
+    from justpipe.durable.api import declared_types
+
+    pipe: Pipe[dict[str, Any], None] = Pipe(
+        dict, name="declares", durable=InMemoryCheckpointStore()
+    )
+
+    @pipe.map(each="work")
+    async def source(s: dict[str, Any]) -> list[When]:
+        return []
+
+    @pipe.step
+    async def work(s: dict[str, Any], item: Item) -> None:
+        pass
+
+    found = {cls.__name__ for cls in StateSerializer().for_types(*declared_types(pipe)).types}
+    assert found == {"When", "Item", "Tag"}
+
+
+def test_reachability_does_not_depend_on_when_temporaries_are_freed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Resolved annotations (``list[L]``) are new objects each time: an id seen before may
+    belong to one already freed, so a walk keyed by ids alone skipped classes at random."""
+    import types
+
+    roots = []
+    for i in range(200):
+        module = types.ModuleType(f"jp_reach_{i}")
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+        source = (
+            "from __future__ import annotations\n"
+            "from dataclasses import dataclass, field\n"
+            "@dataclass\nclass L:\n    n: int = 0\n"
+            "@dataclass\nclass R:\n"
+            "    a: list[L] = field(default_factory=list)\n"
+            "    b: dict[str, tuple[L, ...]] = field(default_factory=dict)\n"
+        )
+        exec(compile(source, module.__name__, "exec", dont_inherit=True), module.__dict__)
+        roots.append(module.R)
+    assert len(StateSerializer().for_types(*roots).types) == 2 * len(roots)

@@ -30,7 +30,7 @@ from justpipe.durable.store import (
 )
 from justpipe.durable.validation import changed_message, read_checkpoint
 from justpipe.storage.sqlite import SQLiteBackend
-from justpipe.types import Event, NodeKind
+from justpipe.types import Event, InjectionSource, NodeKind
 
 if TYPE_CHECKING:
     from justpipe.pipe import Pipe
@@ -172,7 +172,7 @@ def declared_types(pipe: Pipe[Any, Any]) -> list[Any]:
 
     Its state type; for each sub-pipeline step, the child pipeline's (recursively) and the
     step's return annotation (the child's state); for each map, its function's return
-    annotation and its worker's parameter annotations (the items). The serializer admits
+    annotation and its worker's item parameter's (the items). The serializer admits
     the dataclasses and pydantic models these reach (`reachable_records`).
     """
     found: list[Any] = []
@@ -191,14 +191,18 @@ def declared_types(pipe: Pipe[Any, Any]) -> list[Any]:
                 found.append(_hints(step.original_func).get("return"))
             elif step.kind is NodeKind.MAP:
                 found.append(_hints(step.original_func).get("return"))
-                worker = steps.get(step.each)
-                if worker is not None:
-                    found.extend(
-                        hint
-                        for name, hint in _hints(worker.original_func).items()
-                        if name != "return"
-                    )
+                found.append(_item_hint(current, step.each))
     return [annotation for annotation in found if annotation is not None]
+
+
+def _item_hint(pipe: Pipe[Any, Any], worker: str) -> Any:
+    """The annotation of a map worker's item parameter (None: no worker, no annotation)."""
+    step = pipe.registry.steps.get(worker)
+    sources = pipe.registry.injection_metadata.get(worker, {})
+    item = next((p for p, src in sources.items() if src is InjectionSource.UNKNOWN), None)
+    if step is None or item is None:
+        return None
+    return _hints(step.original_func).get(item)
 
 
 def _hints(func: Any) -> dict[str, Any]:

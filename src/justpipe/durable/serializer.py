@@ -378,11 +378,6 @@ class StateSerializer:
 
     # ------------------------------------------------------------------ signatures
 
-    @property
-    def signs(self) -> bool:
-        """Whether checkpoints are signed (and unsigned ones refused): a `signing_key`."""
-        return self._signer is not None
-
     def sign(self, checkpoint: Checkpoint) -> Checkpoint:
         """`checkpoint` as it is stored: signed when the serializer has a signing key."""
         signer = self._signer
@@ -476,13 +471,15 @@ def reachable_records(annotations: Iterable[Any]) -> dict[str, type]:
     could not tell them apart.
     """
     found: dict[str, type] = {}
-    seen: set[int] = set()
+    # by id, holding each annotation: `get_type_hints` makes new objects (``list[X]``), and
+    # an id is unique only while its object lives
+    seen: dict[int, Any] = {}
     stack = list(annotations)
     while stack:
         annotation = stack.pop()
         if id(annotation) in seen:
             continue
-        seen.add(id(annotation))
+        seen[id(annotation)] = annotation
         stack.extend(_inner_annotations(annotation))
         if not _is_record_class(annotation):
             continue

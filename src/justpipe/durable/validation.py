@@ -188,33 +188,30 @@ class _Reader:
                 f"{at or 'the checkpoint'}: sub-pipelines nested more than {MAX_CHILD_DEPTH} deep"
             )
         _is(data, dict, at or "the checkpoint")
-        for name in ("segment",):
-            _count(data.get(name), f"{at}{name}", minimum=1)
-        for name in ("seq", "invocations", "completed"):
-            _count(data.get(name), f"{at}{name}")
-        _is(data.get("started"), bool, f"{at}started")
-        for name in ("run_id", "pipe_name", "pipeline_hash", "version"):
-            _is(data.get(name), str, f"{at}{name}")
-        if data.get("status") not in _STATUSES:
-            raise CorruptCheckpointError(
-                f"{at}status: {_shown(data.get('status'))} is not a status"
-            )
-        for name in ("end", "note", "start"):
-            _optional(data.get(name), str, f"{at}{name}")
-        trace = data.get("trace")
-        if trace is not None:
-            _string_map(trace, f"{at}trace")
-        attempts = data.get("attempts")
-        if attempts is not None or depth > 0:  # (a child's document always holds its counts)
-            _is(attempts, dict, f"{at}attempts")
-            for name, count in attempts.items():
-                _count(count, f"{at}attempts[{_shown(name)}]")
+        _header(data, at, depth)
         steps = _steps(pipe)
         if data.get("start") is not None:
             self.step(steps, data["start"], f"{at}start")
         state = self.state(data, at, parent_state, depth)
+        self.frontier(data.get("frontier"), steps, at, state, depth)
+        for join, slots in _is(data.get("arrivals"), dict, f"{at}arrivals").items():
+            where = f"{at}arrivals[{_shown(join)}]"
+            self.step(steps, join, where)
+            for i, slot in enumerate(_is(slots, list, where)):
+                _count(slot, f"{where}[{i}]")
+        self.suspended(data.get("suspended"), steps, at)
+        if data["status"] == SUSPENDED and not _suspends(data):
+            raise CorruptCheckpointError(
+                f"{at}suspended: the checkpoint says suspended, but names no suspending step "
+                "(nor a suspended sub-pipeline): a resume would have nothing to continue"
+            )
+        return state
+
+    def frontier(
+        self, frontier: Any, steps: Mapping[str, Any], at: str, state: Any, depth: int
+    ) -> None:
         owners: dict[str, str] = {}  # each invocation in flight is in the frontier once
-        for index, entry in enumerate(_is(data.get("frontier"), list, f"{at}frontier")):
+        for index, entry in enumerate(_is(frontier, list, f"{at}frontier")):
             where = f"{at}frontier[{index}]"
             self.entry(entry, steps, where, state, depth)
             owner = entry.get("owner") if entry["rerun"] else None
@@ -222,30 +219,20 @@ class _Reader:
                 raise CorruptCheckpointError(
                     f"{where}.owner: {_shown(owner)} is in flight twice (also {owners[owner]})"
                 )
-        for join, slots in _is(data.get("arrivals"), dict, f"{at}arrivals").items():
-            where = f"{at}arrivals[{_shown(join)}]"
-            self.step(steps, join, where)
-            for i, slot in enumerate(_is(slots, list, where)):
-                _count(slot, f"{where}[{i}]")
-        for index, entry in enumerate(_is(data.get("suspended"), list, f"{at}suspended")):
+
+    def suspended(self, suspended: Any, steps: Mapping[str, Any], at: str) -> None:
+        workers = {getattr(step, "each", None) for step in steps.values()}
+        for index, entry in enumerate(_is(suspended, list, f"{at}suspended")):
             where = f"{at}suspended[{index}]"
             _is(entry, dict, where)
-            self.step(steps, entry.get("step"), f"{where}.step")
+            name = entry.get("step")
+            self.step(steps, name, f"{where}.step")
             _optional(entry.get("inv"), str, f"{where}.inv")
             _is(entry.get("reason"), str, f"{where}.reason")
             _optional(entry.get("worker"), bool, f"{where}.worker")
             # a map's worker resumes with its map; any other suspending step, by its successors
-            worker = entry["step"] in {getattr(s, "each", None) for s in steps.values()}
-            if entry.get("worker") and not worker and entry["step"] in steps:
-                raise CorruptCheckpointError(
-                    f"{where}.worker: {entry['step']!r} is not the worker of a map"
-                )
-        if data["status"] == SUSPENDED and not _suspends(data):
-            raise CorruptCheckpointError(
-                f"{at}suspended: the checkpoint says suspended, but names no suspending step "
-                "(nor a suspended sub-pipeline): a resume would have nothing to continue"
-            )
-        return state
+            if entry.get("worker") and name in steps and name not in workers:
+                raise CorruptCheckpointError(f"{where}.worker: {name!r} is not the worker of a map")
 
     def state(self, data: dict[str, Any], at: str, parent_state: Any, depth: int) -> Any:
         if "state" not in data:
@@ -396,6 +383,27 @@ class _Reader:
             "run (or its continuation would be lost). Resume with the pipeline the run was "
             "checkpointed with, or add those steps back under the same names."
         )
+
+
+def _header(data: dict[str, Any], at: str, depth: int) -> None:
+    """A document's scalar fields: counters, flags, names, status, trace, attempts."""
+    _count(data.get("segment"), f"{at}segment", minimum=1)
+    for name in ("seq", "invocations", "completed"):
+        _count(data.get(name), f"{at}{name}")
+    _is(data.get("started"), bool, f"{at}started")
+    for name in ("run_id", "pipe_name", "pipeline_hash", "version"):
+        _is(data.get(name), str, f"{at}{name}")
+    if data.get("status") not in _STATUSES:
+        raise CorruptCheckpointError(f"{at}status: {_shown(data.get('status'))} is not a status")
+    for name in ("end", "note", "start"):
+        _optional(data.get(name), str, f"{at}{name}")
+    trace = data.get("trace")
+    if trace is not None:
+        _string_map(trace, f"{at}trace")
+    attempts = data.get("attempts")
+    if attempts is not None or depth > 0:  # (a child's document always holds its counts)
+        for name, count in _is(attempts, dict, f"{at}attempts").items():
+            _count(count, f"{at}attempts[{_shown(name)}]")
 
 
 def _suspends(data: dict[str, Any]) -> bool:
