@@ -35,13 +35,18 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return store
 
 
-def orders(fail: bool) -> str:
-    """Run load -> fan (a map over WORKERS items, worker `work`) -> done; its run id."""
+def orders(fail: bool, where: str = "done") -> str:
+    """Run load -> fan (a map over WORKERS items, worker `work`) -> done; its run id.
+
+    `fail`: the step named `where` raises.
+    """
     pipe: Pipe[Any, Any] = Pipe(name="orders", persist=True)
 
     @pipe.step(to="fan")
     async def load(state: dict[str, Any]) -> None:
-        state["items"] = list(range(WORKERS))
+        state["items"] = [] if fail and where == "load" else list(range(WORKERS))
+        if fail and where == "load":  # its successors still run (as in 0.12): no items
+            raise RuntimeError("inventory unavailable")
 
     @pipe.map(each="work", to="done")
     async def fan(state: dict[str, Any]) -> list[int]:
@@ -53,7 +58,7 @@ def orders(fail: bool) -> str:
 
     @pipe.step
     async def done(state: dict[str, Any]) -> None:
-        if fail:
+        if fail and where == "done":
             raise RuntimeError("payment service refused the order")
 
     async def go() -> str:
@@ -84,6 +89,33 @@ def test_compare_says_from_which_status_to_which(root: Path) -> None:
     good, bad = orders(fail=False), orders(fail=True)
     report = cli("compare", good, bad)
     assert "Status:   changed (success \u2192 failed)" in report
+
+
+def step_lines(report: str) -> list[str]:
+    """The report's step lines (status changes, then timing differences)."""
+    return [line for line in report.splitlines() if line[:4] in ("  ! ", "  ~ ", "  + ", "  - ")]
+
+
+def test_compare_says_a_step_failed_not_that_it_was_removed(root: Path) -> None:
+    """Before: `- done (removed)`: its time came only from STEP_START -> STEP_END pairs."""
+    good, bad = orders(fail=False), orders(fail=True)
+    lines = step_lines(cli("compare", good, bad))
+    assert "  ! done                           succeeded \u2192 failed" in lines, lines
+    assert not [line for line in lines if "removed" in line or "new step" in line], lines
+    back = step_lines(cli("compare", bad, good))
+    assert "  ! done                           failed \u2192 succeeded" in back, back
+    assert not [line for line in back if "removed" in line or "new step" in line], back
+
+
+def test_compare_says_which_steps_a_failed_run_never_reached(root: Path) -> None:
+    """Same pipeline, so a step missing from one run did not run there: not "removed"."""
+    good, bad = orders(fail=False), orders(fail=True, where="load")
+    report = cli("compare", good, bad)
+    lines = step_lines(report)
+    assert "  ! load                           succeeded \u2192 failed" in lines, lines
+    assert f"  - {'work':<30} (not run in run 2)" in lines, lines
+    assert "removed" not in report
+    assert f"  + {'work':<30} (not run in run 1)" in step_lines(cli("compare", bad, good))
 
 
 def test_compare_prints_no_empty_timing_section(root: Path) -> None:

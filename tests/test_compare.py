@@ -293,3 +293,58 @@ async def test_real_map_workers_are_timed_per_invocation() -> None:
     comparison = compare_runs(record("r1", 0.1), events, record("r2", 0.1), events)
     assert list(comparison.step_timing_diff) == ["work", "fan_out", "after"]
     assert (comparison.new_steps, comparison.removed_steps) == ([], [])
+
+
+# --------------------------------------------------------------------------- failed steps
+
+
+def test_a_step_that_failed_in_one_run_is_a_status_change() -> None:
+    """Issue 20: a failed step has no STEP_END, so it looked "removed" from that run."""
+    good = steps(("a", 100.0, 101.0), ("b", 101.0, 102.0))
+    bad = [*steps(("a", 200.0, 201.0)), stored(S, "b", 201.0), stored(X, "b", 201.5)]
+    comparison = compare_runs(record("r1", 2.0), good, record("r2", 1.5), bad)
+    # upstream's fields keep their meaning (times from STEP_START -> STEP_END pairs)
+    assert comparison.removed_steps == ["b"]
+    assert comparison.step_status_changes == {"b": ("succeeded", "failed")}
+    report = format_comparison(comparison)
+    assert (
+        "Step Status Changes:\n\n  ! b                              succeeded \u2192 failed\n"
+        in (report)
+    )
+    assert "removed" not in report
+    back = compare_runs(record("r2", 1.5), bad, record("r1", 2.0), good)
+    assert back.new_steps == ["b"]
+    assert back.step_status_changes == {"b": ("failed", "succeeded")}
+    assert "new step" not in format_comparison(back)
+
+
+def test_a_map_step_with_one_failed_worker_failed() -> None:
+    workers = [stored(S, "w", 100.0, f"r:{n}") for n in range(3)]
+    ends = [stored(E, "w", 101.0, "r:0"), stored(E, "w", 101.0, "r:1")]
+    failed = [*workers, *ends, stored(X, "w", 101.0, "r:2")]
+    comparison = compare_runs(
+        record("r1", 1), [*workers, *ends, stored(E, "w", 101.0, "r:2")], record("r2", 1), failed
+    )
+    assert comparison.step_status_changes == {"w": ("succeeded", "failed")}
+    assert comparison.new_steps == comparison.removed_steps == []
+
+
+def test_unfinished_and_not_run_steps() -> None:
+    cut = [*steps(("a", 100.0, 101.0)), stored(S, "b", 101.0)]  # b never ended
+    comparison = compare_runs(record("r1", 1), cut, record("r2", 1), steps(("a", 0.0, 1.0)))
+    assert comparison.step_status_changes == {"b": ("unfinished", "not run")}
+    both_failed = [stored(S, "b", 1.0), stored(X, "b", 2.0)]
+    assert (
+        compare_runs(record("r1", 1), both_failed, record("r2", 1), both_failed).step_status_changes
+        == {}
+    )
+
+
+def test_runs_of_one_definition_say_not_run_instead_of_new_or_removed() -> None:
+    comparison = replace(
+        compare_runs(record("r1", 2.0), RUN1, record("r2", 3.5), RUN2), same_definition=True
+    )
+    report = format_comparison(comparison)
+    assert "  - gone                           (not run in run 2)\n" in report
+    assert "  + new                            (not run in run 1)\n" in report
+    assert "(removed)" not in report and "(new step)" not in report

@@ -231,6 +231,12 @@ def test_compare_reports_status_change_and_first_divergence(
     assert divergence["run1"]["event_type"] == "step_end"
     done = next(s for s in body["step_timings"] if s["step_name"] == "done")
     assert (done["run1_status"], done["run2_status"]) == ("success", "error")
+    # the failed step is a status change, not a "removed" step (issue 20)
+    assert body["step_status_changes"] == {"done": ["succeeded", "failed"]}
+    assert body["same_definition"] is True
+    page = client.get(f"/compare?run1={store.order_runs[0]}&run2={store.failed_run}").text
+    assert "done: succeeded → failed" in page
+    assert "<dt>Not run in the other</dt><dd>none</dd>" in page
     same = get_json(client, f"/api/compare?run1={store.order_runs[0]}&run2={store.order_runs[0]}")
     assert same["first_divergence"] is None
     get_json(client, f"/api/compare?run1={store.order_runs[0]}", 400)

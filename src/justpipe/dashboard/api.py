@@ -477,6 +477,8 @@ class DashboardAPI:
             "new_steps": comparison.new_steps,
             "removed_steps": comparison.removed_steps,
             "event_count_diff": comparison.event_count_diff,
+            "step_status_changes": comparison.step_status_changes,
+            "same_definition": one.info.hash == two.info.hash,
             "run1": serialize_run(one.item),
             "run2": serialize_run(two.item),
             "step_timings": _step_timings(parsed1, parsed2),

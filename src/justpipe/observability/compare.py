@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from justpipe.storage.interface import RunRecord, StoredEvent
@@ -17,6 +17,12 @@ _SHOWN_ID_LENGTH = 16
 _STEP_COLUMN = 30
 _SIGNIFICANT_S = 0.001  # step timing changes below one millisecond are not listed
 
+STEP_SUCCEEDED = "succeeded"
+STEP_FAILED = "failed"
+STEP_UNFINISHED = "unfinished"
+"""Started and never ended (the run was cancelled, timed out or its process died)."""
+STEP_NOT_RUN = "not run"
+
 
 @dataclass
 class RunComparison:
@@ -24,6 +30,17 @@ class RunComparison:
 
     `status1`/`status2`: each run's status as shown (``success``, ``failed``, or a status
     of the tools' model such as ``suspended``), so a change can say from what to what.
+
+    `step_status_changes`: ``{step: (outcome in run 1, outcome in run 2)}`` for the steps
+    that failed or did not finish in one run and not in the other (outcomes:
+    ``succeeded``, ``failed``, ``unfinished``, ``not run``). Such a step has no
+    STEP_START -> STEP_END time in the run where it failed, so `new_steps` and
+    `removed_steps` (upstream's fields, kept as they were) list it; the report says what
+    happened instead.
+
+    `same_definition`: both runs come from one pipeline definition (the same pipeline
+    hash), so a step missing from one run did not run there rather than being added or
+    removed; the report then says "not run in run N".
     """
 
     run1_id: str
@@ -39,6 +56,8 @@ class RunComparison:
     event_count_diff: int
     status1: str | None = None
     status2: str | None = None
+    step_status_changes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    same_definition: bool = False
 
 
 def compare_runs(
@@ -51,7 +70,8 @@ def compare_runs(
 ) -> RunComparison:
     """Compare run 2 with run 1: duration, status, per-step time and event count.
 
-    A step missing from one run counts as taking 0 s there.
+    A step missing from one run counts as taking 0 s there. A step that failed (or did
+    not finish) in one run and not in the other is listed in ``step_status_changes``.
     """
     times1 = _build_step_times(events1)
     times2 = _build_step_times(events2)
@@ -70,6 +90,7 @@ def compare_runs(
         event_count_diff=len(events2) - len(events1),
         status1=run1.status.value,
         status2=run2.status.value,
+        step_status_changes=_status_changes(_step_outcomes(events1), _step_outcomes(events2)),
     )
 
 
@@ -92,6 +113,8 @@ def format_comparison(comparison: RunComparison) -> str:
         f"Duration change: {_describe_duration_change(c.duration_diff)}",
         "",
     ]
+    if c.step_status_changes:
+        lines += ["Step Status Changes:", "", *_status_lines(c), ""]
     if c.step_timing_diff:
         changes = _step_lines(c)
         if changes:
@@ -116,16 +139,30 @@ def _describe_duration_change(diff: float) -> str:
     return f"{diff:+.3f}s ({'slower' if diff > 0 else 'faster'})"
 
 
+def _status_lines(c: RunComparison) -> list[str]:
+    return [
+        f"  ! {step:<{_STEP_COLUMN}} {before} \u2192 {after}"
+        for step, (before, after) in c.step_status_changes.items()
+    ]
+
+
 def _step_lines(c: RunComparison) -> list[str]:
-    """Biggest changes first (ties keep run order); sub-millisecond changes left out."""
+    """Biggest changes first (ties keep run order); sub-millisecond changes left out.
+
+    Steps listed under their status change are not repeated as new or removed.
+    """
     new, removed = set(c.new_steps), set(c.removed_steps)
+    added = "(not run in run 1)" if c.same_definition else "(new step)"
+    dropped = "(not run in run 2)" if c.same_definition else "(removed)"
     ordered = sorted(c.step_timing_diff.items(), key=lambda item: -abs(item[1]))
     lines = []
     for step, diff in ordered:
+        if step in c.step_status_changes and (step in new or step in removed):
+            continue
         if step in new:
-            lines.append(f"  + {step:<{_STEP_COLUMN}} (new step)")
+            lines.append(f"  + {step:<{_STEP_COLUMN}} {added}")
         elif step in removed:
-            lines.append(f"  - {step:<{_STEP_COLUMN}} (removed)")
+            lines.append(f"  - {step:<{_STEP_COLUMN}} {dropped}")
         elif abs(diff) >= _SIGNIFICANT_S:
             lines.append(f"  ~ {step:<{_STEP_COLUMN}} {diff:+.3f}s")
     return lines
@@ -148,6 +185,35 @@ def _build_step_times(events: Sequence[StoredEvent]) -> dict[str, float]:
             if started is not None:
                 times[event.step_name] = event.timestamp.timestamp() - started
     return times
+
+
+def _step_outcomes(events: Sequence[StoredEvent]) -> dict[str, str]:
+    """How each step that started went, in first-start order: ``failed`` when any of its
+    invocations raised (STEP_ERROR), else ``succeeded`` when one ended, else
+    ``unfinished``."""
+    outcomes: dict[str, str] = {}
+    for event in events:
+        step, kind = event.step_name, event.event_type
+        if kind is EventType.STEP_ERROR:
+            outcomes[step] = STEP_FAILED
+        elif kind is EventType.STEP_END and outcomes.get(step) != STEP_FAILED:
+            outcomes[step] = STEP_SUCCEEDED
+        elif kind is EventType.STEP_START:
+            outcomes.setdefault(step, STEP_UNFINISHED)
+    return outcomes
+
+
+def _status_changes(
+    outcomes1: dict[str, str], outcomes2: dict[str, str]
+) -> dict[str, tuple[str, str]]:
+    """Steps that failed or did not finish in one run and not in the other."""
+    changes: dict[str, tuple[str, str]] = {}
+    for step in [*outcomes1, *(name for name in outcomes2 if name not in outcomes1)]:
+        pair = (outcomes1.get(step, STEP_NOT_RUN), outcomes2.get(step, STEP_NOT_RUN))
+        troubled = {STEP_FAILED, STEP_UNFINISHED}.intersection(pair)
+        if pair[0] != pair[1] and troubled:
+            changes[step] = pair
+    return changes
 
 
 def _invocation_key(event: StoredEvent) -> str:

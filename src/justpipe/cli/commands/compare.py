@@ -28,12 +28,14 @@ def compare_command(registry: PipelineRegistry, run1_id: str, run2_id: str) -> i
         item1.pipeline_name,
         item2.pipeline_name,
     )
-    # the statuses every tool shows (a suspended run is not "success")
+    # the statuses every tool shows (a suspended run is not "success"); one pipeline hash
+    # means one definition, so a step missing from a run did not run there
     comparison = replace(
         comparison,
         status1=item1.status.value,
         status2=item2.status.value,
         status_same=item1.status is item2.status,
+        same_definition=item1.pipeline_hash == item2.pipeline_hash,
     )
     print(format_comparison(comparison))
     return EXIT_OK
