@@ -1,19 +1,30 @@
 """Text helpers shared by the CLI commands: durations, statuses, times, ids, run meta.
 
 Every time the CLI prints is in UTC (stored times are UTC; upstream prints them so too).
+
+What a store holds is shown, never obeyed: while a command runs, its output streams
+escape control characters (:func:`printable_output`), so a run's error message or a
+pipeline's name cannot clear the screen, set the terminal's title or move the cursor;
+rich tables get their cells through :func:`rich_cell`, which also escapes rich markup.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from justpipe.cli.registry import StoreUnavailableError
+from justpipe.storage.readonly import parse_stored_json
 from justpipe.types import PipelineTerminalStatus
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from justpipe.cli.registry import AnnotatedRun, PipelineRegistry
     from justpipe.storage.interface import RunRecord, StorageBackend
 
@@ -27,7 +38,11 @@ __all__ = [
     "format_status",
     "format_timestamp",
     "parse_run_meta",
+    "printable",
+    "printable_output",
     "resolve_or_exit",
+    "rich_cell",
+    "rich_console",
     "short_id",
 ]
 
@@ -44,6 +59,60 @@ _STATUS_COLOURS = {
     PipelineTerminalStatus.SUCCESS: "green",
     PipelineTerminalStatus.FAILED: "red",
 }
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""Control characters but tab and newline: escape sequences start with one (ESC, CSI)."""
+
+
+def printable(text: object) -> str:
+    """`text` with its control characters shown as ``\\xNN`` instead of sent to the
+    terminal (a stored ``"\\x1b[2J"`` would clear the screen)."""
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", str(text))
+
+
+def rich_cell(text: object) -> str:
+    """`text` for a rich table cell: printable, and its ``[...]`` shown, not read as markup
+    (a pipeline named ``[/bold]`` made rich raise)."""
+    from rich.markup import escape
+
+    return escape(printable(text))
+
+
+class _PrintableStream:
+    """A text stream that writes what it is given through :func:`printable`."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(printable(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def printable_output() -> Iterator[None]:
+    """While the block runs, ``sys.stdout`` and ``sys.stderr`` escape control characters."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout = cast(TextIO, _PrintableStream(sys.stdout))
+    sys.stderr = cast(TextIO, _PrintableStream(sys.stderr))
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def rich_console() -> Console:
+    """A rich console on standard output; its colours pass :func:`printable_output` (the
+    cells it draws went through :func:`rich_cell`)."""
+    from rich.console import Console
+
+    stream = sys.stdout
+    if isinstance(stream, _PrintableStream):
+        stream = stream.stream
+    return Console(file=stream)
 
 
 def format_duration(seconds: float | None) -> str:
@@ -109,10 +178,7 @@ def parse_run_meta(run_meta: str | None) -> Any:
     """
     if not run_meta:
         return None
-    try:
-        return json.loads(run_meta)
-    except ValueError:
-        return run_meta
+    return parse_stored_json(run_meta, default=run_meta)
 
 
 def resolve_or_exit(

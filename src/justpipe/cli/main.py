@@ -9,6 +9,7 @@ end as one ``Error: ...`` line on stderr with exit status 1, never as a tracebac
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
 import io
@@ -25,7 +26,7 @@ except ImportError as _missing_click:
     report_uncaught_cleanly(_install_error)
     raise _install_error from _missing_click
 
-from justpipe.cli.formatting import EXIT_FAILURE
+from justpipe.cli.formatting import EXIT_FAILURE, printable, printable_output
 from justpipe.cli.registry import PipelineRegistry, StoreError
 from justpipe.storage.persistence import STORAGE_PATH_ENV, resolve_storage_path
 from justpipe.storage.status import RunStatus
@@ -71,14 +72,18 @@ def _run_command(name: str, *args: Any, **options: Any) -> None:
     module = importlib.import_module(f"justpipe.cli.commands.{name}")
     command = getattr(module, f"{name}_command")
     registry = get_registry()
+    # what a store holds is printed, never obeyed (the dashboard's server logs are its own)
+    output = contextlib.nullcontext() if name == "dashboard" else printable_output()
     try:
-        status = command(registry, *args, **options)
+        with output:
+            status = command(registry, *args, **options)
     except BrokenPipeError:
         raise
     except StoreError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(printable(exc)) from exc
     finally:
-        problems = _report_problems(registry)
+        with printable_output():
+            problems = _report_problems(registry)
         close = getattr(registry, "close", None)
         if callable(close):
             close()

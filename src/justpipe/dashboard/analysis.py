@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from justpipe.storage.interface import StoredEvent
+from justpipe.storage.readonly import parse_stored_json
 
 __all__ = [
     "Span",
@@ -99,10 +100,7 @@ def _iso(epoch: float) -> str:
 
 def parse_event(event: StoredEvent) -> dict[str, Any]:
     """The stored event as a dict; unreadable JSON becomes the row's own columns."""
-    try:
-        data = json.loads(event.data)
-    except (TypeError, ValueError, RecursionError):
-        data = None
+    data = parse_stored_json(event.data)
     if not isinstance(data, dict):
         data = {}
     data.setdefault("type", event.event_type.value)
@@ -130,10 +128,7 @@ def parse_row(
     """
     if data is None or kind in LAZY_TYPES:
         return {"type": kind, "stage": stage, "seq": seq, "timestamp": timestamp, RAW: data}
-    try:
-        parsed = json.loads(data)
-    except (TypeError, ValueError, RecursionError):
-        parsed = None
+    parsed = parse_stored_json(data)
     event: dict[str, Any] = parsed if isinstance(parsed, dict) else {"type": kind, "stage": stage}
     event["seq"] = seq
     event["timestamp"] = timestamp
@@ -145,10 +140,7 @@ def full_event(event: dict[str, Any], data: str | None = None) -> dict[str, Any]
     if RAW not in event:
         return event
     raw = event[RAW] if event[RAW] is not None else data
-    try:
-        parsed = json.loads(raw) if raw is not None else None
-    except (TypeError, ValueError, RecursionError):
-        parsed = None
+    parsed = parse_stored_json(raw)
     decoded: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
     decoded.update(type=event["type"], stage=event["stage"], seq=event["seq"])
     decoded["timestamp"] = event["timestamp"]

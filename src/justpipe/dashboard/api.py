@@ -17,7 +17,6 @@ errors to HTTP statuses. Shapes keep upstream's keys (``run_id``, ``pipeline_nam
 
 from __future__ import annotations
 
-import json
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,7 +35,7 @@ from justpipe.dashboard import analysis
 from justpipe.observability.compare import compare_runs
 from justpipe.storage.interface import MAX_QUERY_LIMIT, RunRecord, StorageBackend, StoredEvent
 from justpipe.storage.persistence import PIPELINE_JSON
-from justpipe.storage.readonly import read_description
+from justpipe.storage.readonly import parse_stored_json, read_description
 from justpipe.storage.segments import DurableRun, Segment, segments_from_events
 from justpipe.storage.status import (
     RESUMABLE,
@@ -183,12 +182,8 @@ def serialize_event(event: StoredEvent, parsed: dict[str, Any] | None = None) ->
 
 
 def _parse_json(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError, RecursionError):
-        return text
+    """Stored JSON as its value; text that cannot be used is shown as it is."""
+    return parse_stored_json(text, default=text)
 
 
 def _unavailable(info: PipelineInfo, exc: BaseException, **details: Any) -> StoreUnavailable:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from justpipe.storage.interface import RunRecord, StoredEvent
+from justpipe.storage.readonly import parse_stored_json
 from justpipe.types import EventType
 
 __all__ = ["RunComparison", "compare_runs", "format_comparison"]
@@ -217,10 +217,7 @@ def _status_changes(
 
 
 def _invocation_key(event: StoredEvent) -> str:
-    try:
-        data = json.loads(event.data)
-    except (TypeError, ValueError, RecursionError):
-        return event.step_name
+    data = parse_stored_json(event.data)
     invocation_id = data.get("invocation_id") if isinstance(data, dict) else None
     return invocation_id if isinstance(invocation_id, str) else event.step_name
 

@@ -156,9 +156,11 @@ def read_epoch(value: object, column: str) -> datetime:
 
 
 def read_seconds(value: object, column: str) -> timedelta:
-    """A stored number of seconds as a timedelta; ``ValueError`` saying why not."""
+    """A stored number of seconds (>= 0) as a timedelta; ``ValueError`` saying why not."""
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise ValueError(f"{column} is not a number: {_shown(value)}")
+    if value < 0:
+        raise ValueError(f"{column} {_shown(value)} is negative")
     try:
         return timedelta(seconds=value)
     except (OverflowError, ValueError):

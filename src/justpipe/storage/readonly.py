@@ -1,7 +1,8 @@
 """Reading a store directory without changing it: the SQLite file and ``pipeline.json``.
 
 :func:`connect_read_only` is the one place the tools connect to a store they read;
-:func:`read_description` reads a pipeline's ``pipeline.json`` whatever it holds.
+:func:`read_description` reads a pipeline's ``pipeline.json`` whatever it holds, and
+:func:`parse_stored_json` any JSON text a store holds (events, run meta).
 
 The CLI and the dashboard only read (cleanup aside), so they must never change a store:
 no journal-mode switch, no schema creation or migration, nothing written. A connection
@@ -21,11 +22,18 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-__all__ = ["connect_read_only", "on_read_only_file_system", "read_description"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "connect_read_only",
+    "on_read_only_file_system",
+    "parse_stored_json",
+    "read_description",
+]
 
 _log = logging.getLogger("justpipe.storage")
 
@@ -95,20 +103,92 @@ def read_description(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     deeply to parse, or not a JSON object. Never raises for what the file holds.
     """
     try:
-        with path.open("rb") as stream:
-            raw = stream.read(MAX_DESCRIPTION_BYTES + 1)
+        raw = _read_regular_file(path, MAX_DESCRIPTION_BYTES + 1)
     except FileNotFoundError:
         return None, None
     except OSError as exc:
         return None, f"{path.name} cannot be read: {exc.strerror or exc}"
+    if raw is None:
+        return None, f"{path.name} is not a regular file"
     if len(raw) > MAX_DESCRIPTION_BYTES:
         return None, f"{path.name} is larger than {MAX_DESCRIPTION_BYTES // 2**20} MiB"
     try:
-        described = json.loads(raw.decode("utf-8"))
+        described = _loads(raw.decode("utf-8"))
     except RecursionError:
         return None, f"{path.name} is nested too deeply to read"
     except (UnicodeDecodeError, ValueError) as exc:
         return None, f"{path.name} is not valid JSON: {exc}"
+    if _nested_deeper_than(described, MAX_JSON_DEPTH):
+        return None, f"{path.name} is nested too deeply to read"
     if not isinstance(described, dict):
         return None, f"{path.name} does not hold a JSON object"
     return described, None
+
+
+def _read_regular_file(path: Path, limit: int) -> bytes | None:
+    """Up to `limit` bytes of `path`; None when it is not a regular file.
+
+    Opened without blocking and checked before reading, so a FIFO (which blocks an open
+    until a writer comes) or a device never stalls the tools.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(descriptor, "rb", closefd=True) as stream:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return None
+        return stream.read(limit)
+
+
+MAX_JSON_DEPTH = 200
+"""Stored JSON nested deeper than this is not used (rendering it would recurse too far)."""
+
+
+def parse_stored_json(text: object, default: Any = None) -> Any:
+    """The value of JSON text read from a store, or `default` when it has none.
+
+    Never raises, whatever the column held: text that is not JSON, nested deeper than
+    :data:`MAX_JSON_DEPTH` (or than Python can parse), a BLOB that is not UTF-8 or a
+    non-text value gives `default`. Numbers no float can hold (``1e400``) and the
+    non-standard ``NaN`` / ``Infinity`` come back as their text, so what is read can
+    always be written as JSON again.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            return default
+    if not isinstance(text, str):
+        return default
+    try:
+        value = _loads(text)
+    except (ValueError, RecursionError):
+        return default
+    if _bracket_count(text) > MAX_JSON_DEPTH and _nested_deeper_than(value, MAX_JSON_DEPTH):
+        return default
+    return value
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, parse_float=_finite_float, parse_constant=str)
+
+
+def _finite_float(text: str) -> float | str:
+    value = float(text)
+    return value if value - value == 0 else text  # inf - inf is NaN
+
+
+def _bracket_count(text: str) -> int:
+    return text.count("[") + text.count("{")
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and dicts nest more than `limit` levels in `value` (no recursion)."""
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            pending.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            pending.extend((child, depth + 1) for child in item)
+    return False

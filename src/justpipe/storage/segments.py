@@ -16,14 +16,13 @@ as holding no durable run, so plain runs look exactly as before.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from justpipe.storage.readonly import connect_read_only
+from justpipe.storage.readonly import connect_read_only, parse_stored_json
 
 if TYPE_CHECKING:
     from justpipe.durable.store import Lease
@@ -169,10 +168,7 @@ def event_dicts(events: Iterable[StoredEvent]) -> list[dict[str, Any]]:
         kind = event.event_type.value
         item: dict[str, Any] = {}
         if kind in ("start", "finish"):
-            try:
-                parsed = json.loads(event.data)
-            except (TypeError, ValueError, RecursionError):
-                parsed = None
+            parsed = parse_stored_json(event.data)
             if isinstance(parsed, dict):
                 item = parsed
         item["type"] = kind
@@ -351,12 +347,7 @@ def _has_table(conn: sqlite3.Connection, table: str) -> bool:
 
 
 def _suspended(text: Any) -> tuple[tuple[str, str], ...]:
-    if not isinstance(text, str):
-        return ()
-    try:
-        items = json.loads(text)
-    except ValueError:
-        return ()
+    items = parse_stored_json(text)
     if not isinstance(items, list):
         return ()
     return tuple(

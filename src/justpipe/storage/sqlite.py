@@ -411,8 +411,9 @@ class SQLiteBackend:
             (*skip, run_id),
         )
         return [
-            (int(row[0]), readable_epoch(row[1]), str(row[2] or ""), str(row[3] or ""), row[4])
+            (row[0], readable_epoch(row[1]), str(row[2] or ""), str(row[3] or ""), _text(row[4]))
             for row in rows
+            if _is_seq(row[0])
         ]
 
     def get_event_json(self, run_id: str, seqs: Sequence[int]) -> dict[int, str]:
@@ -427,7 +428,7 @@ class SQLiteBackend:
                 f" ({', '.join('?' * len(chunk))})",
                 (run_id, *chunk),
             )
-            found.update((int(row[0]), str(row[1])) for row in rows)
+            found.update((row[0], _text(row[1]) or "null") for row in rows if _is_seq(row[0]))
         return found
 
     def count_runs(self) -> int:
@@ -780,6 +781,12 @@ def _status_filter(status: PipelineTerminalStatus | None) -> tuple[str, tuple[ob
 def _row_to_run(row: sqlite3.Row) -> RunRecord:
     """One run row; what cannot be read is named in ``damage``, the rest is kept."""
     problems: list[str] = []
+    run_id = _text(row["run_id"])
+    if run_id is None:
+        run_id = ""
+        problems.append("run_id is missing (NULL)")
+    elif not isinstance(row["run_id"], (str, int)):
+        problems.append(f"run_id is not text: {row['run_id']!r}"[:80])
     raw_status = row["status"]
     status = _STATUSES.get(raw_status, PipelineTerminalStatus.FAILED)
     error_message = _text(row["error_message"])
@@ -793,7 +800,7 @@ def _row_to_run(row: sqlite3.Row) -> RunRecord:
     end_time = _optional(row["end_time"], "end_time", read_epoch, problems)
     duration = _optional(row["duration_s"], "duration_s", read_seconds, problems)
     return RunRecord(
-        run_id=str(row["run_id"]),
+        run_id=run_id,
         start_time=start_time,
         end_time=end_time,
         duration=duration,
@@ -829,9 +836,17 @@ def _text(value: object) -> str | None:
     return str(value)
 
 
+def _is_seq(value: object) -> bool:
+    """Whether a stored ``seq`` is one (an integer; a foreign file may hold anything)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _row_to_event(row: sqlite3.Row) -> StoredEvent | None:
+    """One event row, or None for a row that is not an event: an unknown type, or a
+    ``seq`` that is not an integer (only a foreign file holds one; events are ordered,
+    paged and streamed by it). JSON that is NULL or a BLOB reads as its text (or ``null``)."""
     event_type = parse_event_type(row["event_type"])
-    if event_type is None:
+    if event_type is None or not _is_seq(row["seq"]):
         return None
     step_name = row["step_name"]
     return StoredEvent(
@@ -839,7 +854,7 @@ def _row_to_event(row: sqlite3.Row) -> StoredEvent | None:
         timestamp=utc_from_epoch(row["timestamp"]),
         event_type=event_type,
         step_name="" if step_name is None else str(step_name),
-        data=row["data"],
+        data=_text(row["data"]) or "null",
     )
 
 

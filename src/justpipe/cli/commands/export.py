@@ -11,6 +11,7 @@ from typing import Any
 from justpipe.cli.formatting import EXIT_FAILURE, EXIT_OK, parse_run_meta, resolve_or_exit
 from justpipe.cli.registry import AnnotatedRun, PipelineRegistry
 from justpipe.storage.interface import StoredEvent
+from justpipe.storage.readonly import parse_stored_json
 from justpipe.storage.segments import DurableRun, event_dicts, segments_from_events
 
 __all__ = ["export_command"]
@@ -80,10 +81,7 @@ def _durable_part(durable: DurableRun, events: list[StoredEvent]) -> dict[str, A
 
 
 def _export_event(event: StoredEvent) -> dict[str, Any]:
-    try:
-        data = json.loads(event.data)
-    except (ValueError, RecursionError):
-        data = None
+    data = parse_stored_json(event.data)
     return {
         "seq": event.seq,
         "event_type": event.event_type.value,

@@ -8,6 +8,8 @@ from justpipe.cli.formatting import (
     format_duration,
     format_label,
     format_start,
+    rich_cell,
+    rich_console,
     short_id,
 )
 from justpipe.cli.registry import AnnotatedRun, PipelineRegistry
@@ -71,7 +73,6 @@ def _print_damage(runs: list[AnnotatedRun]) -> None:
 
 
 def _print_rich_table(runs: list[AnnotatedRun], full: bool) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(show_header=True, header_style="bold magenta")
@@ -82,13 +83,13 @@ def _print_rich_table(runs: list[AnnotatedRun], full: bool) -> None:
     table.add_column("Duration", justify="right")
     for item in runs:
         table.add_row(
-            _display_id(item.run.run_id, full),
-            item.pipeline_name,
+            rich_cell(_display_id(item.run.run_id, full)),
+            rich_cell(item.pipeline_name),
             format_label(item.status),
             format_start(item.run),
             format_duration(_duration_seconds(item)),
         )
-    Console().print(table)
+    rich_console().print(table)
 
 
 def _print_plain_table(runs: list[AnnotatedRun], full: bool) -> None:

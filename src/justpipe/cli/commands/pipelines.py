@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from justpipe.cli import formatting
-from justpipe.cli.formatting import EXIT_OK, format_timestamp
+from justpipe.cli.formatting import EXIT_OK, format_timestamp, rich_cell, rich_console
 from justpipe.cli.registry import PipelineInfo, PipelineRegistry, StoreError
 from justpipe.storage.status import success_rate
 
@@ -60,7 +60,6 @@ def _summarise(registry: PipelineRegistry, info: PipelineInfo) -> _PipelineRow |
 
 
 def _print_rich_table(rows: list[_PipelineRow]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(show_header=True, header_style="bold magenta")
@@ -70,8 +69,10 @@ def _print_rich_table(rows: list[_PipelineRow]) -> None:
     table.add_column("Last Run", style="dim")
     table.add_column("Success Rate", justify="right")
     for row in rows:
-        table.add_row(row.name, row.hash, str(row.runs), row.last_run, row.success_rate)
-    Console().print(table)
+        table.add_row(
+            rich_cell(row.name), rich_cell(row.hash), str(row.runs), row.last_run, row.success_rate
+        )
+    rich_console().print(table)
 
 
 def _print_plain_table(rows: list[_PipelineRow]) -> None:

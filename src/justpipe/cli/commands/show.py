@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from datetime import UTC, datetime
 from itertools import groupby
@@ -19,6 +18,7 @@ from justpipe.cli.formatting import (
 )
 from justpipe.cli.registry import AnnotatedRun, PipelineRegistry
 from justpipe.storage.interface import StoredEvent
+from justpipe.storage.readonly import parse_stored_json
 from justpipe.storage.segments import Segment, event_dicts, segments_from_events
 from justpipe.storage.status import RunStatus
 from justpipe.types import EventType
@@ -91,10 +91,7 @@ def _print_step_errors(item: AnnotatedRun, events: list[StoredEvent]) -> None:
 
 def _step_error(event: StoredEvent) -> tuple[str, str]:
     """``(step, "Type: message")`` of a STEP_ERROR event, as far as it was stored."""
-    try:
-        data: Any = json.loads(event.data)
-    except (TypeError, ValueError, RecursionError):
-        data = None
+    data: Any = parse_stored_json(event.data)
     data = data if isinstance(data, dict) else {}
     payload = data.get("payload")
     message = " ".join(str(payload).split()) if payload is not None else "error not recorded"

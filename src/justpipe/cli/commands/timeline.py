@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from justpipe.cli.formatting import EXIT_FAILURE, EXIT_OK, resolve_or_exit
 from justpipe.cli.registry import PipelineRegistry
 from justpipe.observability.timeline import TimelineVisualizer
 from justpipe.storage.interface import RunRecord, StoredEvent
+from justpipe.storage.readonly import parse_stored_json
 
 __all__ = ["timeline_command"]
 
@@ -69,10 +69,7 @@ def _replay(events: list[StoredEvent], run: RunRecord, pipeline_name: str) -> Ti
 
 
 def _invocation_id(event: StoredEvent) -> str | None:
-    try:
-        data = json.loads(event.data)
-    except (ValueError, RecursionError):
-        return None
+    data = parse_stored_json(event.data)
     value = data.get("invocation_id") if isinstance(data, dict) else None
     return value if isinstance(value, str) else None
 
