@@ -125,9 +125,11 @@ def add_marked_pipeline(root: Path, source: Path) -> None:
     """A copy of a real store whose pipeline.json names it with markup and escapes."""
     directory = root / MARKED
     directory.mkdir()
-    with contextlib.closing(sqlite3.connect(source)) as src:
-        with contextlib.closing(sqlite3.connect(directory / "runs.db")) as dst:
-            src.backup(dst)
+    with (
+        contextlib.closing(sqlite3.connect(source)) as src,
+        contextlib.closing(sqlite3.connect(directory / "runs.db")) as dst,
+    ):
+        src.backup(dst)
     (directory / "pipeline.json").write_text(json.dumps({"name": f"{MARKUP}evil{ESCAPES}"}))
 
 

@@ -10,6 +10,8 @@ and did something sensible with (an infinite timeout, `1` as a flag, a huge
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import math
 import typing
 from collections.abc import AsyncIterator, Callable
@@ -479,3 +481,267 @@ def test_executors_accept_their_defaults_and_a_zero_grace() -> None:
     ProcessExecutor(1, cancel_grace=0)
     DaskExecutor()
     RayExecutor(cancel_grace=0, task_options={"num_cpus": 1})
+
+
+# --------------------------------------------------------------------------- every parameter
+#
+# One bad value for every parameter of every public entry point, and a test that the
+# table lists each parameter their signatures have (plus the step options taken through
+# **kwargs), so a parameter added later without a check fails here.
+
+STEP_OPTIONS = (
+    "timeout",
+    "retries",
+    "retry_wait_min",
+    "retry_wait_max",
+    "retry_reraise",
+    "executor",
+    "on_result",
+)
+"""The step options the decorators take through **kwargs (docs/compatibility.md)."""
+
+ANY_VALUE = {
+    "Pipe.run": {"state", "context"},
+    "Pipe.resume": {"value", "context"},
+    "Pipe.execute": {"state", "context", "value"},
+    "Pipe.execute_sync": {"state", "context", "value"},
+}
+"""Parameters that take any object (the user's state, context, a resume value)."""
+
+
+def covered_durable_pipe() -> Pipe[Any, None]:
+    """A durable pipe: resume() checks its arguments before it touches any store."""
+    pipe: Pipe[Any, None] = Pipe(dict, name="covered", durable=True)
+    pipe.step("a")(step)
+    return pipe
+
+
+def decorate(kind: str, **options: Any) -> Any:
+    required = {"map": {"each": "w"}, "switch": {"to": {1: "a"}}, "sub": {"pipeline": Pipe()}}
+    arguments = {**required.get(kind, {}), **options}
+    name = arguments.pop("name", kind)
+    return getattr(Pipe(dict), kind)(name, **arguments)(step)
+
+
+def decorator_cases(kind: str) -> list[Any]:
+    own: dict[str, list[tuple[str, Any]]] = {
+        "map": [("each", 5), ("max_concurrency", True)],
+        "switch": [("to", "a"), ("default", 5)],
+        "sub": [("pipeline", Observerish())],
+    }
+    common = [
+        ("name", 5),
+        ("to", 0),
+        ("barrier_timeout", math.nan),
+        ("barrier_type", "all"),
+        ("on_error", "skip"),
+        ("timeout", 10**400),
+        ("retries", "3"),
+        ("retry_wait_min", -1),
+        ("retry_wait_max", "a"),
+        ("retry_reraise", "false"),
+        ("executor", 5),
+        ("on_result", 5),
+    ]
+    cases = own.get(kind, []) + [
+        case for case in common if not (kind == "switch" and case[0] == "to")
+    ]
+    return [
+        pytest.param(
+            f"Pipe.{kind}",
+            parameter,
+            (lambda k=kind, p=parameter, v=value: decorate(k, **{p: v})),
+            (DefinitionError, TypeError, ValueError),
+            id=f"{kind}-{parameter}",
+        )
+        for parameter, value in cases
+    ]
+
+
+def call_case(label: str, parameter: str, call: Callable[[], Any], error: Any) -> Any:
+    return pytest.param(label, parameter, call, error, id=f"{label}-{parameter}")
+
+
+EVERY_PARAMETER: list[Any] = [
+    *[
+        call_case("Pipe.__init__", name, lambda n=name, v=value: Pipe(**{n: v}), error)
+        for name, value, error in [
+            ("state_type", State(), TypeError),
+            ("context_type", 5, TypeError),
+            ("name", "", ValueError),
+            ("strict", "no", TypeError),
+            ("allow_multi_root", "yes", TypeError),
+            ("middleware", [5], TypeError),
+            ("queue_size", -1, ValueError),
+            ("max_map_items", 0, ValueError),
+            ("debug", "false", TypeError),
+            ("cancellation_token", "token", TypeError),
+            ("failure_classification", {}, TypeError),
+            ("metadata", ["a"], TypeError),
+            ("persist", "false", TypeError),
+            ("flush_interval", 0, ValueError),
+            ("max_retries", 0, ValueError),
+            ("executors", [ThreadExecutor()], TypeError),
+            ("durable", "false", TypeError),
+        ]
+    ],
+    *decorator_cases("step"),
+    *decorator_cases("map"),
+    *decorator_cases("switch"),
+    *decorator_cases("sub"),
+    call_case("Pipe.on_startup", "func", lambda: Pipe().on_startup(5), TypeError),
+    call_case("Pipe.on_shutdown", "func", lambda: Pipe().on_shutdown("x"), TypeError),
+    call_case("Pipe.on_error", "func", lambda: Pipe().on_error("x"), TypeError),
+    call_case("Pipe.add_middleware", "middleware", lambda: Pipe().add_middleware(5), TypeError),
+    call_case("Pipe.add_event_hook", "hook", lambda: Pipe().add_event_hook("h"), TypeError),
+    call_case(
+        "Pipe.add_observer", "observer", lambda: Pipe().add_observer(Observerish()), TypeError
+    ),
+    *[
+        call_case("Pipe.run", name, lambda n=name, v=value: two_steps().run({}, **{n: v}), error)
+        for name, value, error in [
+            ("start", 5, TypeError),
+            ("queue_size", -1, ValueError),
+            ("timeout", 10**400, ValueError),
+            ("executors", ["x"], TypeError),
+        ]
+    ],
+    *[
+        call_case(
+            "Pipe.validate", name, lambda n=name, v=value: two_steps().validate(**{n: v}), error
+        )
+        for name, value, error in [
+            ("start", "nope", DefinitionError),
+            ("strict", "no", TypeError),
+            ("allow_multi_root", "x", TypeError),
+        ]
+    ],
+    *[
+        call_case(
+            "Pipe.resume",
+            name,
+            lambda n=name, v=value: covered_durable_pipe().resume(
+                **{"run_id": "0123abcd", **{n: v}}
+            ),
+            error,
+        )
+        for name, value, error in [
+            ("run_id", 5, TypeError),
+            ("force", "yes", TypeError),
+            ("queue_size", 1.5, TypeError),
+            ("timeout", math.nan, ValueError),
+            ("executors", 5, TypeError),
+            ("start", "a", ValueError),
+        ]
+    ],
+    *[
+        call_case(
+            f"Pipe.{entry}",
+            name,
+            lambda e=entry, n=name, v=value: (
+                two_steps().execute_sync(**{n: v})
+                if e == "execute_sync"
+                else asyncio.run(two_steps().execute(**{n: v}))
+            ),
+            error,
+        )
+        for entry in ("execute", "execute_sync")
+        for name, value, error in [
+            ("resume", 5, TypeError),
+            ("force", "x", TypeError),
+            ("start", 5, TypeError),
+            ("queue_size", -1, ValueError),
+            ("timeout", math.nan, ValueError),
+            ("executors", 5, TypeError),
+            ("raise_on_failure", "no", TypeError),
+        ]
+    ],
+    *[
+        call_case(
+            f"{cls.__name__}.__init__", name, lambda c=cls, n=name, v=value: c(**{n: v}), error
+        )
+        for cls, name, value, error in [
+            (ThreadExecutor, "max_workers", 0, ValueError),
+            (ThreadExecutor, "thread_name_prefix", 5, TypeError),
+            (ThreadExecutor, "trace_hook", 5, TypeError),
+            (ProcessExecutor, "max_workers", True, TypeError),
+            (ProcessExecutor, "mp_context", "spawn", TypeError),
+            (ProcessExecutor, "cancel_grace", -1, ValueError),
+            (ProcessExecutor, "trace_hook", "hook", TypeError),
+            (DaskExecutor, "client", "tcp://x:1", TypeError),
+            (DaskExecutor, "address", 8786, TypeError),
+            (DaskExecutor, "trace_hook", 5, TypeError),
+            (RayExecutor, "address", 5, TypeError),
+            (RayExecutor, "cancel_grace", "1", TypeError),
+            (RayExecutor, "task_options", [("num_cpus", 1)], TypeError),
+            (RayExecutor, "trace_hook", 5, TypeError),
+        ]
+    ],
+]
+
+
+@pytest.mark.parametrize(("label", "parameter", "call", "error"), EVERY_PARAMETER)
+def test_every_parameter_is_checked_where_it_is_given(
+    label: str, parameter: str, call: Callable[[], Any], error: Any
+) -> None:
+    with pytest.raises(error) as info:
+        call()
+    message = str(info.value)
+    shown = "func" if parameter == "func" else parameter  # hooks: the function itself
+    if parameter not in ("func", "name", "middleware", "hook", "observer"):
+        assert_helpful(message, shown)
+    else:
+        assert_helpful(message, None)
+    if isinstance(info.value, DefinitionError):
+        assert info.value.step_name is not None and info.value.step_name in message
+
+
+ENTRY_POINTS: dict[str, Any] = {
+    "Pipe.__init__": Pipe.__init__,
+    **{
+        f"Pipe.{name}": getattr(Pipe, name)
+        for name in (
+            "step",
+            "map",
+            "switch",
+            "sub",
+            "on_startup",
+            "on_shutdown",
+            "on_error",
+            "add_middleware",
+            "add_event_hook",
+            "add_observer",
+            "run",
+            "validate",
+            "resume",
+            "execute",
+            "execute_sync",
+        )
+    },
+    **{
+        f"{cls.__name__}.__init__": cls.__init__
+        for cls in (ThreadExecutor, ProcessExecutor, DaskExecutor, RayExecutor)
+    },
+}
+
+
+def test_the_table_covers_every_parameter_of_every_entry_point() -> None:
+    covered: dict[str, set[str]] = {}
+    for case in EVERY_PARAMETER:
+        label, parameter = case.values[:2]
+        covered.setdefault(label, set()).add(parameter)
+    missing = {}
+    for label, function in ENTRY_POINTS.items():
+        signature = inspect.signature(function)
+        names = {
+            name
+            for name, parameter in signature.parameters.items()
+            if name != "self"
+            and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
+        }
+        if label in ("Pipe.step", "Pipe.map", "Pipe.switch", "Pipe.sub"):
+            names |= set(STEP_OPTIONS)
+        names -= ANY_VALUE.get(label, set())
+        if names - covered.get(label, set()):
+            missing[label] = sorted(names - covered.get(label, set()))
+    assert missing == {}

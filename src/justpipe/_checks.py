@@ -45,6 +45,11 @@ def check_seconds(
             f"{subject} must be a number of seconds {bound}{none_hint}, got "
             f"{type(value).__name__}: {value!r}. Pass e.g. 30 or 2.5."
         )
+    if isinstance(value, int) and not _fits_a_float(value):
+        raise ValueError(
+            f"{subject} must be a number of seconds {bound}{none_hint}, got an int too large "
+            "for a float (no timer can count it). Pass math.inf for no limit."
+        )
     if math.isnan(value):
         raise ValueError(
             f"{subject} must be a number of seconds {bound}{none_hint}, got NaN (not a "
@@ -56,6 +61,14 @@ def check_seconds(
         )
     if value > maximum:
         raise ValueError(f"{subject} must be at most {maximum:g} seconds, got {value!r}.")
+
+
+def _fits_a_float(value: int) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def check_count(value: Any, subject: str, *, minimum: int, allow_none: bool = False) -> None:

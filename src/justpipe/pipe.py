@@ -448,11 +448,7 @@ class Pipe(Generic[StateT, ContextT]):
                 "checkpoint stopped (its pending steps and the suspending step's successors). "
                 "To run from a given step, use a new run: pipe.run(state, start=...)."
             )
-        if not isinstance(run_id, str) or not run_id:
-            raise TypeError(
-                "resume(run_id) must be the id of a durable run (a non-empty str: the "
-                f"run_id of its events or of `justpipe list`), got {run_id!r}"
-            )
+        _check_run_id("resume(run_id)", run_id)
         check_flag(force, "resume(force=...)")
         queue_size, timeout = _check_run_args("resume", None, queue_size, timeout)
         bound = _check_executors("resume(executors=...)", executors)
@@ -490,6 +486,13 @@ class Pipe(Generic[StateT, ContextT]):
         of `run()`.
         """
         check_flag(raise_on_failure, "execute(raise_on_failure=...)")
+        check_flag(force, "execute(force=...)")
+        if resume is not None:
+            _check_run_id("execute(resume=...)", resume)
+        # run()/resume() check these again, naming themselves: name execute() first
+        _check_run_args("execute", start, queue_size, timeout)
+        if executors is not None:
+            _check_executors("execute(executors=...)", executors)
         capture: StateCapture | None = None
         if resume is None:
             if value is not None or force:
@@ -708,6 +711,14 @@ def _check_executors(where: str, executors: Any) -> dict[str, Any]:
                 "RayExecutor()."
             )
     return dict(executors)
+
+
+def _check_run_id(subject: str, run_id: Any) -> None:
+    if not isinstance(run_id, str) or not run_id:
+        raise TypeError(
+            f"{subject} must be the id of a durable run (a non-empty str: the run_id of its "
+            f"events or of `justpipe list`), got {run_id!r}"
+        )
 
 
 def _check_run_args(
