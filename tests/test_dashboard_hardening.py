@@ -288,3 +288,71 @@ def test_a_real_server_refuses_a_60_mb_form_early_without_growing(root: Path) ->
     assert " 413 " in status_line, status_line
     assert sent < BIG_BODY // 4, sent  # the answer came long before the body was sent
     assert after - before < 20 * 1024, (before, after)
+
+
+# -- every response of a real server ------------------------------------------------------
+
+
+def _request(url: str, method: str, path: str, token: str | None = None) -> tuple[int, Any]:
+    """One request to the served dashboard; (status, headers). A stream is not read."""
+    import http.client
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    headers = {"authorization": f"Bearer {token}"} if token is not None else {}
+    try:
+        connection.request(method, path, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.headers
+    finally:
+        connection.close()
+
+
+def test_a_real_server_sends_the_security_headers_on_every_response(root: Path) -> None:
+    """Every route and method of a `justpipe dashboard` process (uvicorn): pages, the
+    API, static files, streams, HEAD, 404 for unknown paths, 405 for other methods, 401
+    without the token."""
+    registry = PipelineRegistry(root)
+    try:
+        (item, *_) = registry.list_all_runs()
+    finally:
+        registry.close()
+    run_id, pipeline = item.run.run_id, item.pipeline_hash
+    gets = [
+        "/",
+        f"/pipelines/{pipeline}",
+        f"/runs/{run_id}",
+        f"/compare?run1={run_id}&run2={run_id}",
+        "/search?q=jo",
+        "/static/app.js",
+        "/static/dashboard.css",
+        "/api/health",
+        "/api/pipelines",
+        f"/api/pipelines/{pipeline}",
+        f"/api/pipelines/{pipeline}/runs",
+        f"/api/runs/{run_id}",
+        f"/api/runs/{run_id}/events",
+        f"/api/runs/{run_id}/timeline",
+        f"/api/runs/{run_id}/export",
+        f"/api/compare?run1={run_id}&run2={run_id}",
+        f"/api/stats/{pipeline}",
+        "/api/runs/search?q=jo",
+        f"/api/runs/{run_id}/stream",
+        "/api/stream/runs",
+    ]
+    expected: list[tuple[str, str, int]] = [("GET", path, 200) for path in gets]
+    expected += [("HEAD", path, 200) for path in gets if "stream" not in path]
+    expected += [(method, "/api/health", 405) for method in ("POST", "PUT", "DELETE", "PATCH")]
+    expected += [("OPTIONS", "/", 405), ("POST", "/static/app.js", 405)]
+    expected += [("GET", path, 404) for path in ("/nope", "/api/nope", "/static/nope.js")]
+    expected += [("HEAD", "/nope", 404), ("GET", "/runs/zzzz-none", 404)]
+    expected += [("GET", f"/api/stats/{pipeline}?days=0", 400)]
+    with serve(root, "--token", "s3cret") as served:
+        for method, path, status in expected:
+            answered, headers = _request(served.url, method, path, token="s3cret")
+            assert answered == status, (method, path, answered)
+            assert headers["content-security-policy"] == CONTENT_SECURITY_POLICY, (method, path)
+            assert headers["x-frame-options"] == "DENY", (method, path)
+        answered, headers = _request(served.url, "GET", "/api/health")
+        assert answered == 401
+        assert headers["content-security-policy"] == CONTENT_SECURITY_POLICY
