@@ -2,18 +2,24 @@
 
 Blocks (```python and ```py alike) run in order in one namespace, like a reader pasting
 them into one session: a block may continue the one before it (e.g. "Options and custom
-renderers"). A block that cannot run here (it needs a cluster, a model, a second
-process) is preceded by ``<!-- not run: <reason> -->``; the reason is required and such
-blocks must stay few.
+renderers"), and says so with ``<!-- continues: <what> -->`` before its fence. Every other
+block also runs on its own, pasted into a fresh interpreter in an empty directory with
+no justpipe environment variables. A block that cannot run here (it needs a cluster, a
+model, a second process) is preceded by ``<!-- not run: <reason> -->``; the reason is
+required and such blocks must stay few.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +28,7 @@ TEXT = README.read_text(encoding="utf-8")
 # (the comment line before the block, if any) the fence's language, the code
 BLOCK = re.compile(r"(?:<!--(?P<note>[^\n]*?)-->\n)?```(?P<lang>python|py)\n(?P<code>.*?)```", re.S)
 NOT_RUN = re.compile(r"\s*not run:\s*(?P<reason>\S.*?)\s*$")
+CONTINUES = re.compile(r"\s*continues:\s*\S")
 
 
 def blocks() -> list[tuple[str, str | None]]:
@@ -73,3 +80,32 @@ def test_readme_examples_run_in_order(
             except Exception as exc:  # pragma: no cover - the failure message is the point
                 pytest.fail(f"README python block {index} failed: {exc!r}\n{block}")
     capsys.readouterr()
+
+
+def standalone_blocks() -> list[Any]:
+    """The blocks that neither continue another nor are left out, with their line."""
+    found = []
+    for match in BLOCK.finditer(TEXT):
+        note = match.group("note") or ""
+        if NOT_RUN.match(note) or CONTINUES.match(note):
+            continue
+        line = TEXT[: match.start("code")].count("\n") + 1
+        found.append(pytest.param(match.group("code"), id=f"line-{line}"))
+    return found
+
+
+@pytest.mark.backend_agnostic
+@pytest.mark.parametrize("code", standalone_blocks())
+def test_a_block_runs_pasted_alone(code: str, tmp_path: Path) -> None:
+    """Before: the ThreadExecutor and OpenTelemetry blocks failed alone (Pipe not imported)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUSTPIPE_")}
+    env["HOME"] = str(tmp_path)  # a block that persists without saying where stays here
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
