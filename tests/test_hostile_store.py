@@ -244,3 +244,34 @@ def test_a_fifo_as_pipeline_json_does_not_hang_the_tools(hostile: dict[str, Any]
     )
     assert "not a regular file" in done.stdout, done.stdout + done.stderr
     assert "good" in done.stdout
+
+
+def test_symlinks_in_the_store_neither_hide_nor_hang_anything(
+    hostile: dict[str, Any], tmp_path: Path
+) -> None:
+    """Links are followed (a pipeline's store may live on another disk); what they lead
+    to is read like any file: a device is not a regular file, a loop or a dangling link
+    cannot be read, and none of them hides the other pipelines."""
+    root: Path = hostile["root"]
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "runs.db").write_bytes((root / MARKED / "runs.db").read_bytes())
+    (outside / "pipeline.json").write_text(json.dumps({"name": "moved"}))
+    (root / ("1" * 16)).symlink_to(outside, target_is_directory=True)
+    for name, target in (("2", "/dev/zero"), ("3", "pipeline.json"), ("4", "/nonexistent")):
+        directory = root / (name * 16)
+        directory.mkdir()
+        (directory / "runs.db").write_bytes((root / MARKED / "runs.db").read_bytes())
+        (directory / "pipeline.json").symlink_to(target)  # "3": a link to itself
+    (root / ("5" * 16)).mkdir()
+    (root / ("5" * 16) / "runs.db").symlink_to("/nonexistent/runs.db")
+    listing = invoke("pipelines")
+    assert "moved" in listing and "good" in listing
+    assert "not a regular file" in listing
+    assert "cannot be read" in listing
+    registry = PipelineRegistry(root)
+    with TestClient(create_app(registry), base_url=ORIGIN) as client:
+        for pipeline in client.get("/api/pipelines").json():
+            assert client.get(f"/pipelines/{pipeline['hash']}").status_code == 200
+        assert client.get("/").status_code == 200
+    registry.close()
