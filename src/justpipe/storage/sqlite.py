@@ -31,7 +31,7 @@ flush) is kept once. Where we depart from upstream, and why:
   naming the process that writes it (``host:pid``) and when it last wrote or beat
   (:meth:`SQLiteBackend.beat`). Readers (the dashboard) tell a live run from one whose
   process died with :func:`lease_state`. The table is separate from ``runs``, so
-  upstream's tools read our files unchanged; older files get it when first opened,
+  upstream's tools read our files unchanged; older files get it when first opened for writing,
   and a file without it reads as having no leases.
 """
 
