@@ -49,7 +49,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from justpipe.storage.interface import (
     EPOCH,
@@ -172,6 +172,12 @@ _STATUSES = {member.value: member for member in PipelineTerminalStatus}
 # Connections inherited through fork(): kept referenced so the child never closes them
 # (closing would drop POSIX locks that the child's own connection holds on the file).
 _INHERITED_CONNECTIONS: list[sqlite3.Connection] = []
+
+
+class NamedRow(Protocol):
+    """A row whose columns are read by name (``sqlite3.Row``; a dict row of the PostgreSQL store)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -777,7 +783,7 @@ def _status_filter(status: PipelineTerminalStatus | None) -> tuple[str, tuple[ob
     return f"WHERE status IS NULL OR status NOT IN ({marks})", others
 
 
-def _row_to_run(row: sqlite3.Row) -> RunRecord:
+def _row_to_run(row: NamedRow) -> RunRecord:
     """One run row; what cannot be read is named in ``damage``, the rest is kept."""
     problems: list[str] = []
     raw_status = row["status"]
@@ -829,7 +835,7 @@ def _text(value: object) -> str | None:
     return str(value)
 
 
-def _row_to_event(row: sqlite3.Row) -> StoredEvent | None:
+def _row_to_event(row: NamedRow) -> StoredEvent | None:
     event_type = parse_event_type(row["event_type"])
     if event_type is None:
         return None

@@ -1,0 +1,643 @@
+"""The run store on PostgreSQL: every pipeline's runs in one database (``justpipe[postgres]``).
+
+`PostgresDatabase` is one database (a pool of connections, the schema of
+`justpipe.storage.pgschema` created or migrated on first use); `PostgresBackend` is one
+pipeline's runs in it, with the same protocol and the same behaviour as `SQLiteBackend`
+(the ``running`` row of an unfinished run, events keeping their JSON ``seq`` and stored
+once per ``seq``, the ``run_leases`` heartbeat), so persistence, the CLI and the
+dashboard use either. ``JUSTPIPE_STORAGE_URL=postgresql://...`` makes them all use
+`shared_database`: one `PostgresDatabase` per URL and process, closed at exit.
+
+Errors name the server (host, port, database), never the password: a server that cannot
+be reached, refuses the login or drops the connection raises `StorageUnavailableError`
+(a ``ConnectionError``); any other database error is re-raised as the driver's own
+class, its message saying which store and what failed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Self
+
+import psycopg
+from psycopg.rows import dict_row
+
+from justpipe.storage.interface import (
+    RunRecord,
+    StoredEvent,
+    epoch_of,
+    is_run_id_prefix,
+    utc_from_epoch,
+    validate_paging,
+)
+from justpipe.storage.pgpool import ConnectionSource, PostgresPool, unavailable
+from justpipe.storage.pgschema import ensure_schema
+from justpipe.storage.serialize import dumps_jsonable, parse_event_object
+from justpipe.storage.sqlite import (
+    RUNNING_STATUS,
+    RunLease,
+    _row_to_event,
+    _row_to_run,
+    lease_owner,
+)
+from justpipe.storage.url import PostgresLocation, StorageUnavailableError
+from justpipe.types import EventType, PipelineTerminalStatus
+
+__all__ = [
+    "PostgresBackend",
+    "PostgresDatabase",
+    "RunAlreadyStoredError",
+    "insert_events",
+    "shared_database",
+]
+
+_RUN_COLUMNS = (
+    "run_id, start_time, end_time, duration_s, status, error_message, error_step, run_meta"
+)
+_EVENT_COLUMNS = "seq, timestamp, event_type, step_name, data"
+_STATUS_VALUES = [member.value for member in PipelineTerminalStatus]
+
+# Stores a batch of event JSON texts in one statement. `seq` and `timestamp` come from
+# each event's JSON (like the SQLite store, no decoding in Python); an event without an
+# integer seq is numbered after the run's highest stored one. An event stored before
+# under the same seq is kept (a retried flush, or a checkpoint that wrote it first).
+_INSERT_EVENTS = """
+INSERT INTO justpipe.events (run_id, seq, timestamp, event_type, step_name, data)
+SELECT %(run_id)s,
+       CASE WHEN json_typeof(j -> 'seq') = 'number' AND (j ->> 'seq') ~ '^-?[0-9]{1,18}$'
+            THEN (j ->> 'seq')::bigint
+            ELSE (SELECT COALESCE(MAX(seq), 0) FROM justpipe.events WHERE run_id = %(run_id)s)
+                 + e.n END,
+       CASE WHEN json_typeof(j -> 'timestamp') = 'number'
+            THEN (j ->> 'timestamp')::double precision ELSE 0 END,
+       j ->> 'type',
+       j ->> 'stage',
+       e.d
+FROM unnest(%(data)s::text[]) WITH ORDINALITY AS e(d, n), LATERAL (SELECT e.d::json AS j) AS p
+ON CONFLICT (run_id, seq) DO NOTHING
+"""
+
+# A 'running' row for a run first seen through its events (append_events, a checkpoint);
+# it starts at the first event's timestamp, else now.
+_INSERT_PLACEHOLDER = f"""
+INSERT INTO justpipe.runs (run_id, pipeline_hash, start_time, status, created_at)
+SELECT %(run_id)s, %(pipeline)s,
+       CASE WHEN json_typeof(%(first)s::json -> 'timestamp') = 'number'
+            THEN (%(first)s::json ->> 'timestamp')::double precision ELSE %(now)s END,
+       '{RUNNING_STATUS}', %(now)s
+ON CONFLICT (run_id) DO NOTHING
+"""
+
+# Renews (or takes) the lease of a run that is still 'running'; finished runs get none.
+_UPSERT_LEASE = f"""
+INSERT INTO justpipe.run_leases (run_id, owner, heartbeat)
+SELECT run_id, %(owner)s, %(now)s FROM justpipe.runs
+WHERE run_id = %(run_id)s AND status = '{RUNNING_STATUS}'
+ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, heartbeat = excluded.heartbeat
+"""
+
+
+class RunAlreadyStoredError(psycopg.IntegrityError):
+    """``save_run`` for an id whose run is already complete."""
+
+
+class PostgresDatabase:
+    """One PostgreSQL database as the store of every pipeline's runs and checkpoints.
+
+    `source`: a ``postgresql://`` URL or `PostgresLocation` (a `PostgresPool` of
+    `max_size` connections is made, and closed by `close()`), or a pool to borrow (a
+    `PostgresPool`, a ``psycopg_pool.ConnectionPool``: anything whose ``connection()``
+    lends a psycopg connection; its owner closes it). Nothing connects until first use,
+    which creates or migrates the schema.
+    """
+
+    def __init__(
+        self, source: str | PostgresLocation | ConnectionSource, *, max_size: int = 4
+    ) -> None:
+        if isinstance(source, (str, PostgresLocation)):
+            self.pool: ConnectionSource = PostgresPool(source, max_size=max_size)
+            self._owns_pool = True
+        elif callable(getattr(source, "connection", None)):
+            self.pool = source
+            self._owns_pool = False
+        else:
+            raise TypeError(
+                "PostgresDatabase needs a postgresql:// URL or a connection pool (an object "
+                f"whose connection() lends a psycopg connection), got {type(source).__name__}"
+            )
+        location = getattr(self.pool, "location", None)
+        self.location = location if isinstance(location, PostgresLocation) else None
+        self._server = self.location.server if self.location is not None else "the pool's server"
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        self._pipelines: set[str] = set()  # registered by this process
+
+    def __repr__(self) -> str:
+        where = self.location.display if self.location is not None else repr(self.pool)
+        return f"PostgresDatabase({where!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def opened(self) -> bool:
+        """Whether the database was reached (and its schema made current) by this object."""
+        return self._ready
+
+    def close(self) -> None:
+        """Close the pool, if this object made it (a borrowed pool is its owner's to close)."""
+        close = getattr(self.pool, "close", None)
+        if self._owns_pool and callable(close):
+            close()
+
+    def open(self) -> None:
+        """Connect and create or migrate the schema, once (raises when that fails)."""
+        if self._ready:
+            return
+        with self._ready_lock:
+            if self._ready:
+                return
+            with self._connection("open the store") as conn:
+                self._learn_server(conn)
+                ensure_schema(conn)
+            self._ready = True
+
+    def backend(self, pipeline_hash: str) -> PostgresBackend:
+        """The run store of one pipeline in this database."""
+        return PostgresBackend(self, pipeline_hash)
+
+    # -- pipelines ------------------------------------------------------------------
+
+    def register_pipeline(self, pipeline_hash: str, name: str, description: Any) -> None:
+        """Record a pipeline's name and ``describe()`` document, unless it is recorded."""
+        if pipeline_hash in self._pipelines:
+            return
+        text = description if isinstance(description, str) else dumps_jsonable(description)
+        with self.transaction("register pipeline " + repr(name)) as conn:
+            conn.execute(
+                "INSERT INTO justpipe.pipelines (pipeline_hash, name, description, created_at)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (pipeline_hash) DO NOTHING",
+                (pipeline_hash, name, text, time.time()),
+            )
+        self._pipelines.add(pipeline_hash)
+
+    def move_run(self, run_id: str, pipeline_hash: str, name: str) -> None:
+        """File a run under another pipeline (a forced resume by a changed definition)."""
+        self.register_pipeline(pipeline_hash, name, known=False)
+        self.write(
+            "move run " + repr(run_id),
+            "UPDATE justpipe.runs SET pipeline_hash = %s WHERE run_id = %s",
+            (pipeline_hash, run_id),
+        )
+
+    def pipelines(self) -> list[tuple[str, str]]:
+        """``(pipeline_hash, name)`` of every pipeline the database knows, by hash."""
+        rows = self.query(
+            "list pipelines",
+            "SELECT pipeline_hash, name FROM justpipe.pipelines ORDER BY pipeline_hash",
+            (),
+        )
+        return [(str(row["pipeline_hash"]), str(row["name"])) for row in rows]
+
+    def description(self, pipeline_hash: str) -> dict[str, Any] | None:
+        """A pipeline's ``describe()`` document (None: unknown, or not a JSON object)."""
+        rows = self.query(
+            "read pipeline " + repr(pipeline_hash),
+            "SELECT description FROM justpipe.pipelines WHERE pipeline_hash = %s",
+            (pipeline_hash,),
+        )
+        if not rows:
+            return None
+        try:
+            found = json.loads(rows[0]["description"])
+        except (TypeError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
+
+    # -- connections and transactions -----------------------------------------------
+
+    @contextmanager
+    def transaction(self, action: str) -> Iterator[psycopg.Connection[Any]]:
+        """A connection inside one transaction, committed at the end of the block."""
+        self.open()
+        with self._connection(action) as conn, conn.transaction():
+            yield conn
+
+    def query(self, action: str, statement: str, params: Any) -> list[dict[str, Any]]:
+        """Rows of one read, as dicts."""
+        self.open()
+        with self._connection(action) as conn, conn.cursor(row_factory=dict_row) as cursor:
+            cursor.execute(statement, params)
+            return cursor.fetchall()
+
+    @contextmanager
+    def _connection(self, action: str) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+        except (StorageUnavailableError, RunAlreadyStoredError):
+            raise
+        except psycopg.Error as exc:
+            raise self._explained(exc, action) from exc
+
+    def _learn_server(self, conn: psycopg.Connection[Any]) -> None:
+        if self.location is None:
+            info = conn.info
+            self._server = f"host {info.host}, port {info.port}, database {info.dbname}"
+
+    def _explained(self, exc: psycopg.Error, action: str) -> Exception:
+        """The error to raise: the store and the action named, the password never."""
+        if _connection_lost(exc):
+            if self.location is not None:
+                return unavailable(self.location, f"cannot {action}", exc)
+            return StorageUnavailableError(
+                f"PostgreSQL run store at {self._server}: cannot {action}: {exc}"
+            )
+        text = f"PostgreSQL run store at {self._server}: cannot {action}: {exc}"
+        if self.location is not None:
+            text = self.location.redact(text)
+        try:
+            explained = type(exc)(text)
+        except Exception:  # an error class that wants other arguments
+            return psycopg.DatabaseError(text)
+        return explained
+
+
+def _connection_lost(exc: psycopg.Error) -> bool:
+    """The server is gone, refused us, or is shutting down (not a problem of the request)."""
+    state = exc.sqlstate
+    if state is None:
+        return isinstance(exc, psycopg.OperationalError)
+    return state.startswith("08") or state in {"57P01", "57P02", "57P03", "53300"}
+
+
+class PostgresBackend:
+    """One pipeline's runs in a PostgreSQL database (the run store protocol, as SQLite's).
+
+    `source`: a `PostgresDatabase`, or what builds one (a ``postgresql://`` URL: this
+    backend then owns its pool and `close()` closes it; or a connection pool).
+    `pipeline_hash` scopes every read, count and delete to that pipeline's runs;
+    `pipeline_name` and `description` are recorded for it (the dashboard's pipeline list),
+    unless already recorded.
+    """
+
+    def __init__(
+        self,
+        source: str | PostgresLocation | ConnectionSource | PostgresDatabase,
+        pipeline_hash: str,
+        *,
+        pipeline_name: str | None = None,
+        description: Any = None,
+    ) -> None:
+        if not isinstance(pipeline_hash, str) or not pipeline_hash:
+            raise ValueError(f"PostgresBackend needs the pipeline's hash, got {pipeline_hash!r}")
+        self._owns_database = not isinstance(source, PostgresDatabase)
+        self.database = (
+            source if isinstance(source, PostgresDatabase) else PostgresDatabase(source)
+        )
+        self.pipeline_hash = pipeline_hash
+        if pipeline_name is not None or description is not None:
+            self.database.register_pipeline(
+                pipeline_hash, pipeline_name or pipeline_hash, description or {}
+            )
+        else:
+            self.database.open()
+
+    def __repr__(self) -> str:
+        return f"PostgresBackend({self.database!r}, {self.pipeline_hash!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the database's pool if this backend made it from a URL."""
+        if self._owns_database:
+            self.database.close()
+
+    # -- writes ---------------------------------------------------------------------
+
+    def save_run(self, run: RunRecord, events: list[str]) -> None:
+        """Store the run and its events in one transaction (see `SQLiteBackend.save_run`)."""
+        _check_events(run.run_id, events)
+        values = _run_values(run)
+        with self._write("save run " + repr(run.run_id), run.run_id, events) as conn:
+            inserted = conn.execute(
+                "INSERT INTO justpipe.runs (run_id, pipeline_hash, start_time, end_time,"
+                " duration_s, status, error_message, error_step, run_meta, created_at)"
+                " VALUES (%(run_id)s, %(pipeline)s, %(start)s, %(end)s, %(duration)s,"
+                " %(status)s, %(error)s, %(step)s, %(meta)s, %(now)s)"
+                " ON CONFLICT (run_id) DO NOTHING",
+                values | {"pipeline": self.pipeline_hash, "now": time.time()},
+            ).rowcount
+            if not inserted:
+                self._complete_running_row(conn, run.run_id, values)
+            insert_events(conn, run.run_id, events)
+
+    def _complete_running_row(
+        self, conn: psycopg.Connection[Any], run_id: str, values: dict[str, Any]
+    ) -> None:
+        """Complete the ``running`` row an unfinished run left (or refuse a finished run)."""
+        row = conn.execute(
+            "SELECT status FROM justpipe.runs WHERE run_id = %s FOR UPDATE", (run_id,)
+        ).fetchone()
+        if row is None or row[0] != RUNNING_STATUS:
+            where = self.database.location.display if self.database.location else "the store"
+            raise RunAlreadyStoredError(f"run {run_id!r} is already stored in {where}")
+        # (a durable run's resumed segment completes the row its first segment wrote: the
+        # run started when that one did, and its duration sums its segments')
+        conn.execute(
+            "UPDATE justpipe.runs SET start_time = LEAST(start_time, %(start)s),"
+            " end_time = %(end)s, duration_s = COALESCE(duration_s, 0) + %(duration)s,"
+            " status = %(status)s, error_message = %(error)s, error_step = %(step)s,"
+            " run_meta = %(meta)s WHERE run_id = %(run_id)s",
+            values,
+        )
+
+    def append_events(self, run_id: str, events: list[str]) -> None:
+        """Store events of an unfinished run, creating its ``running`` row if needed."""
+        _check_events(run_id, events)
+        with self._write("append events to run " + repr(run_id), run_id, events) as conn:
+            now = time.time()
+            insert_placeholder(conn, run_id, self.pipeline_hash, events, now)
+            insert_events(conn, run_id, events)
+            conn.execute(_UPSERT_LEASE, {"run_id": run_id, "owner": lease_owner(), "now": now})
+
+    def beat(self, run_id: str) -> bool:
+        """Renew this process's lease on an unfinished run; False if the run is not running."""
+        with self._write("renew the lease of run " + repr(run_id), run_id, []) as conn:
+            cursor = conn.execute(
+                _UPSERT_LEASE, {"run_id": run_id, "owner": lease_owner(), "now": time.time()}
+            )
+            return cursor.rowcount > 0
+
+    def delete_run(self, run_id: str) -> bool:
+        """Delete the run, its events and its lease; return whether the run existed."""
+        with self._write("delete run " + repr(run_id), run_id, []) as conn:
+            cursor = conn.execute(
+                "DELETE FROM justpipe.runs WHERE run_id = %s AND pipeline_hash = %s",
+                (run_id, self.pipeline_hash),
+            )
+            return cursor.rowcount > 0
+
+    # -- reads ----------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        rows = self._query(
+            "read run " + repr(run_id),
+            f"SELECT {_RUN_COLUMNS} FROM justpipe.runs WHERE run_id = %s AND pipeline_hash = %s",
+            (run_id, self.pipeline_hash),
+        )
+        return _row_to_run(rows[0]) if rows else None
+
+    def list_runs(
+        self,
+        status: PipelineTerminalStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        validate_paging(limit, offset)
+        where, params = _status_filter(status)
+        rows = self._query(
+            "list runs",
+            f"SELECT {_RUN_COLUMNS} FROM justpipe.runs WHERE pipeline_hash = %s{where}"
+            " ORDER BY start_time DESC, id DESC LIMIT %s OFFSET %s",
+            (self.pipeline_hash, *params, limit, offset),
+        )
+        return [_row_to_run(row) for row in rows]
+
+    def count_runs(self) -> int:
+        """How many runs of this pipeline the store holds."""
+        rows = self._query(
+            "count runs",
+            "SELECT COUNT(*) AS n FROM justpipe.runs WHERE pipeline_hash = %s",
+            (self.pipeline_hash,),
+        )
+        return int(rows[0]["n"])
+
+    def find_runs_by_prefix(self, run_id_prefix: str, limit: int = 10) -> list[RunRecord]:
+        """Runs whose id starts with the prefix (ASCII case-insensitive), newest first.
+
+        Prefixes with characters outside ``[A-Za-z0-9_-]`` match nothing.
+        """
+        validate_paging(limit, 0)
+        if not is_run_id_prefix(run_id_prefix):
+            return []
+        pattern = _escape_like(run_id_prefix.lower()) + "%"
+        rows = self._query(
+            "find runs by prefix " + repr(run_id_prefix),
+            f"SELECT {_RUN_COLUMNS} FROM justpipe.runs"
+            " WHERE lower(run_id) LIKE %s AND pipeline_hash = %s"
+            " ORDER BY start_time DESC, id DESC LIMIT %s",
+            (pattern, self.pipeline_hash, limit),
+        )
+        return [_row_to_run(row) for row in rows]
+
+    def get_events(self, run_id: str, event_type: EventType | None = None) -> list[StoredEvent]:
+        statement = f"SELECT {_EVENT_COLUMNS} FROM justpipe.events WHERE run_id = %s"
+        params: tuple[object, ...] = (run_id,)
+        if event_type is not None:
+            statement += " AND event_type = %s"
+            params += (event_type.value,)
+        rows = self._query("read events of run " + repr(run_id), statement + " ORDER BY seq", params)
+        return [event for event in map(_row_to_event, rows) if event is not None]
+
+    def get_events_after(
+        self, run_id: str, after_seq: int = 0, limit: int = 1000
+    ) -> list[StoredEvent]:
+        """Up to `limit` events of the run with ``seq > after_seq``, in ``seq`` order."""
+        validate_paging(limit, 0)
+        rows = self._query(
+            "read events of run " + repr(run_id),
+            f"SELECT {_EVENT_COLUMNS} FROM justpipe.events WHERE run_id = %s AND seq > %s"
+            " ORDER BY seq LIMIT %s",
+            (run_id, after_seq, limit),
+        )
+        return [event for event in map(_row_to_event, rows) if event is not None]
+
+    def get_event_data(
+        self, run_id: str, without_data: Sequence[str] = ()
+    ) -> list[tuple[int, float, str, str, str | None]]:
+        """``(seq, timestamp, type, step, data)`` of every event, in ``seq`` order.
+
+        ``data`` is None for the types in `without_data` (see `SQLiteBackend.get_event_data`).
+        """
+        rows = self._query(
+            "read events of run " + repr(run_id),
+            "SELECT seq, timestamp, event_type, step_name,"
+            " CASE WHEN event_type = ANY(%s) THEN NULL ELSE data END AS data"
+            " FROM justpipe.events WHERE run_id = %s ORDER BY seq",
+            (list(without_data), run_id),
+        )
+        return [
+            (
+                int(row["seq"]),
+                float(row["timestamp"]),
+                str(row["event_type"] or ""),
+                str(row["step_name"] or ""),
+                row["data"],
+            )
+            for row in rows
+        ]
+
+    def get_event_json(self, run_id: str, seqs: Sequence[int]) -> dict[int, str]:
+        """The stored JSON of the run's events with these ``seq`` numbers."""
+        rows = self._query(
+            "read events of run " + repr(run_id),
+            "SELECT seq, data FROM justpipe.events WHERE run_id = %s AND seq = ANY(%s)",
+            (run_id, sorted({int(seq) for seq in seqs})),
+        )
+        return {int(row["seq"]): str(row["data"]) for row in rows}
+
+    def count_events(self, run_id: str) -> int:
+        """How many events the run has stored."""
+        rows = self._query(
+            "count events of run " + repr(run_id),
+            "SELECT COUNT(*) AS n FROM justpipe.events WHERE run_id = %s",
+            (run_id,),
+        )
+        return int(rows[0]["n"])
+
+    def get_leases(self, run_ids: Sequence[str] | None = None) -> dict[str, RunLease]:
+        """Leases of this pipeline's runs that are still ``running`` (of `run_ids`, or all)."""
+        statement = (
+            "SELECT l.run_id, l.owner, l.heartbeat FROM justpipe.run_leases l"
+            " JOIN justpipe.runs r USING (run_id)"
+            f" WHERE r.status = '{RUNNING_STATUS}' AND r.pipeline_hash = %s"
+        )
+        params: tuple[object, ...] = (self.pipeline_hash,)
+        if run_ids is not None:
+            wanted = list(dict.fromkeys(run_ids))
+            if not wanted:
+                return {}
+            statement += " AND l.run_id = ANY(%s)"
+            params += (wanted,)
+        rows = self._query("read run leases", statement, params)
+        return {
+            str(row["run_id"]): RunLease(
+                str(row["run_id"]), str(row["owner"]), utc_from_epoch(row["heartbeat"])
+            )
+            for row in rows
+        }
+
+    # -- plumbing -------------------------------------------------------------------
+
+    @contextmanager
+    def _write(
+        self, action: str, run_id: str, events: Sequence[str]
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """One transaction; a batch with malformed event JSON is reported by its event."""
+        try:
+            with self.database.transaction(action) as conn:
+                yield conn
+        except psycopg.DataError:
+            bad = _first_bad_event(run_id, events)
+            if bad is not None:
+                raise bad from None
+            raise
+
+    def _query(self, action: str, statement: str, params: Any) -> list[dict[str, Any]]:
+        return self.database.query(action, statement, params)
+
+
+def insert_events(conn: psycopg.Connection[Any], run_id: str, events: Sequence[str]) -> None:
+    """Store a batch of a run's event JSON texts (its ``runs`` row must exist)."""
+    if events:
+        conn.execute(_INSERT_EVENTS, {"run_id": run_id, "data": list(events)})
+
+
+def insert_placeholder(
+    conn: psycopg.Connection[Any],
+    run_id: str,
+    pipeline_hash: str,
+    events: Sequence[str],
+    now: float,
+) -> None:
+    """Create the ``running`` row of a run seen first through its events (no-op if it exists)."""
+    conn.execute(
+        _INSERT_PLACEHOLDER,
+        {
+            "run_id": run_id,
+            "pipeline": pipeline_hash,
+            "first": events[0] if events else None,
+            "now": now,
+        },
+    )
+
+
+def _check_events(run_id: str, events: Sequence[str]) -> None:
+    """Refuse a batch with an entry that is not a JSON object text, before storing any."""
+    for index, data in enumerate(events):
+        if not isinstance(data, str) or not data.lstrip().startswith("{"):
+            parse_event_object(run_id, index, data)
+
+
+def _first_bad_event(run_id: str, events: Sequence[str]) -> Exception | None:
+    for index, data in enumerate(events):
+        try:
+            parse_event_object(run_id, index, data)
+        except (TypeError, ValueError) as exc:
+            return exc
+    return None
+
+
+def _run_values(run: RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "start": epoch_of(run.start_time),
+        "end": None if run.end_time is None else epoch_of(run.end_time),
+        "duration": None if run.duration is None else run.duration.total_seconds(),
+        "status": run.status.value,
+        "error": run.error_message,
+        "step": run.error_step,
+        "meta": run.run_meta,
+    }
+
+
+def _status_filter(status: PipelineTerminalStatus | None) -> tuple[str, tuple[object, ...]]:
+    """The condition for a status; FAILED also covers rows that read back as FAILED."""
+    if status is None:
+        return "", ()
+    if status is not PipelineTerminalStatus.FAILED:
+        return " AND status = %s", (status.value,)
+    others = [value for value in _STATUS_VALUES if value != status.value]
+    return " AND (status IS NULL OR status <> ALL(%s))", (others,)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# -- one database per URL and process ------------------------------------------------
+
+_SHARED: dict[PostgresLocation, PostgresDatabase] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_database(location: PostgresLocation) -> PostgresDatabase:
+    """This process's `PostgresDatabase` for `location` (made on first use, closed at exit)."""
+    with _SHARED_LOCK:
+        database = _SHARED.get(location)
+        if database is None:
+            database = _SHARED[location] = PostgresDatabase(location)
+        return database
+
+
+@atexit.register
+def close_shared_databases() -> None:
+    """Close every shared database's pool (at exit; tests call it between servers)."""
+    with _SHARED_LOCK:
+        databases = list(_SHARED.values())
+        _SHARED.clear()
+    for database in databases:
+        database.close()
