@@ -270,3 +270,70 @@ def use_storage_url(storage_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """`storage_url` set as ``JUSTPIPE_STORAGE_URL`` for the test (persistence, durable...)."""
     monkeypatch.setenv("JUSTPIPE_STORAGE_URL", storage_url)
     return storage_url
+
+
+class StoreView:
+    """Read what a store at `url` holds, the same way for SQLite and PostgreSQL (tests only).
+
+    SQLite: the ``runs.db`` files under the URL's directory (one per pipeline, checked
+    with ``PRAGMA integrity_check``); PostgreSQL: the ``justpipe`` schema's tables.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.postgres = not url.startswith("sqlite:")
+
+    def _rows(self, sqlite_sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        if self.postgres:
+            psycopg = require("psycopg", "postgres")
+            from justpipe.storage.url import PostgresLocation, parse_storage_url
+
+            location = parse_storage_url(self.url)
+            assert isinstance(location, PostgresLocation)
+            statement = sqlite_sql.replace("?", "%s")
+            for table in ("runs", "events", "durable_checkpoints", "durable_leases"):
+                statement = statement.replace(f" {table} ", f" justpipe.{table} ")
+            with psycopg.connect(**location.connect_kwargs()) as conn:
+                return [tuple(row) for row in conn.execute(statement, params)]
+        import sqlite3
+
+        root = Path(self.url[len("sqlite://") :])
+        found: list[tuple[Any, ...]] = []
+        for path in sorted(root.glob("*/runs.db")):
+            with contextlib.closing(sqlite3.connect(path)) as conn:
+                assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+                table = sqlite_sql.split(" FROM ")[1].split()[0]
+                if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
+                    found.extend(conn.execute(sqlite_sql, params).fetchall())
+        return found
+
+    def checkpoint(self, run_id: str) -> dict[str, Any]:
+        """The run's checkpoint document, with ``row_status`` (the row's status column)."""
+        import json
+
+        rows = self._rows(
+            "SELECT status, data FROM durable_checkpoints WHERE run_id = ?", (run_id,)
+        )
+        assert len(rows) == 1, rows
+        data: dict[str, Any] = json.loads(rows[0][1])
+        data["row_status"] = rows[0][0]
+        return data
+
+    def seqs(self, run_id: str) -> list[int]:
+        rows = self._rows("SELECT seq FROM events WHERE run_id = ? ORDER BY seq", (run_id,))
+        return [int(row[0]) for row in rows]
+
+    def event_types(self, run_id: str) -> list[str]:
+        rows = self._rows(
+            "SELECT event_type FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
+        )
+        return [str(row[0]) for row in rows]
+
+    def run_status(self, run_id: str) -> str | None:
+        rows = self._rows("SELECT status FROM runs WHERE run_id = ? ", (run_id,))
+        return None if not rows else str(rows[0][0])
+
+    def runs(self) -> list[tuple[str, str]]:
+        """``(run_id, status)`` of every run the store holds, by run id."""
+        rows = self._rows("SELECT run_id, status FROM runs ORDER BY run_id", ())
+        return sorted((str(row[0]), str(row[1])) for row in rows)

@@ -1,4 +1,5 @@
-"""Durable runs across real processes and a real store (SQLite under JUSTPIPE_STORAGE_PATH).
+"""Durable runs across real processes and a real store: SQLite (``sqlite:///<tmp>``) and a
+real PostgreSQL server (tests/pg.py), the same tests on both (`world` is parametrised).
 
 Each test starts children running this file (`python test_durable_process.py SCENARIO
 ACTION [RUN_ID]`): a first segment (which may SIGKILL itself inside a chosen step) and
@@ -12,7 +13,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from justpipe.durable import done_indices
+from pg import StoreView
 
 HERE = Path(__file__).resolve()
 CHAIN = [f"s{i}" for i in range(8)]
@@ -234,16 +235,17 @@ async def child(scenario: str, action: str, run_id: str | None) -> int:
 
 
 @pytest.fixture
-def world(tmp_path: Path, core_backend: str) -> dict[str, str]:
-    return make_env(tmp_path, core_backend)
+def world(tmp_path: Path, core_backend: str, storage_url: str) -> dict[str, str]:
+    return make_env(tmp_path, core_backend, storage_url)
 
 
-def make_env(tmp_path: Path, core_backend: str) -> dict[str, str]:
-    """The children's environment: their own store, side-effect log and gate under tmp."""
+def make_env(tmp_path: Path, core_backend: str, url: str | None = None) -> dict[str, str]:
+    """The children's environment: their own store (`url`, else SQLite under tmp),
+    side-effect log and gate under tmp."""
     import justpipe
 
     env = dict(os.environ)
-    env["JUSTPIPE_STORAGE_PATH"] = str(tmp_path / "store")
+    env["JUSTPIPE_STORAGE_URL"] = url or f"sqlite://{tmp_path / 'store'}"
     env["DURABLE_SIDE"] = str(tmp_path / "side.log")
     env["DURABLE_GATE"] = str(tmp_path / "gate")
     env["PYTHONPATH"] = os.pathsep.join(
@@ -285,31 +287,15 @@ def side_counts(env: dict[str, str]) -> dict[str, int]:
     return counts
 
 
-def store_file(env: dict[str, str]) -> Path:
-    files = list(Path(env["JUSTPIPE_STORAGE_PATH"]).glob("*/runs.db"))
-    assert len(files) == 1, files
-    return files[0]
-
-
 def final_checkpoint(env: dict[str, str], run_id: str) -> dict[str, Any]:
-    with sqlite3.connect(store_file(env)) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        row = conn.execute(
-            "SELECT status, data FROM durable_checkpoints WHERE run_id = ?", (run_id,)
-        ).fetchone()
-    assert row is not None
-    data: dict[str, Any] = json.loads(row[1])
-    data["row_status"] = row[0]
-    return data
+    return StoreView(env["JUSTPIPE_STORAGE_URL"]).checkpoint(run_id)
 
 
 _UNINTERRUPTED: dict[str, dict[str, Any]] = {}
 
 
 def stored_seqs(env: dict[str, str], run_id: str) -> list[int]:
-    with sqlite3.connect(store_file(env)) as conn:
-        rows = conn.execute("SELECT seq FROM events WHERE run_id = ? ORDER BY seq", (run_id,))
-        return [int(row[0]) for row in rows]
+    return StoreView(env["JUSTPIPE_STORAGE_URL"]).seqs(run_id)
 
 
 def uninterrupted_state(env: dict[str, str], scenario: str, tmp: Path) -> dict[str, Any]:
@@ -323,7 +309,7 @@ def clean_run(env: dict[str, str], tmp: Path, scenario: str) -> Outcome:
     """`scenario` run once, nothing suspending or killing it, in a store of its own."""
     clean = {
         **env,
-        "JUSTPIPE_STORAGE_PATH": str(tmp / "c"),
+        "JUSTPIPE_STORAGE_URL": f"sqlite://{tmp / 'c'}",
         "DURABLE_SIDE": str(tmp / "c.log"),
     }
     return launch(clean, scenario, "run", DURABLE_NO_SUSPEND="1")
@@ -332,7 +318,7 @@ def clean_run(env: dict[str, str], tmp: Path, scenario: str) -> Outcome:
 def _run_clean(env: dict[str, str], scenario: str, tmp: Path) -> dict[str, Any]:
     clean = {
         **env,
-        "JUSTPIPE_STORAGE_PATH": str(tmp / "clean-store"),
+        "JUSTPIPE_STORAGE_URL": f"sqlite://{tmp / 'clean-store'}",
         "DURABLE_SIDE": str(tmp / "clean-side.log"),
         "DURABLE_NO_SUSPEND": "1",
     }
@@ -373,15 +359,9 @@ def test_a_chain_killed_mid_run_resumes_in_another_process(
     # one run in the store, both segments: seq strictly increasing, two STARTs
     seqs = stored_seqs(world, first.run_id)
     assert seqs == list(range(1, data["seq"] + 1))
-    with sqlite3.connect(store_file(world)) as conn:
-        types = [
-            row[0]
-            for row in conn.execute(
-                "SELECT event_type FROM events WHERE run_id = ? ORDER BY seq", (first.run_id,)
-            )
-        ]
-        status = conn.execute("SELECT status FROM runs WHERE run_id = ?", (first.run_id,))
-        assert status.fetchone()[0] == "success"
+    view = StoreView(world["JUSTPIPE_STORAGE_URL"])
+    assert view.run_status(first.run_id) == "success"
+    types = view.event_types(first.run_id)
     assert types.count("start") == 2 and types[-1] == "finish"
 
 

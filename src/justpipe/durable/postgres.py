@@ -56,13 +56,13 @@ ON CONFLICT (run_id) DO UPDATE SET pipe_name = excluded.pipe_name,
 
 _UPSERT_COUNTERS = """
 INSERT INTO justpipe.durable_counters (run_id, name, count)
-SELECT %s, name, count FROM unnest(%s::text[], %s::bigint[]) AS c(name, count)
+SELECT %s, name, count FROM unnest(%b::text[], %b::bigint[]) AS c(name, count)
 ON CONFLICT (run_id, name) DO UPDATE SET count = excluded.count
 """
 
 _UPSERT_PARTS = """
 INSERT INTO justpipe.durable_parts (run_id, key, data)
-SELECT %s, key, data FROM unnest(%s::text[], %s::text[]) AS p(key, data)
+SELECT %s, key, data FROM unnest(%b::text[], %b::text[]) AS p(key, data)
 ON CONFLICT (run_id, key) DO UPDATE SET data = excluded.data
 """
 

@@ -63,22 +63,24 @@ _EVENT_COLUMNS = "seq, timestamp, event_type, step_name, data"
 _STATUS_VALUES = [member.value for member in PipelineTerminalStatus]
 
 # Stores a batch of event JSON texts in one statement. `seq` and `timestamp` come from
-# each event's JSON (like the SQLite store, no decoding in Python); an event without an
-# integer seq is numbered after the run's highest stored one. An event stored before
-# under the same seq is kept (a retried flush, or a checkpoint that wrote it first).
+# each event's JSON (like the SQLite store, no decoding in Python; `json_to_record` reads
+# the four fields in one parse of each text, `json` columns keep a value's JSON form, so
+# only a JSON integer is a seq); an event without an integer seq is numbered after the
+# run's highest stored one. An event stored before under the same seq is kept (a retried
+# flush, or a checkpoint that wrote it first). The texts go as one binary array.
 _INSERT_EVENTS = """
 INSERT INTO justpipe.events (run_id, seq, timestamp, event_type, step_name, data)
 SELECT %(run_id)s,
-       CASE WHEN json_typeof(j -> 'seq') = 'number' AND (j ->> 'seq') ~ '^-?[0-9]{1,18}$'
-            THEN (j ->> 'seq')::bigint
+       CASE WHEN f.seq::text ~ '^-?[0-9]{1,18}$' THEN f.seq::text::bigint
             ELSE (SELECT COALESCE(MAX(seq), 0) FROM justpipe.events WHERE run_id = %(run_id)s)
                  + e.n END,
-       CASE WHEN json_typeof(j -> 'timestamp') = 'number'
-            THEN (j ->> 'timestamp')::double precision ELSE 0 END,
-       j ->> 'type',
-       j ->> 'stage',
+       CASE WHEN f."timestamp"::text ~ '^-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?$'
+            THEN f."timestamp"::text::double precision ELSE 0 END,
+       f.type,
+       f.stage,
        e.d
-FROM unnest(%(data)s::text[]) WITH ORDINALITY AS e(d, n), LATERAL (SELECT e.d::json AS j) AS p
+FROM unnest(%(data)b::text[]) WITH ORDINALITY AS e(d, n),
+     LATERAL json_to_record(e.d::json) AS f(seq json, "timestamp" json, type text, stage text)
 ON CONFLICT (run_id, seq) DO NOTHING
 """
 
