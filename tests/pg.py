@@ -52,9 +52,9 @@ def find_bindir() -> Path | None:
         return Path(configured) if (Path(configured) / "initdb").is_file() else None
     found = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-        key=lambda path: int(Path(path).parent.parent.name)
-        if Path(path).parent.parent.name.isdigit()
-        else 0,
+        key=lambda path: (
+            int(Path(path).parent.parent.name) if Path(path).parent.parent.name.isdigit() else 0
+        ),
     )
     return Path(found[-1]).parent if found else None
 
@@ -255,9 +255,7 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def storage_url(
-    store_kind: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[str]:
+def storage_url(store_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The store of a `store_kind` test, as a URL (``sqlite:///...`` or ``postgresql://...``)."""
     if store_kind == "sqlite":
         yield f"sqlite://{tmp_path / 'store'}"
@@ -324,9 +322,7 @@ class StoreView:
         return [int(row[0]) for row in rows]
 
     def event_types(self, run_id: str) -> list[str]:
-        rows = self._rows(
-            "SELECT event_type FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
-        )
+        rows = self._rows("SELECT event_type FROM events WHERE run_id = ? ORDER BY seq", (run_id,))
         return [str(row[0]) for row in rows]
 
     def run_status(self, run_id: str) -> str | None:
@@ -337,3 +333,43 @@ class StoreView:
         """``(run_id, status)`` of every run the store holds, by run id."""
         rows = self._rows("SELECT run_id, status FROM runs ORDER BY run_id", ())
         return sorted((str(row[0]), str(row[1])) for row in rows)
+
+    def execute(self, sqlite_sql: str, params: tuple[Any, ...]) -> None:
+        """Run one write on every pipeline file (SQLite) or the database (PostgreSQL)."""
+        if self.postgres:
+            psycopg = require("psycopg", "postgres")
+            from justpipe.storage.url import PostgresLocation, parse_storage_url
+
+            location = parse_storage_url(self.url)
+            assert isinstance(location, PostgresLocation)
+            statement = sqlite_sql.replace("?", "%s").replace(" durable_", " justpipe.durable_")
+            with psycopg.connect(**location.connect_kwargs()) as conn:
+                conn.execute(statement, params)
+            return
+        import sqlite3
+
+        for path in sorted(Path(self.url[len("sqlite://") :]).glob("*/runs.db")):
+            with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+                conn.execute(sqlite_sql, params)
+
+
+def open_run_store(url: str, pipeline_hash: str) -> Any:
+    """The run store (a StorageBackend) of one pipeline at `url` (close it after use)."""
+    if url.startswith("sqlite:"):
+        from justpipe.storage import SQLiteBackend
+
+        return SQLiteBackend(Path(url[len("sqlite://") :]) / pipeline_hash / "runs.db")
+    from justpipe.storage.postgres import PostgresBackend
+
+    return PostgresBackend(url, pipeline_hash)
+
+
+def open_checkpoint_store(url: str, tmp_path: Path) -> Any:
+    """A checkpoint store at `url`: its SQLite file under `tmp_path`, or the database."""
+    if url.startswith("sqlite:"):
+        from justpipe.durable import SQLiteCheckpointStore
+
+        return SQLiteCheckpointStore(tmp_path / "checkpoints" / "runs.db")
+    from justpipe.durable.postgres import PostgresCheckpointStore
+
+    return PostgresCheckpointStore(url)

@@ -27,8 +27,9 @@ except ImportError as _missing_click:
 
 from justpipe.cli.formatting import EXIT_FAILURE
 from justpipe.cli.registry import PipelineRegistry, StoreError
-from justpipe.storage.persistence import STORAGE_PATH_ENV, resolve_storage_path
+from justpipe.storage.persistence import resolve_storage_path
 from justpipe.storage.status import RunStatus
+from justpipe.storage.url import STORAGE_PATH_ENV
 from justpipe.types import PipelineTerminalStatus
 
 __all__ = ["cli", "get_registry", "main", "resolve_storage_path"]

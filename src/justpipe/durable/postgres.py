@@ -103,9 +103,7 @@ class PostgresCheckpointStore:
         self, source: str | PostgresLocation | ConnectionSource | PostgresDatabase
     ) -> None:
         self._owns_database = not isinstance(source, PostgresDatabase)
-        self.database = (
-            source if isinstance(source, PostgresDatabase) else PostgresDatabase(source)
-        )
+        self.database = source if isinstance(source, PostgresDatabase) else PostgresDatabase(source)
         self.database.open()
 
     def __repr__(self) -> str:
@@ -259,9 +257,7 @@ def _save_parts(conn: psycopg.Connection[Any], run_id: str, parts: Any) -> None:
     kept = [(key, text) for key, text in parts.items() if text is not None]
     dropped = [key for key, text in parts.items() if text is None]
     if kept:
-        conn.execute(
-            _UPSERT_PARTS, (run_id, [key for key, _ in kept], [text for _, text in kept])
-        )
+        conn.execute(_UPSERT_PARTS, (run_id, [key for key, _ in kept], [text for _, text in kept]))
     if dropped:
         conn.execute(
             "DELETE FROM justpipe.durable_parts WHERE run_id = %s AND key = ANY(%s)",

@@ -31,6 +31,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol, Self
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from justpipe.storage.url import PostgresLocation, StorageUnavailableError, parse_storage_url
 
@@ -187,10 +188,10 @@ class PostgresPool:
         location = self.location
         try:
             return psycopg.Connection.connect(
+                make_conninfo("", **location.connect_kwargs()),
                 autocommit=True,
                 connect_timeout=self.connect_timeout,
                 application_name=APPLICATION_NAME,
-                **location.connect_kwargs(),
             )
         except psycopg.Error as exc:
             raise unavailable(location, "cannot connect", exc) from None

@@ -138,7 +138,7 @@ def ensure_schema(conn: psycopg.Connection[Any]) -> int:
         for number, _, statements in MIGRATIONS:
             if number > version:
                 for statement in statements:
-                    conn.execute(statement)  # type: ignore[call-overload]
+                    conn.execute(statement)
         conn.execute(
             "INSERT INTO justpipe.schema_version (one, version) VALUES (TRUE, %s)"
             " ON CONFLICT (one) DO UPDATE SET version = excluded.version, migrated_at = now()",

@@ -302,9 +302,7 @@ class PostgresBackend:
         if not isinstance(pipeline_hash, str) or not pipeline_hash:
             raise ValueError(f"PostgresBackend needs the pipeline's hash, got {pipeline_hash!r}")
         self._owns_database = not isinstance(source, PostgresDatabase)
-        self.database = (
-            source if isinstance(source, PostgresDatabase) else PostgresDatabase(source)
-        )
+        self.database = source if isinstance(source, PostgresDatabase) else PostgresDatabase(source)
         self.pipeline_hash = pipeline_hash
         if pipeline_name is not None or description is not None:
             self.database.register_pipeline(
@@ -451,7 +449,9 @@ class PostgresBackend:
         if event_type is not None:
             statement += " AND event_type = %s"
             params += (event_type.value,)
-        rows = self._query("read events of run " + repr(run_id), statement + " ORDER BY seq", params)
+        rows = self._query(
+            "read events of run " + repr(run_id), statement + " ORDER BY seq", params
+        )
         return [event for event in map(_row_to_event, rows) if event is not None]
 
     def get_events_after(

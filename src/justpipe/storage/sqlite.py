@@ -175,7 +175,7 @@ _INHERITED_CONNECTIONS: list[sqlite3.Connection] = []
 
 
 class NamedRow(Protocol):
-    """A row whose columns are read by name (``sqlite3.Row``; a dict row of the PostgreSQL store)."""
+    """A row read by column name (``sqlite3.Row``; a dict row of the PostgreSQL store)."""
 
     def __getitem__(self, key: str, /) -> Any: ...
 
