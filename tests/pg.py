@@ -329,6 +329,11 @@ class StoreView:
         rows = self._rows("SELECT status FROM runs WHERE run_id = ? ", (run_id,))
         return None if not rows else str(rows[0][0])
 
+    def lease_expiry(self, run_id: str) -> list[float]:
+        """When the run's checkpoint lease expires (epoch seconds), if it has one."""
+        rows = self._rows("SELECT expires_at FROM durable_leases WHERE run_id = ?", (run_id,))
+        return [float(row[0]) for row in rows]
+
     def runs(self) -> list[tuple[str, str]]:
         """``(run_id, status)`` of every run the store holds, by run id."""
         rows = self._rows("SELECT run_id, status FROM runs ORDER BY run_id", ())

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,10 @@ def build(scenario: str) -> Any:
     from justpipe.durable import Durable, resume_value
 
     # the 1,000-item map checkpoints every 25 completions (every one: 1,000 SQLite commits)
-    durable = Durable(checkpoint_every=25) if scenario in ("map", "lazymap") else True
+    durable = Durable(
+        checkpoint_every=25 if scenario in ("map", "lazymap") else 1,
+        lease_ttl_s=float(os.environ.get("DURABLE_LEASE_TTL", "30")),
+    )
     pipe: Any = Pipe(Work, name=f"durable-{scenario}", durable=durable)
     if scenario == "chain":
         for i, name in enumerate(CHAIN):
@@ -568,6 +572,34 @@ def test_two_processes_resuming_one_run_exactly_one_wins(world: dict[str, str]) 
         Path(world["DURABLE_GATE"]).touch()
         _, err = winner.communicate(timeout=60)
     assert winner.returncode == 0, err
+    assert final_checkpoint(world, first.run_id)["end"] == "success"
+
+
+def test_a_run_killed_on_another_host_resumes_once_its_lease_expires(
+    world: dict[str, str],
+) -> None:
+    """A crash elsewhere: the lease of the dead process protects the run until it expires
+    (this host cannot see whether another host's process lives), then a resume wins."""
+    ttl = {"DURABLE_LEASE_TTL": "8"}
+    first = launch(world, "chain", "run", DURABLE_KILL_AT="s3", **ttl)
+    assert first.returncode == -signal.SIGKILL and first.run_id is not None
+    view = StoreView(world["JUSTPIPE_STORAGE_URL"])
+    # the killed process ran on another host (same pid and nonce, another host name)
+    view.execute(
+        "UPDATE durable_leases SET owner = 'elsewhere:' || owner WHERE run_id = ?",
+        (first.run_id,),
+    )
+    (expires_at,) = view.lease_expiry(first.run_id)
+
+    early = launch(world, "chain", "resume", first.run_id, **ttl)
+    assert time.time() < expires_at, "the refused resume ran before the lease expired"
+    assert early.returncode == 3 and early.refused is not None
+    assert "RunLeasedError" in early.refused and "elsewhere:" in early.refused
+    time.sleep(max(0.0, expires_at - time.time()) + 0.2)
+    late = launch(world, "chain", "resume", first.run_id, **ttl)
+    assert late.returncode == 0, late.stderr
+    counts = side_counts(world)
+    assert counts == {name: 2 if name == "s3" else 1 for name in CHAIN}
     assert final_checkpoint(world, first.run_id)["end"] == "success"
 
 
