@@ -101,17 +101,18 @@ class PostgresServer:
         )
         pwfile.unlink()
 
-    def start(self) -> None:
-        options = " ".join(
-            [
-                "-c listen_addresses=127.0.0.1",
-                f"-c port={self.port}",
-                f"-c unix_socket_directories={self.root}",
-                "-c max_connections=300",
-                "-c fsync=off",  # a test server: no need to survive an OS crash
-                "-c full_page_writes=off",
-            ]
-        )
+    def start(self, *, durable: bool = False) -> None:
+        """Start it; `durable` keeps the server's default durability (fsync on: benchmarks),
+        else it is off (a test server need not survive an OS crash)."""
+        settings = [
+            "-c listen_addresses=127.0.0.1",
+            f"-c port={self.port}",
+            f"-c unix_socket_directories={self.root}",
+            "-c max_connections=300",
+        ]
+        if not durable:
+            settings += ["-c fsync=off", "-c full_page_writes=off"]
+        options = " ".join(settings)
         self._run(
             "pg_ctl",
             "-D",
@@ -185,7 +186,7 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def start_server() -> PostgresServer:
+def start_server(*, durable: bool = False) -> PostgresServer:
     """A new, running server with the test role (skips or fails when that is impossible)."""
     require("psycopg", "postgres")
     bindir = find_bindir()
@@ -206,7 +207,7 @@ def start_server() -> PostgresServer:
     server = PostgresServer(bindir)
     try:
         server.init()
-        server.start()
+        server.start(durable=durable)
         server.create_role()
     except Exception:
         server.destroy()

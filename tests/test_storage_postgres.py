@@ -25,6 +25,7 @@ from pg import PostgresServer, StoreView, fresh_database_name, open_run_store, s
 
 psycopg = require("psycopg", "postgres")
 
+from justpipe.durable import Checkpoint  # noqa: E402
 from justpipe.durable.postgres import PostgresCheckpointStore  # noqa: E402
 from justpipe.storage import pgschema  # noqa: E402
 from justpipe.storage.pgpool import PostgresPool  # noqa: E402
@@ -180,6 +181,44 @@ async def test_a_persisted_pipeline_is_recorded_once_with_its_description(
         assert database.description(pipeline_hash) == pipe.describe()
     finally:
         database.close()
+
+
+def test_saving_over_a_finished_run_raises_and_keeps_the_original(postgres_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from justpipe.storage import RunRecord
+    from justpipe.storage.postgres import RunAlreadyStoredError
+
+    run = RunRecord(
+        "r1", datetime(2024, 5, 1, tzinfo=UTC), None, None, PipelineTerminalStatus.SUCCESS
+    )
+    with PostgresBackend(postgres_url, "h") as store:
+        store.save_run(run, ['{"type": "start", "seq": 1}'])
+        failed = RunRecord("r1", run.start_time, None, None, PipelineTerminalStatus.FAILED)
+        with pytest.raises(RunAlreadyStoredError, match="already stored"):
+            store.save_run(failed, ['{"type": "finish", "seq": 2}'])
+
+        assert store.get_run("r1") == run
+        assert [event.seq for event in store.get_events("r1")] == [1]
+        assert isinstance(RunAlreadyStoredError("x"), psycopg.IntegrityError)
+
+
+def test_deleting_a_run_deletes_its_checkpoint(postgres_url: str) -> None:
+    checkpoints = PostgresCheckpointStore(postgres_url)
+    store = PostgresBackend(postgres_url, "hash")
+    checkpoints.acquire("r", "me:1:a", 30.0)
+    checkpoint = Checkpoint("r", "p", "hash", "suspended", 1, "{}", attempts={"a": 1})
+    checkpoints.save(checkpoint, "me:1:a", ['{"type": "start", "seq": 1}'])
+    checkpoints.acquire("other", "me:1:a", 30.0)
+    checkpoints.save(Checkpoint("other", "p", "hash", "suspended", 1, "{}"), "me:1:a")
+
+    assert store.delete_run("r") is True
+
+    assert checkpoints.load("r") is None and checkpoints.lease("r") is None
+    assert checkpoints.load("other") is not None
+    assert store.delete_run("r") is False
+    store.close()
+    checkpoints.close()
 
 
 # --------------------------------------------------------------------------- a wrong server

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Self
-
-import psycopg
+from typing import Self
 
 from justpipe.durable.store import (
     Checkpoint,
@@ -40,31 +38,68 @@ from justpipe.durable.store import (
     leased_message,
 )
 from justpipe.storage.pgpool import ConnectionSource
-from justpipe.storage.postgres import PostgresDatabase, insert_events, insert_placeholder
+from justpipe.storage.postgres import (
+    PostgresDatabase,
+    events_cte,
+    events_param,
+    placeholder_cte,
+)
 from justpipe.storage.url import PostgresLocation
 
 __all__ = ["PostgresCheckpointStore"]
 
-_UPSERT_CHECKPOINT = """
-INSERT INTO justpipe.durable_checkpoints
-    (run_id, pipe_name, pipeline_hash, status, segment, data, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, extract(epoch FROM clock_timestamp()))
-ON CONFLICT (run_id) DO UPDATE SET pipe_name = excluded.pipe_name,
-    pipeline_hash = excluded.pipeline_hash, status = excluded.status,
-    segment = excluded.segment, data = excluded.data, updated_at = excluded.updated_at
-"""
+# A checkpoint is one statement (its CTEs run together, atomically, in one round trip).
+# It writes only while `owner` holds the run's lease, under a row lock on the lease (an
+# acquirer taking the run over waits for this statement, and a save waits for a takeover
+# to commit, then finds another owner): every part below is written FROM `held`, so
+# without the lease nothing is, and the result (0) says so.
+_HELD = """SELECT run_id FROM justpipe.durable_leases
+    WHERE run_id = %(run_id)s AND owner = %(owner)s FOR UPDATE"""
 
-_UPSERT_COUNTERS = """
-INSERT INTO justpipe.durable_counters (run_id, name, count)
-SELECT %s, name, count FROM unnest(%b::text[], %b::bigint[]) AS c(name, count)
-ON CONFLICT (run_id, name) DO UPDATE SET count = excluded.count
-"""
+_CHECKPOINT = """INSERT INTO justpipe.durable_checkpoints
+        (run_id, pipe_name, pipeline_hash, status, segment, data, updated_at)
+    SELECT run_id, %(pipe)s, %(pipeline)s, %(status)s, %(segment)s, %(data)s,
+           extract(epoch FROM clock_timestamp())
+    FROM held
+    ON CONFLICT (run_id) DO UPDATE SET pipe_name = excluded.pipe_name,
+        pipeline_hash = excluded.pipeline_hash, status = excluded.status,
+        segment = excluded.segment, data = excluded.data, updated_at = excluded.updated_at
+    RETURNING 1"""
 
-_UPSERT_PARTS = """
-INSERT INTO justpipe.durable_parts (run_id, key, data)
-SELECT %s, key, data FROM unnest(%b::text[], %b::text[]) AS p(key, data)
-ON CONFLICT (run_id, key) DO UPDATE SET data = excluded.data
-"""
+_COUNTERS = """INSERT INTO justpipe.durable_counters (run_id, name, count)
+    SELECT held.run_id, c.name, c.count
+    FROM held, unnest(%(names)b::text[], %(counts)b::bigint[]) AS c(name, count)
+    ON CONFLICT (run_id, name) DO UPDATE SET count = excluded.count"""
+
+_KEPT_PARTS = """INSERT INTO justpipe.durable_parts (run_id, key, data)
+    SELECT held.run_id, p.key, p.data
+    FROM held, unnest(%(keys)b::text[], %(texts)b::text[]) AS p(key, data)
+    ON CONFLICT (run_id, key) DO UPDATE SET data = excluded.data"""
+
+_DROPPED_PARTS = """DELETE FROM justpipe.durable_parts
+    WHERE run_id IN (SELECT run_id FROM held) AND key = ANY(%(dropped)b::text[])"""
+
+_RUN = """SELECT run_id FROM placeholder
+    UNION ALL SELECT run_id FROM justpipe.runs
+    WHERE run_id = %(run_id)s AND EXISTS (SELECT 1 FROM held)"""
+
+
+def _save_statement(checkpoint: Checkpoint, has_events: bool) -> str:
+    """The one statement of a save: only the parts this checkpoint has."""
+    ctes = [("held", _HELD), ("checkpoint", _CHECKPOINT)]
+    if checkpoint.attempts:
+        ctes.append(("counters", _COUNTERS))
+    parts = checkpoint.parts or {}
+    if any(text is not None for text in parts.values()):
+        ctes.append(("kept", _KEPT_PARTS))
+    if any(text is None for text in parts.values()):
+        ctes.append(("dropped", _DROPPED_PARTS))
+    if has_events:
+        ctes += [("placeholder", placeholder_cte("held")), ("run", _RUN)]
+        ctes.append(("events", events_cte("run")))
+    body = ",\n".join(f"{name} AS ({query})" for name, query in ctes)
+    return f"WITH {body}\nSELECT count(*) FROM checkpoint"
+
 
 _LOAD = """
 SELECT c.run_id, c.pipe_name, c.pipeline_hash, c.status, c.segment, c.data, c.updated_at,
@@ -127,37 +162,35 @@ class PostgresCheckpointStore:
     # ------------------------------------------------------------------ the protocol
 
     def save(self, checkpoint: Checkpoint, owner: str, events: Sequence[str] = ()) -> None:
-        """Write the checkpoint, its counts, its parts and `events` in one transaction."""
+        """Write the checkpoint, its counts, its parts and `events`, all or nothing."""
         run_id = checkpoint.run_id
-        with self.database.transaction("checkpoint run " + repr(run_id)) as conn:
-            row = conn.execute(
-                "SELECT owner FROM justpipe.durable_leases WHERE run_id = %s FOR UPDATE",
-                (run_id,),
-            ).fetchone()
-            if row is None or row[0] != owner:
-                raise LeaseLostError(
-                    f"run {run_id!r}: this process ({owner}) no longer holds its lease (held "
-                    f"by {row[0] if row else 'nobody'}); not checkpointing."
-                )
-            conn.execute(
-                _UPSERT_CHECKPOINT,
-                (
-                    run_id,
-                    checkpoint.pipe_name,
-                    checkpoint.pipeline_hash,
-                    checkpoint.status,
-                    checkpoint.segment,
-                    checkpoint.data,
-                ),
+        attempts = checkpoint.attempts or {}
+        parts = checkpoint.parts or {}
+        kept = {key: text for key, text in parts.items() if text is not None}
+        params = {
+            "run_id": run_id,
+            "owner": owner,
+            "pipe": checkpoint.pipe_name,
+            "pipeline": checkpoint.pipeline_hash,
+            "status": checkpoint.status,
+            "segment": checkpoint.segment,
+            "data": checkpoint.data,
+            "names": list(attempts),
+            "counts": list(attempts.values()),
+            "keys": list(kept),
+            "texts": list(kept.values()),
+            "dropped": [key for key, text in parts.items() if text is None],
+            "events": events_param(run_id, events),
+            "now": time.time(),
+        }
+        statement = _save_statement(checkpoint, bool(events))
+        written = self.database.write("checkpoint run " + repr(run_id), statement, params)
+        if written is None or written[0] == 0:
+            holder = self.lease(run_id)
+            raise LeaseLostError(
+                f"run {run_id!r}: this process ({owner}) no longer holds its lease (held "
+                f"by {holder.owner if holder else 'nobody'}); not checkpointing."
             )
-            changed = checkpoint.attempts
-            if changed:
-                conn.execute(_UPSERT_COUNTERS, (run_id, list(changed), list(changed.values())))
-            if checkpoint.parts:
-                _save_parts(conn, run_id, checkpoint.parts)
-            if events:
-                insert_placeholder(conn, run_id, checkpoint.pipeline_hash, events, time.time())
-                insert_events(conn, run_id, events)
 
     def load(self, run_id: str) -> Checkpoint | None:
         """The run's checkpoint with all its attempt counts and parts (one snapshot)."""
@@ -251,18 +284,6 @@ class PostgresCheckpointStore:
             (run_id,),
         )
         return int(rows[0]["top"])
-
-
-def _save_parts(conn: psycopg.Connection[Any], run_id: str, parts: Any) -> None:
-    kept = [(key, text) for key, text in parts.items() if text is not None]
-    dropped = [key for key, text in parts.items() if text is None]
-    if kept:
-        conn.execute(_UPSERT_PARTS, (run_id, [key for key, _ in kept], [text for _, text in kept]))
-    if dropped:
-        conn.execute(
-            "DELETE FROM justpipe.durable_parts WHERE run_id = %s AND key = ANY(%s)",
-            (run_id, dropped),
-        )
 
 
 def _local_expiry(lease: Lease, server_now: float) -> Lease:

@@ -52,47 +52,104 @@ __all__ = [
     "PostgresBackend",
     "PostgresDatabase",
     "RunAlreadyStoredError",
-    "insert_events",
+    "events_cte",
+    "events_param",
+    "placeholder_cte",
     "shared_database",
 ]
 
 _RUN_COLUMNS = (
     "run_id, start_time, end_time, duration_s, status, error_message, error_step, run_meta"
 )
+DURABLE_TABLES = ("durable_checkpoints", "durable_counters", "durable_parts", "durable_leases")
+"""The tables of a durable run's checkpoint (`justpipe.durable.postgres`), keyed by run_id."""
 _EVENT_COLUMNS = "seq, timestamp, event_type, step_name, data"
 _STATUS_VALUES = [member.value for member in PipelineTerminalStatus]
 
-# Stores a batch of event JSON texts in one statement. `seq` and `timestamp` come from
-# each event's JSON (like the SQLite store, no decoding in Python; `json_to_record` reads
-# the four fields in one parse of each text, `json` columns keep a value's JSON form, so
-# only a JSON integer is a seq); an event without an integer seq is numbered after the
-# run's highest stored one. An event stored before under the same seq is kept (a retried
-# flush, or a checkpoint that wrote it first). The texts go as one binary array.
-_INSERT_EVENTS = """
-INSERT INTO justpipe.events (run_id, seq, timestamp, event_type, step_name, data)
-SELECT %(run_id)s,
-       CASE WHEN f.seq::text ~ '^-?[0-9]{1,18}$' THEN f.seq::text::bigint
-            ELSE (SELECT COALESCE(MAX(seq), 0) FROM justpipe.events WHERE run_id = %(run_id)s)
-                 + e.n END,
-       CASE WHEN f."timestamp"::text ~ '^-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?$'
-            THEN f."timestamp"::text::double precision ELSE 0 END,
-       f.type,
-       f.stage,
-       e.d
-FROM unnest(%(data)b::text[]) WITH ORDINALITY AS e(d, n),
-     LATERAL json_to_record(e.d::json) AS f(seq json, "timestamp" json, type text, stage text)
-ON CONFLICT (run_id, seq) DO NOTHING
+# Each write is one statement (its CTEs run together, atomically, in one round trip, and
+# their rows become visible together, so an event's run row may be inserted beside it).
+# Parameters by name: run_id, pipeline, now, events (event JSON texts, one binary array).
+
+
+def events_cte(run: str) -> str:
+    """Stores %(events)s for the run that the CTE `run` yields (no row there: nothing).
+
+    `seq` and `timestamp` come from each event's JSON (like the SQLite store: no decoding
+    in Python; `json_to_record` reads the four fields in one parse of each text, and its
+    `json` columns keep a value's JSON form, so only a JSON integer is a seq); an event
+    without an integer seq is numbered after the run's highest stored one. An event
+    stored before under the same seq is kept (a retried flush, or a checkpoint that
+    wrote it first).
+    """
+    return f"""INSERT INTO justpipe.events (run_id, seq, timestamp, event_type, step_name, data)
+    SELECT {run}.run_id,
+           CASE WHEN f.seq::text ~ '^-?[0-9]{{1,18}}$' THEN f.seq::text::bigint
+                ELSE (SELECT COALESCE(MAX(seq), 0) FROM justpipe.events
+                      WHERE run_id = %(run_id)s) + e.n END,
+           CASE WHEN f."timestamp"::text ~ '^-?[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?$'
+                THEN f."timestamp"::text::double precision ELSE 0 END,
+           f.type, f.stage, e.d
+    FROM {run}, unnest(%(events)b::text[]) WITH ORDINALITY AS e(d, n),
+         LATERAL json_to_record(e.d::json) AS f(seq json, "timestamp" json, type text, stage text)
+    ON CONFLICT (run_id, seq) DO NOTHING"""
+
+
+def placeholder_cte(source: str) -> str:
+    """A 'running' row for a run first seen through its events (append_events, a
+    checkpoint), if `source` yields a row; it starts at the first event's timestamp,
+    else %(now)s. Returns the run id when it inserted one."""
+    return f"""INSERT INTO justpipe.runs (run_id, pipeline_hash, start_time, status, created_at)
+    SELECT %(run_id)s, %(pipeline)s,
+           COALESCE((SELECT CASE WHEN json_typeof(e.d::json -> 'timestamp') = 'number'
+                                 THEN (e.d::json ->> 'timestamp')::double precision END
+                     FROM unnest(%(events)b::text[]) WITH ORDINALITY AS e(d, n) WHERE n = 1),
+                    %(now)s),
+           '{RUNNING_STATUS}', %(now)s
+    FROM {source}
+    ON CONFLICT (run_id) DO NOTHING
+    RETURNING run_id"""
+
+
+# The run whose events these are: the placeholder just inserted, or the stored row.
+_TARGET_RUN = """SELECT run_id FROM placeholder
+    UNION ALL SELECT run_id FROM justpipe.runs WHERE run_id = %(run_id)s"""
+
+# An unfinished run's events; its 'running' row if new; this process's lease on it
+# (renewed), while the run is 'running'. Parameters: run_id, pipeline, now, events, owner.
+_APPEND_EVENTS = f"""
+WITH placeholder AS ({placeholder_cte("(SELECT 1) AS always")}),
+run AS ({_TARGET_RUN}),
+events AS ({events_cte("run")}),
+lease AS (
+    INSERT INTO justpipe.run_leases (run_id, owner, heartbeat)
+    SELECT run_id, %(owner)s, %(now)s FROM placeholder
+    UNION ALL SELECT run_id, %(owner)s, %(now)s FROM justpipe.runs
+    WHERE run_id = %(run_id)s AND status = '{RUNNING_STATUS}'
+    ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, heartbeat = excluded.heartbeat
+)
+SELECT 1
 """
 
-# A 'running' row for a run first seen through its events (append_events, a checkpoint);
-# it starts at the first event's timestamp, else now.
-_INSERT_PLACEHOLDER = f"""
-INSERT INTO justpipe.runs (run_id, pipeline_hash, start_time, status, created_at)
-SELECT %(run_id)s, %(pipeline)s,
-       CASE WHEN json_typeof(%(first)s::json -> 'timestamp') = 'number'
-            THEN (%(first)s::json ->> 'timestamp')::double precision ELSE %(now)s END,
-       '{RUNNING_STATUS}', %(now)s
-ON CONFLICT (run_id) DO NOTHING
+# A finished run's row: a new one, or the 'running' row it completes (a durable run's
+# resumed segment completes the row its first segment wrote: the run started when that
+# one did, and its duration sums its segments'), and its events. 0: it was already
+# finished, and nothing was written.
+_SAVE_RUN = f"""
+WITH run AS (
+    INSERT INTO justpipe.runs AS r (run_id, pipeline_hash, start_time, end_time, duration_s,
+        status, error_message, error_step, run_meta, created_at)
+    VALUES (%(run_id)s, %(pipeline)s, %(start)s, %(end)s, %(duration)s, %(status)s,
+        %(error)s, %(step)s, %(meta)s, %(now)s)
+    ON CONFLICT (run_id) DO UPDATE SET start_time = LEAST(r.start_time, excluded.start_time),
+        end_time = excluded.end_time,
+        duration_s = COALESCE(r.duration_s, 0) + excluded.duration_s,
+        status = excluded.status, error_message = excluded.error_message,
+        error_step = excluded.error_step, run_meta = excluded.run_meta
+    WHERE r.status = '{RUNNING_STATUS}'
+    RETURNING run_id
+),
+events AS ({events_cte("run")})
+SELECT count(*) FROM run
 """
 
 # Renews (or takes) the lease of a run that is still 'running'; finished runs get none.
@@ -101,6 +158,7 @@ INSERT INTO justpipe.run_leases (run_id, owner, heartbeat)
 SELECT run_id, %(owner)s, %(now)s FROM justpipe.runs
 WHERE run_id = %(run_id)s AND status = '{RUNNING_STATUS}'
 ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, heartbeat = excluded.heartbeat
+RETURNING 1
 """
 
 
@@ -233,6 +291,12 @@ class PostgresDatabase:
         with self._connection(action) as conn, conn.transaction():
             yield conn
 
+    def write(self, action: str, statement: str, params: Any) -> tuple[Any, ...] | None:
+        """One statement, its own transaction (autocommit); its first row, if any."""
+        self.open()
+        with self._connection(action) as conn:
+            return conn.execute(statement, params).fetchone()
+
     def query(self, action: str, statement: str, params: Any) -> list[dict[str, Any]]:
         """Rows of one read, as dicts."""
         self.open()
@@ -328,67 +392,58 @@ class PostgresBackend:
     # -- writes ---------------------------------------------------------------------
 
     def save_run(self, run: RunRecord, events: list[str]) -> None:
-        """Store the run and its events in one transaction (see `SQLiteBackend.save_run`)."""
-        _check_events(run.run_id, events)
-        values = _run_values(run)
-        with self._write("save run " + repr(run.run_id), run.run_id, events) as conn:
-            inserted = conn.execute(
-                "INSERT INTO justpipe.runs (run_id, pipeline_hash, start_time, end_time,"
-                " duration_s, status, error_message, error_step, run_meta, created_at)"
-                " VALUES (%(run_id)s, %(pipeline)s, %(start)s, %(end)s, %(duration)s,"
-                " %(status)s, %(error)s, %(step)s, %(meta)s, %(now)s)"
-                " ON CONFLICT (run_id) DO NOTHING",
-                values | {"pipeline": self.pipeline_hash, "now": time.time()},
-            ).rowcount
-            if not inserted:
-                self._complete_running_row(conn, run.run_id, values)
-            insert_events(conn, run.run_id, events)
+        """Store the run and its events in one transaction (see `SQLiteBackend.save_run`).
 
-    def _complete_running_row(
-        self, conn: psycopg.Connection[Any], run_id: str, values: dict[str, Any]
-    ) -> None:
-        """Complete the ``running`` row an unfinished run left (or refuse a finished run)."""
-        row = conn.execute(
-            "SELECT status FROM justpipe.runs WHERE run_id = %s FOR UPDATE", (run_id,)
-        ).fetchone()
-        if row is None or row[0] != RUNNING_STATUS:
+        A ``running`` row (an unfinished run's, or a durable run's earlier segment) is
+        completed; any other row with the same id raises `RunAlreadyStoredError`.
+        """
+        params = _run_values(run) | {
+            "pipeline": self.pipeline_hash,
+            "now": time.time(),
+            "events": events_param(run.run_id, events),
+        }
+        saved = self._write("save run " + repr(run.run_id), _SAVE_RUN, params, events)
+        if saved is None or saved[0] == 0:
             where = self.database.location.display if self.database.location else "the store"
-            raise RunAlreadyStoredError(f"run {run_id!r} is already stored in {where}")
-        # (a durable run's resumed segment completes the row its first segment wrote: the
-        # run started when that one did, and its duration sums its segments')
-        conn.execute(
-            "UPDATE justpipe.runs SET start_time = LEAST(start_time, %(start)s),"
-            " end_time = %(end)s, duration_s = COALESCE(duration_s, 0) + %(duration)s,"
-            " status = %(status)s, error_message = %(error)s, error_step = %(step)s,"
-            " run_meta = %(meta)s WHERE run_id = %(run_id)s",
-            values,
-        )
+            raise RunAlreadyStoredError(f"run {run.run_id!r} is already stored in {where}")
 
     def append_events(self, run_id: str, events: list[str]) -> None:
-        """Store events of an unfinished run, creating its ``running`` row if needed."""
-        _check_events(run_id, events)
-        with self._write("append events to run " + repr(run_id), run_id, events) as conn:
-            now = time.time()
-            insert_placeholder(conn, run_id, self.pipeline_hash, events, now)
-            insert_events(conn, run_id, events)
-            conn.execute(_UPSERT_LEASE, {"run_id": run_id, "owner": lease_owner(), "now": now})
+        """Store events of an unfinished run, creating its ``running`` row if needed.
+
+        Events already stored under the same ``seq`` are ignored, so a retried flush
+        does not duplicate anything. The run's lease is renewed (this process's).
+        """
+        params = {
+            "run_id": run_id,
+            "pipeline": self.pipeline_hash,
+            "now": time.time(),
+            "events": events_param(run_id, events),
+            "owner": lease_owner(),
+        }
+        self._write("append events to run " + repr(run_id), _APPEND_EVENTS, params, events)
 
     def beat(self, run_id: str) -> bool:
         """Renew this process's lease on an unfinished run; False if the run is not running."""
-        with self._write("renew the lease of run " + repr(run_id), run_id, []) as conn:
-            cursor = conn.execute(
-                _UPSERT_LEASE, {"run_id": run_id, "owner": lease_owner(), "now": time.time()}
-            )
-            return cursor.rowcount > 0
+        params = {"run_id": run_id, "owner": lease_owner(), "now": time.time()}
+        renewed = self._write("renew the lease of run " + repr(run_id), _UPSERT_LEASE, params, ())
+        return renewed is not None
 
     def delete_run(self, run_id: str) -> bool:
-        """Delete the run, its events and its lease; return whether the run existed."""
-        with self._write("delete run " + repr(run_id), run_id, []) as conn:
+        """Delete the run, its events and its lease; return whether the run existed.
+
+        A durable run's checkpoint (its ``durable_*`` rows) goes with it, in the same
+        transaction: a deleted run cannot be resumed into half a history.
+        """
+        with self.database.transaction("delete run " + repr(run_id)) as conn:
             cursor = conn.execute(
                 "DELETE FROM justpipe.runs WHERE run_id = %s AND pipeline_hash = %s",
                 (run_id, self.pipeline_hash),
             )
-            return cursor.rowcount > 0
+            if cursor.rowcount == 0:
+                return False
+            for table in DURABLE_TABLES:
+                conn.execute(f"DELETE FROM justpipe.{table} WHERE run_id = %s", (run_id,))
+            return True
 
     # -- reads ----------------------------------------------------------------------
 
@@ -534,16 +589,14 @@ class PostgresBackend:
 
     # -- plumbing -------------------------------------------------------------------
 
-    @contextmanager
     def _write(
-        self, action: str, run_id: str, events: Sequence[str]
-    ) -> Iterator[psycopg.Connection[Any]]:
-        """One transaction; a batch with malformed event JSON is reported by its event."""
+        self, action: str, statement: str, params: Any, events: Sequence[str]
+    ) -> tuple[Any, ...] | None:
+        """One write statement; a batch with malformed event JSON is reported by its event."""
         try:
-            with self.database.transaction(action) as conn:
-                yield conn
+            return self.database.write(action, statement, params)
         except psycopg.DataError:
-            bad = _first_bad_event(run_id, events)
+            bad = _first_bad_event(params["run_id"], events)
             if bad is not None:
                 raise bad from None
             raise
@@ -552,36 +605,13 @@ class PostgresBackend:
         return self.database.query(action, statement, params)
 
 
-def insert_events(conn: psycopg.Connection[Any], run_id: str, events: Sequence[str]) -> None:
-    """Store a batch of a run's event JSON texts (its ``runs`` row must exist)."""
-    if events:
-        conn.execute(_INSERT_EVENTS, {"run_id": run_id, "data": list(events)})
-
-
-def insert_placeholder(
-    conn: psycopg.Connection[Any],
-    run_id: str,
-    pipeline_hash: str,
-    events: Sequence[str],
-    now: float,
-) -> None:
-    """Create the ``running`` row of a run seen first through its events (no-op if it exists)."""
-    conn.execute(
-        _INSERT_PLACEHOLDER,
-        {
-            "run_id": run_id,
-            "pipeline": pipeline_hash,
-            "first": events[0] if events else None,
-            "now": now,
-        },
-    )
-
-
-def _check_events(run_id: str, events: Sequence[str]) -> None:
-    """Refuse a batch with an entry that is not a JSON object text, before storing any."""
+def events_param(run_id: str, events: Sequence[str]) -> list[str]:
+    """The batch as the statements' %(events)s, refusing an entry that is not a JSON
+    object text before anything is stored."""
     for index, data in enumerate(events):
         if not isinstance(data, str) or not data.lstrip().startswith("{"):
             parse_event_object(run_id, index, data)
+    return list(events)
 
 
 def _first_bad_event(run_id: str, events: Sequence[str]) -> Exception | None:
