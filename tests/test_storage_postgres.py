@@ -25,7 +25,7 @@ from pg import PostgresServer, StoreView, fresh_database_name, open_run_store, s
 
 psycopg = require("psycopg", "postgres")
 
-from justpipe.durable import Checkpoint  # noqa: E402
+from justpipe.durable import Checkpoint, Durable  # noqa: E402
 from justpipe.durable.postgres import PostgresCheckpointStore  # noqa: E402
 from justpipe.storage import pgschema  # noqa: E402
 from justpipe.storage.pgpool import PostgresPool  # noqa: E402
@@ -363,6 +363,58 @@ async def test_the_database_going_away_mid_run_warns_and_the_next_run_persists(
         assert len(store.get_events(after[-1].run_id)) == len(after)
         lost = store.get_run(events[-1].run_id)  # registered before the outage: unfinished
         assert lost is not None and lost.error_message is not None
+
+
+async def test_a_durable_run_outlives_the_database_and_resumes_from_its_last_checkpoint(
+    own_server: PostgresServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = own_server.create_database(fresh_database_name())
+    monkeypatch.setenv("JUSTPIPE_STORAGE_URL", url)
+    ran: list[str] = []
+    stop_here = asyncio.Event()
+    go_on = asyncio.Event()
+
+    def build() -> Pipe[dict[str, Any], None]:
+        pipe: Pipe[dict[str, Any], None] = Pipe(
+            dict, name="durable-outage", durable=Durable(lease_ttl_s=1.0)
+        )
+
+        @pipe.step(to="b")
+        async def a(state: dict[str, Any]) -> None:
+            ran.append("a")
+            if state.get("outage"):
+                stop_here.set()
+                await go_on.wait()
+
+        @pipe.step
+        async def b(state: dict[str, Any]) -> None:
+            ran.append("b")
+
+        return pipe
+
+    async def outage() -> None:
+        await stop_here.wait()
+        await asyncio.to_thread(own_server.stop)
+        go_on.set()
+
+    with caplog.at_level(logging.WARNING):
+        stopper = asyncio.create_task(outage())
+        events = [event async for event in build().run({"outage": True})]
+        await stopper
+    assert [event.type for event in events].count(EventType.FINISH) == 1
+    assert "Checkpoint of durable run" in caplog.text and "not released" in caplog.text
+    assert own_server.password not in caplog.text
+
+    own_server.start()
+    run_id = events[-1].run_id
+    await asyncio.sleep(1.2)  # the lease it could not release expires
+    resumed = [event async for event in build().resume(run_id)]
+    # its last checkpoint was written as `a` started: `a` runs again, then `b`
+    assert [e.stage for e in resumed if e.type is EventType.STEP_START] == ["a", "b"]
+    assert ran == ["a", "b", "a", "b"]
+    assert StoreView(url).checkpoint(run_id)["row_status"] == "finished"
 
 
 # --------------------------------------------------------------------------- the pool
