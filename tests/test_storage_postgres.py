@@ -25,7 +25,7 @@ from pg import PostgresServer, StoreView, fresh_database_name, open_run_store, s
 
 psycopg = require("psycopg", "postgres")
 
-from justpipe.durable import Checkpoint, Durable  # noqa: E402
+from justpipe.durable import Checkpoint, Durable, RunLeasedError  # noqa: E402
 from justpipe.durable.postgres import PostgresCheckpointStore  # noqa: E402
 from justpipe.storage import pgschema  # noqa: E402
 from justpipe.storage.pgpool import PostgresPool  # noqa: E402
@@ -468,6 +468,41 @@ def test_a_borrowed_pool_is_left_open_and_an_owned_one_closed(postgres_url: str)
     owned = PostgresCheckpointStore(postgres_url)
     owned.close()
     assert backends_of(postgres_url) == 0
+
+
+async def test_a_psycopg_pool_can_be_borrowed_by_both_stores(postgres_url: str) -> None:
+    psycopg_pool = require("psycopg_pool", "postgres")
+    from justpipe.storage.url import parse_storage_url
+
+    location = parse_storage_url(postgres_url)
+    conninfo = psycopg.conninfo.make_conninfo("", **location.connect_kwargs())  # type: ignore[union-attr]
+    with psycopg_pool.ConnectionPool(conninfo, min_size=1, max_size=2) as pool:
+        checkpoints = PostgresCheckpointStore(pool)  # schema created through the pool
+        pipe: Pipe[dict[str, Any], None] = Pipe(
+            dict, name="borrowed", durable=Durable(store=checkpoints)
+        )
+
+        @pipe.step(to="b")
+        async def a(state: dict[str, Any]) -> Any:
+            return Suspend("wait")
+
+        @pipe.step
+        async def b(state: dict[str, Any]) -> None:
+            state["done"] = True
+
+        run_id = [event async for event in pipe.run({})][-1].run_id
+        async for _ in pipe.resume(run_id):
+            pass
+        saved = checkpoints.load(run_id)
+        assert saved is not None and saved.status == "finished"
+        with pytest.raises(RunLeasedError):
+            checkpoints.acquire("x", "otherhost:1:a", 30.0)
+            checkpoints.acquire("x", "otherhost:2:b", 30.0)
+        store = PostgresBackend(pool, "h")
+        store.append_events("r", ['{"type": "start", "seq": 1}'])
+        store.close()  # borrowed: the pool stays open
+        assert store.count_events("r") == 1 and not pool.closed
+    assert version(postgres_url) == pgschema.SCHEMA_VERSION
 
 
 def test_a_forked_child_uses_connections_of_its_own(postgres_url: str) -> None:
