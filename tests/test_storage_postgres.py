@@ -495,8 +495,8 @@ async def test_a_psycopg_pool_can_be_borrowed_by_both_stores(postgres_url: str) 
             pass
         saved = checkpoints.load(run_id)
         assert saved is not None and saved.status == "finished"
+        checkpoints.acquire("x", "otherhost:1:a", 30.0)
         with pytest.raises(RunLeasedError):
-            checkpoints.acquire("x", "otherhost:1:a", 30.0)
             checkpoints.acquire("x", "otherhost:2:b", 30.0)
         store = PostgresBackend(pool, "h")
         store.append_events("r", ['{"type": "start", "seq": 1}'])
