@@ -38,14 +38,26 @@ from justpipe.storage.status import (
     run_status,
     shown_error,
 )
+from justpipe.storage.url import (
+    PostgresLocation,
+    SQLiteLocation,
+    StorageError,
+    StorageLocation,
+)
 from justpipe.types import PipelineTerminalStatus
 
-__all__ = ["AnnotatedRun", "PipelineInfo", "PipelineRegistry", "StoreUnavailableError"]
+__all__ = [
+    "AnnotatedRun",
+    "PipelineInfo",
+    "PipelineRegistry",
+    "StoreUnavailableError",
+    "open_registry",
+]
 
 AMBIGUOUS_IDS_SHOWN = 5
 
-StoreError = (sqlite3.Error, OSError)
-"""What reading or writing one pipeline's store can raise."""
+StoreError = (sqlite3.Error, OSError, StorageError)
+"""What reading or writing one pipeline's store can raise (SQLite, files, PostgreSQL)."""
 
 StatusFilter = PipelineTerminalStatus | RunStatus | str | None
 """A status to filter runs on: any value of the status model (or its text)."""
@@ -110,9 +122,15 @@ class PipelineRegistry:
 
     def __init__(self, storage_dir: str | Path, *, timeout: float = 5.0) -> None:
         self.storage_dir = Path(storage_dir).expanduser()
+        self.location: StorageLocation = SQLiteLocation(self.storage_dir)
         self.timeout = timeout
         self.problems: list[str] = []
         self._backends: dict[str, StorageBackend] = {}
+
+    @property
+    def where(self) -> str:
+        """Where the runs are read from, as pages and messages show it (never a password)."""
+        return str(self.storage_dir)
 
     def close(self) -> None:
         """Close the stores this registry opened."""
@@ -147,6 +165,11 @@ class PipelineRegistry:
     def get_writable_backend(self, pipeline_hash: str) -> StorageBackend:
         """The store of the pipeline with this hash, opened for writing (cleanup only)."""
         return SQLiteBackend(self.storage_dir / pipeline_hash / RUNS_DB, timeout=self.timeout)
+
+    def description(self, info: PipelineInfo) -> dict[str, object] | None:
+        """The pipeline's ``describe()`` document (its ``pipeline.json``), if readable."""
+        described, _ = read_description(info.path.parent / PIPELINE_JSON)
+        return described
 
     def readable_pipelines(
         self, pipeline_name: str | None = None
@@ -293,6 +316,21 @@ class PipelineRegistry:
         """Every run of one pipeline with its status, newest first (``StoreError`` raised)."""
         backend = self.get_backend(info.hash)
         return self.annotate(info, backend, _fetch_runs(backend, None))
+
+
+def open_registry(location: StorageLocation, *, timeout: float = 5.0) -> PipelineRegistry:
+    """The registry of the runs at `location`: SQLite files under a directory, or a
+    PostgreSQL database (``justpipe.cli.pgregistry``, which needs the postgres extra)."""
+    if isinstance(location, PostgresLocation):
+        try:
+            from justpipe.cli.pgregistry import PostgresRegistry
+        except ImportError as exc:
+            raise ImportError(
+                f"reading runs from {location.display} needs the PostgreSQL driver: "
+                f"pip install 'justpipe[postgres]' ({exc})"
+            ) from None
+        return PostgresRegistry(location, timeout=timeout)
+    return PipelineRegistry(location.root, timeout=timeout)
 
 
 def is_busy(error: BaseException) -> bool:

@@ -35,8 +35,6 @@ from justpipe.cli.registry import (
 from justpipe.dashboard import analysis
 from justpipe.observability.compare import compare_runs
 from justpipe.storage.interface import MAX_QUERY_LIMIT, RunRecord, StorageBackend, StoredEvent
-from justpipe.storage.persistence import PIPELINE_JSON
-from justpipe.storage.readonly import read_description
 from justpipe.storage.segments import DurableRun, Segment, segments_from_events
 from justpipe.storage.status import (
     RESUMABLE,
@@ -207,8 +205,16 @@ class DashboardAPI:
 
     # -- pipelines ------------------------------------------------------------------
 
+    def list_pipelines(self) -> list[PipelineInfo]:
+        """The registry's pipelines; a store that cannot list them is a StoreUnavailable."""
+        try:
+            return self.registry.list_pipelines()
+        except StoreError as exc:
+            where = self.registry.where
+            raise StoreUnavailable(f"The run store {where} cannot be read: {exc}") from exc
+
     def find_pipeline(self, pipeline_hash: str) -> PipelineInfo:
-        for info in self.registry.list_pipelines():
+        for info in self.list_pipelines():
             if info.hash == pipeline_hash:
                 return info
         raise NotFound(f"Pipeline not found: {pipeline_hash}")
@@ -229,7 +235,7 @@ class DashboardAPI:
 
     def pipelines(self) -> list[dict[str, Any]]:
         """Every pipeline with its run summary; an unreadable store carries ``error``."""
-        return [self._summary(info) for info in self.registry.list_pipelines()]
+        return [self._summary(info) for info in self.list_pipelines()]
 
     def _summary(self, info: PipelineInfo) -> dict[str, Any]:
         summary: dict[str, Any] = {
@@ -271,7 +277,10 @@ class DashboardAPI:
     def pipeline(self, pipeline_hash: str) -> dict[str, Any]:
         info = self.find_pipeline(pipeline_hash)
         detail = self._summary(info)
-        description, _ = read_description(info.path.parent / PIPELINE_JSON)
+        try:
+            description = self.registry.description(info)
+        except StoreError as exc:
+            raise _unavailable(info, exc) from exc
         detail["topology"] = description
         detail["visual_ast"] = description.get("visual_ast") if description else None
         return detail
@@ -423,7 +432,7 @@ class DashboardAPI:
                 counted = int(count(found.run.run_id))
             except StoreError as exc:
                 raise _unavailable(found.info, exc) from exc
-            key = (str(found.info.path), found.run.run_id, counted)
+            key = (self.registry.where, found.info.hash, found.run.run_id, counted)
             cached = _ANALYSES.get(key)
             if cached is not None:
                 _ANALYSES.move_to_end(key)
@@ -602,7 +611,7 @@ class DashboardAPI:
         return {
             "status": "ok",
             "timestamp": datetime.now(UTC).isoformat(),
-            "total_pipelines": len(self.registry.list_pipelines()),
+            "total_pipelines": len(self.list_pipelines()),
         }
 
 
@@ -680,6 +689,7 @@ def _step_timings(
     return rows
 
 
-_ANALYSES: OrderedDict[tuple[str, str, int], RunAnalysis] = OrderedDict()
+_ANALYSES: OrderedDict[tuple[str, str, str, int], RunAnalysis] = OrderedDict()
 _ANALYSES_KEPT = 4
-"""Finished runs never change (same file, id and event count): their analysis is reused."""
+"""Finished runs never change (same store, pipeline, id and event count): their analysis is
+reused."""

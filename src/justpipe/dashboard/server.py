@@ -475,7 +475,11 @@ async def _watch_runs(
 def _runs_fingerprint(api: DashboardAPI, pipeline_hash: str | None) -> object:
     """What changes when a run starts, ends or is deleted, read cheaply per store."""
     marks: list[object] = []
-    for info in api.registry.list_pipelines():
+    try:
+        pipelines = api.list_pipelines()
+    except DashboardError as exc:
+        return [str(exc)]
+    for info in pipelines:
         if pipeline_hash is not None and info.hash != pipeline_hash:
             continue
         try:

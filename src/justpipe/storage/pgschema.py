@@ -23,7 +23,16 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-__all__ = ["MIGRATIONS", "SCHEMA", "SCHEMA_VERSION", "SchemaTooNewError", "ensure_schema"]
+from justpipe.storage.url import StorageError
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "SchemaTooNewError",
+    "ensure_schema",
+    "readable_schema",
+]
 
 SCHEMA = "justpipe"
 
@@ -111,7 +120,7 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 _MIGRATION_LOCK = 0x6A75_7374_7069_7065  # "justpipe"
 
 
-class SchemaTooNewError(RuntimeError):
+class SchemaTooNewError(StorageError, RuntimeError):
     """The database was migrated by a newer justpipe than this one."""
 
 
@@ -145,6 +154,16 @@ def ensure_schema(conn: psycopg.Connection[Any]) -> int:
             (SCHEMA_VERSION,),
         )
     return version
+
+
+def readable_schema(conn: psycopg.Connection[Any]) -> bool:
+    """For a reader that must not write (the CLI, the dashboard): whether the schema is
+    there to read (False: no justpipe process wrote to this database yet). A schema newer
+    than this justpipe knows raises `SchemaTooNewError`; nothing is created or migrated."""
+    found = _current_version(conn)
+    if found is not None and found > SCHEMA_VERSION:
+        raise _too_new(found)
+    return found is not None
 
 
 def _current_version(conn: psycopg.Connection[Any]) -> int | None:

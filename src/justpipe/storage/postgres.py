@@ -10,8 +10,11 @@ dashboard use either. ``JUSTPIPE_STORAGE_URL=postgresql://...`` makes them all u
 
 Errors name the server (host, port, database), never the password: a server that cannot
 be reached, refuses the login or drops the connection raises `StorageUnavailableError`
-(a ``ConnectionError``); any other database error is re-raised as the driver's own
-class, its message saying which store and what failed.
+(a ``ConnectionError``); a statement the server refuses raises `StorageQueryError` (its
+``sqlstate`` kept). Both are `justpipe.storage.url.StorageError`, which the tools report
+as a store they cannot read; `save_run` over a finished run raises
+`RunAlreadyStoredError` (a ``psycopg.IntegrityError``), as SQLite's raises
+``sqlite3.IntegrityError``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any, Self
 import psycopg
 from psycopg.rows import dict_row
 
+from justpipe.durable.store import Lease, lease_is_live
 from justpipe.storage.interface import (
     RunRecord,
     StoredEvent,
@@ -36,7 +40,8 @@ from justpipe.storage.interface import (
     validate_paging,
 )
 from justpipe.storage.pgpool import ConnectionSource, PostgresPool, unavailable
-from justpipe.storage.pgschema import ensure_schema
+from justpipe.storage.pgschema import ensure_schema, readable_schema
+from justpipe.storage.segments import DurableRun, durable_run_of
 from justpipe.storage.serialize import dumps_jsonable, parse_event_object
 from justpipe.storage.sqlite import (
     RUNNING_STATUS,
@@ -45,7 +50,7 @@ from justpipe.storage.sqlite import (
     _row_to_run,
     lease_owner,
 )
-from justpipe.storage.url import PostgresLocation, StorageUnavailableError
+from justpipe.storage.url import PostgresLocation, StorageQueryError, StorageUnavailableError
 from justpipe.types import EventType, PipelineTerminalStatus
 
 __all__ = [
@@ -162,6 +167,31 @@ RETURNING 1
 """
 
 
+# A pipeline's durable runs: the checkpoint row, two fields of its document, the lease.
+_DURABLE_COLUMNS = """c.run_id, c.status, c.segment, c.updated_at, l.owner, l.expires_at,
+    extract(epoch FROM clock_timestamp())::double precision AS now"""
+_DURABLE_FROM = """FROM justpipe.durable_checkpoints c
+    LEFT JOIN justpipe.durable_leases l USING (run_id)
+    WHERE c.pipeline_hash = %(pipeline)s{where}"""
+_DURABLE_RUNS = f"""SELECT {_DURABLE_COLUMNS}, c.data::json ->> 'end' AS end,
+    CASE WHEN c.status = 'suspended' THEN (c.data::json -> 'suspended')::text END AS suspended
+    {_DURABLE_FROM}"""
+_DURABLE_ROWS = f"SELECT {_DURABLE_COLUMNS}, c.data {_DURABLE_FROM}"
+
+
+def _with_document_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` with the ``end`` and ``suspended`` fields of its document (none if unreadable)."""
+    try:
+        document = json.loads(row.pop("data"))
+    except (TypeError, ValueError, RecursionError):
+        document = None
+    if not isinstance(document, dict):
+        document = {}
+    end = document.get("end")
+    suspended = document.get("suspended") if row["status"] == "suspended" else None
+    return row | {"end": end, "suspended": None if suspended is None else json.dumps(suspended)}
+
+
 class RunAlreadyStoredError(psycopg.IntegrityError):
     """``save_run`` for an id whose run is already complete."""
 
@@ -177,7 +207,11 @@ class PostgresDatabase:
     """
 
     def __init__(
-        self, source: str | PostgresLocation | ConnectionSource, *, max_size: int = 4
+        self,
+        source: str | PostgresLocation | ConnectionSource,
+        *,
+        max_size: int = 4,
+        create: bool = True,
     ) -> None:
         if isinstance(source, (str, PostgresLocation)):
             self.pool: ConnectionSource = PostgresPool(source, max_size=max_size)
@@ -193,6 +227,7 @@ class PostgresDatabase:
         location = getattr(self.pool, "location", None)
         self.location = location if isinstance(location, PostgresLocation) else None
         self._server = self.location.server if self.location is not None else "the pool's server"
+        self._create = create
         self._ready = False
         self._ready_lock = threading.Lock()
         self._pipelines: set[str] = set()  # registered by this process
@@ -219,7 +254,12 @@ class PostgresDatabase:
             close()
 
     def open(self) -> None:
-        """Connect and create or migrate the schema, once (raises when that fails)."""
+        """Connect and create or migrate the schema, once (raises when that fails).
+
+        Made with ``create=False`` (the tools that only read), it creates and migrates
+        nothing: a database without the schema is empty (`has_schema` False, asked again
+        at the next call, as a writer may create it meanwhile).
+        """
         if self._ready:
             return
         with self._ready_lock:
@@ -227,8 +267,17 @@ class PostgresDatabase:
                 return
             with self._connection("open the store") as conn:
                 self._learn_server(conn)
-                ensure_schema(conn)
-            self._ready = True
+                if self._create:
+                    ensure_schema(conn)
+                    self._ready = True
+                else:
+                    self._ready = readable_schema(conn)
+
+    @property
+    def has_schema(self) -> bool:
+        """Whether the database holds justpipe's schema (connects on first use)."""
+        self.open()
+        return self._ready
 
     def backend(self, pipeline_hash: str) -> PostgresBackend:
         """The run store of one pipeline in this database."""
@@ -260,6 +309,8 @@ class PostgresDatabase:
 
     def pipelines(self) -> list[tuple[str, str]]:
         """``(pipeline_hash, name)`` of every pipeline the database knows, by hash."""
+        if not self.has_schema:
+            return []
         rows = self.query(
             "list pipelines",
             "SELECT pipeline_hash, name FROM justpipe.pipelines ORDER BY pipeline_hash",
@@ -330,11 +381,12 @@ class PostgresDatabase:
         text = f"PostgreSQL run store at {self._server}: cannot {action}: {exc}"
         if self.location is not None:
             text = self.location.redact(text)
-        try:
-            explained = type(exc)(text)
-        except Exception:  # an error class that wants other arguments
-            return psycopg.DatabaseError(text)
-        return explained
+        return StorageQueryError(text, exc.sqlstate)
+
+
+def _data_error(exc: StorageQueryError) -> bool:
+    """A value the server could not read (class 22: malformed JSON, a number too big...)."""
+    return (exc.sqlstate or "").startswith("22")
 
 
 def _connection_lost(exc: psycopg.Error) -> bool:
@@ -587,6 +639,38 @@ class PostgresBackend:
             for row in rows
         }
 
+    def durable_runs(self, run_ids: Sequence[str] | None = None) -> dict[str, DurableRun]:
+        """The durable runs of this pipeline (of `run_ids`, or all) with their checkpoints
+        and whether a live process holds their lease (timed by the server's clock)."""
+        wanted = None if run_ids is None else list(dict.fromkeys(run_ids))
+        if wanted is not None and not wanted:
+            return {}
+        where = " AND c.run_id = ANY(%(ids)s)" if wanted is not None else ""
+        params = {"pipeline": self.pipeline_hash, "ids": wanted}
+        try:
+            rows = self._query("read durable runs", _DURABLE_RUNS.format(where=where), params)
+        except StorageQueryError as exc:  # a checkpoint that is not JSON: read each in Python
+            if not _data_error(exc):
+                raise
+            rows = self._query("read durable runs", _DURABLE_ROWS.format(where=where), params)
+            rows = [_with_document_fields(row) for row in rows]
+        found: dict[str, DurableRun] = {}
+        for row in rows:
+            live = False
+            if row["owner"] is not None:
+                lease = Lease(str(row["run_id"]), str(row["owner"]), float(row["expires_at"]))
+                live = lease_is_live(lease, now=float(row["now"]))
+            found[str(row["run_id"])] = durable_run_of(
+                row["run_id"],
+                row["status"],
+                row["segment"],
+                row["updated_at"],
+                row["end"],
+                row["suspended"],
+                live,
+            )
+        return found
+
     # -- plumbing -------------------------------------------------------------------
 
     def _write(
@@ -595,8 +679,8 @@ class PostgresBackend:
         """One write statement; a batch with malformed event JSON is reported by its event."""
         try:
             return self.database.write(action, statement, params)
-        except psycopg.DataError:
-            bad = _first_bad_event(params["run_id"], events)
+        except StorageQueryError as exc:
+            bad = _first_bad_event(params["run_id"], events) if _data_error(exc) else None
             if bad is not None:
                 raise bad from None
             raise

@@ -28,7 +28,9 @@ __all__ = [
     "STORAGE_URL_ENV",
     "PostgresLocation",
     "SQLiteLocation",
+    "StorageError",
     "StorageLocation",
+    "StorageQueryError",
     "StorageURLError",
     "StorageUnavailableError",
     "parse_storage_url",
@@ -54,11 +56,23 @@ class StorageURLError(ValueError):
     """A storage URL that names no store justpipe can use (the message shows it redacted)."""
 
 
-class StorageUnavailableError(ConnectionError):
-    """The store's server cannot be reached, refused the login, or dropped the connection.
+class StorageError(Exception):
+    """A server run store (PostgreSQL) failed; the message names the server and what was
+    being done, never the password. The tools (CLI, dashboard) report it as a store that
+    cannot be used."""
 
-    The message names the server (host, port, database, user), never the password.
-    """
+
+class StorageUnavailableError(StorageError, ConnectionError):
+    """The store's server cannot be reached, refused the login, or dropped the connection."""
+
+
+class StorageQueryError(StorageError):
+    """The server refused a statement (a permission, a damaged schema...); `sqlstate` is
+    the server's error code (None when it gave none)."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
 
 
 @dataclass(frozen=True)
