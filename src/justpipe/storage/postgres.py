@@ -39,6 +39,7 @@ from justpipe.storage.interface import (
     utc_from_epoch,
     validate_paging,
 )
+from justpipe.storage.listing import Dialect, RunListing
 from justpipe.storage.pgpool import ConnectionSource, PostgresPool, unavailable
 from justpipe.storage.pgschema import ensure_schema, readable_schema
 from justpipe.storage.segments import DurableRun, durable_run_of
@@ -638,6 +639,21 @@ class PostgresBackend:
             )
             for row in rows
         }
+
+    def listing(self) -> RunListing:
+        """This pipeline's runs listed in SQL (pages, counts, statistics: `storage.listing`)."""
+        dialect = Dialect(
+            runs="justpipe.runs",
+            columns=_RUN_COLUMNS,
+            checkpoints="justpipe.durable_checkpoints",
+            scope="pipeline_hash = %s",
+            scope_params=(self.pipeline_hash,),
+            mark="%s",
+            number="TRUE",
+            day="to_char(to_timestamp(start_time) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+            tiebreak="id",
+        )
+        return RunListing(dialect, self._query)
 
     def durable_runs(self, run_ids: Sequence[str] | None = None) -> dict[str, DurableRun]:
         """The durable runs of this pipeline (of `run_ids`, or all) with their checkpoints

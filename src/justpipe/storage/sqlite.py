@@ -49,7 +49,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 from justpipe.storage.interface import (
     EPOCH,
@@ -68,6 +68,9 @@ from justpipe.storage.readonly import connect_read_only
 from justpipe.storage.serialize import parse_event_object
 from justpipe.storage.status import UNFINISHED_RUN_MESSAGE
 from justpipe.types import EventType, PipelineTerminalStatus
+
+if TYPE_CHECKING:
+    from justpipe.storage.listing import RunListing
 
 __all__ = [
     "HEARTBEAT_INTERVAL_S",
@@ -463,6 +466,25 @@ class SQLiteBackend:
             return conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
 
     # -- reads ----------------------------------------------------------------------
+
+    def listing(self) -> RunListing:
+        """This store's runs listed in SQL (pages, counts, statistics: `storage.listing`)."""
+        from justpipe.storage.listing import Dialect, RunListing
+
+        with self._lock, self._failure_context("read the store's tables"):
+            durable = _has_table(self._connection(), "durable_checkpoints")
+        dialect = Dialect(
+            runs="runs",
+            columns=self._run_columns(),
+            checkpoints="durable_checkpoints" if durable else None,
+            scope="1 = 1",
+            scope_params=(),
+            mark="?",
+            number="typeof({c}) IN ('integer', 'real')",
+            day="date(start_time, 'unixepoch')",
+            tiebreak="rowid",
+        )
+        return RunListing(dialect, self._query)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         rows = self._query(
