@@ -35,10 +35,8 @@ STEPS = ("load", "score", "store")
 
 
 def _event(run_id: str, seq: int, kind: str, stage: str, ts: float, payload: Any = None) -> str:
-    return json.dumps(
-        {"type": kind, "stage": stage, "timestamp": ts, "run_id": run_id, "seq": seq,
-         "payload": payload}  # fmt: skip
-    )
+    data = {"type": kind, "stage": stage, "timestamp": ts, "run_id": run_id, "seq": seq}
+    return json.dumps(data | {"payload": payload})
 
 
 def fill(backend: Any, checkpoints: Any, runs: int) -> None:
@@ -105,7 +103,10 @@ def measure(label: str, registry: Any, runs: int, repeat: int) -> list[tuple[str
     urls = [
         ("pipelines page", "/"),
         ("pipeline page (runs page 1, 7-day stats)", f"/pipelines/{PIPELINE_HASH}"),
-        (f"pipeline page, runs page {deep}", f"/pipelines/{PIPELINE_HASH}?page={deep}&fragment=runs"),
+        (
+            f"pipeline page, runs page {deep}",
+            f"/pipelines/{PIPELINE_HASH}?page={deep}&fragment=runs",
+        ),
         ("pipeline page, failed runs", f"/pipelines/{PIPELINE_HASH}?status=failed&fragment=runs"),
         ("API: pipelines", "/api/pipelines"),
         ("API: runs, offset 10,000", f"/api/pipelines/{PIPELINE_HASH}/runs?limit=20&offset=10000"),
@@ -125,14 +126,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    from pg import fresh_database_name, start_server
-
     from justpipe.cli.registry import open_registry
     from justpipe.durable import SQLiteCheckpointStore
     from justpipe.durable.postgres import PostgresCheckpointStore
     from justpipe.storage import SQLiteBackend
     from justpipe.storage.postgres import PostgresBackend, PostgresDatabase
     from justpipe.storage.url import parse_storage_url
+    from pg import fresh_database_name, start_server
 
     server = start_server(durable=True)
     results: list[tuple[str, str, float]] = []
