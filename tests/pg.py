@@ -289,11 +289,8 @@ class StoreView:
 
             location = parse_storage_url(self.url)
             assert isinstance(location, PostgresLocation)
-            statement = sqlite_sql.replace("?", "%s")
-            for table in ("runs", "events", "durable_checkpoints", "durable_leases"):
-                statement = statement.replace(f" {table} ", f" justpipe.{table} ")
             with psycopg.connect(**location.connect_kwargs()) as conn:
-                return [tuple(row) for row in conn.execute(statement, params)]
+                return [tuple(row) for row in conn.execute(_in_schema(sqlite_sql), params)]
         import sqlite3
 
         root = Path(self.url[len("sqlite://") :])
@@ -348,15 +345,25 @@ class StoreView:
 
             location = parse_storage_url(self.url)
             assert isinstance(location, PostgresLocation)
-            statement = sqlite_sql.replace("?", "%s").replace(" durable_", " justpipe.durable_")
             with psycopg.connect(**location.connect_kwargs()) as conn:
-                conn.execute(statement, params)
+                conn.execute(_in_schema(sqlite_sql), params)
             return
         import sqlite3
 
         for path in sorted(Path(self.url[len("sqlite://") :]).glob("*/runs.db")):
             with contextlib.closing(sqlite3.connect(path)) as conn, conn:
                 conn.execute(sqlite_sql, params)
+
+
+_TABLES = ("runs", "events", "run_leases", "durable_checkpoints", "durable_leases")
+
+
+def _in_schema(sqlite_sql: str) -> str:
+    """A SQLite statement of the tests as PostgreSQL's: its tables in the justpipe schema."""
+    statement = sqlite_sql.replace("?", "%s")
+    for table in _TABLES:
+        statement = statement.replace(f" {table} ", f" justpipe.{table} ")
+    return statement
 
 
 def open_run_store(url: str, pipeline_hash: str) -> Any:

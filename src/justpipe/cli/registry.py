@@ -208,12 +208,16 @@ class PipelineRegistry:
         ``suspended``... as well as how runs ended). ``limit=None`` returns every run.
         Damaged rows come last (their start time cannot be read).
         """
+        from justpipe.cli.paging import runs_page
+
         wanted = wanted_status(status)
-        fetch = limit if wanted is None else None
         found: list[AnnotatedRun] = []
         for info, backend in self.readable_pipelines(pipeline_name):
             try:
-                runs = _fetch_runs(backend, fetch)
+                if wanted is not None and limit is not None:  # paged in the store
+                    found.extend(runs_page(self, info, {wanted}, limit, 0)[0])
+                    continue
+                runs = _fetch_runs(backend, limit if wanted is None else None)
                 found.extend(self.annotate(info, backend, runs))
             except StoreError as exc:
                 self.note_problem(info, exc)

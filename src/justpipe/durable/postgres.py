@@ -183,6 +183,10 @@ class PostgresCheckpointStore:
             "events": events_param(run_id, events),
             "now": time.time(),
         }
+        if events:  # the run store gets the run: the tools list it under its pipeline
+            self.database.register_pipeline(
+                checkpoint.pipeline_hash, checkpoint.pipe_name, known=False
+            )
         statement = _save_statement(checkpoint, bool(events))
         written = self.database.write("checkpoint run " + repr(run_id), statement, params)
         if written is None or written[0] == 0:

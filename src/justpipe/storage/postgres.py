@@ -231,7 +231,7 @@ class PostgresDatabase:
         self._create = create
         self._ready = False
         self._ready_lock = threading.Lock()
-        self._pipelines: set[str] = set()  # registered by this process
+        self._pipelines: set[tuple[str, bool]] = set()  # recorded by this process
 
     def __repr__(self) -> str:
         where = self.location.display if self.location is not None else repr(self.pool)
@@ -286,18 +286,27 @@ class PostgresDatabase:
 
     # -- pipelines ------------------------------------------------------------------
 
-    def register_pipeline(self, pipeline_hash: str, name: str, description: Any) -> None:
-        """Record a pipeline's name and ``describe()`` document, unless it is recorded."""
-        if pipeline_hash in self._pipelines:
+    def register_pipeline(
+        self, pipeline_hash: str, name: str, description: Any = None, *, known: bool = True
+    ) -> None:
+        """Record a pipeline (its name and ``describe()`` document), so the tools list it.
+
+        Once per pipeline and process. A pipeline first recorded without its document
+        (`known` False: by a writer that only had its hash and name) gets it later.
+        """
+        key = (pipeline_hash, known)
+        if key in self._pipelines or (pipeline_hash, True) in self._pipelines:
             return
-        text = description if isinstance(description, str) else dumps_jsonable(description)
-        with self.transaction("register pipeline " + repr(name)) as conn:
-            conn.execute(
-                "INSERT INTO justpipe.pipelines (pipeline_hash, name, description, created_at)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (pipeline_hash) DO NOTHING",
-                (pipeline_hash, name, text, time.time()),
-            )
-        self._pipelines.add(pipeline_hash)
+        text = description if isinstance(description, str) else dumps_jsonable(description or {})
+        self.write(
+            "register pipeline " + repr(name),
+            "INSERT INTO justpipe.pipelines AS p (pipeline_hash, name, description, created_at)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (pipeline_hash) DO UPDATE"
+            " SET name = excluded.name, description = excluded.description"
+            " WHERE %s AND p.description = '{}'",
+            (pipeline_hash, name, text, time.time(), known),
+        )
+        self._pipelines.add(key)
 
     def move_run(self, run_id: str, pipeline_hash: str, name: str) -> None:
         """File a run under another pipeline (a forced resume by a changed definition)."""
@@ -347,7 +356,8 @@ class PostgresDatabase:
         """One statement, its own transaction (autocommit); its first row, if any."""
         self.open()
         with self._connection(action) as conn:
-            return conn.execute(statement, params).fetchone()
+            cursor = conn.execute(statement, params)
+            return cursor.fetchone() if cursor.description is not None else None
 
     def query(self, action: str, statement: str, params: Any) -> list[dict[str, Any]]:
         """Rows of one read, as dicts."""
@@ -421,10 +431,9 @@ class PostgresBackend:
         self._owns_database = not isinstance(source, PostgresDatabase)
         self.database = source if isinstance(source, PostgresDatabase) else PostgresDatabase(source)
         self.pipeline_hash = pipeline_hash
+        self._name = pipeline_name or pipeline_hash
         if pipeline_name is not None or description is not None:
-            self.database.register_pipeline(
-                pipeline_hash, pipeline_name or pipeline_hash, description or {}
-            )
+            self.database.register_pipeline(pipeline_hash, self._name, description)
         else:
             self.database.open()
 
@@ -455,6 +464,7 @@ class PostgresBackend:
             "now": time.time(),
             "events": events_param(run.run_id, events),
         }
+        self.database.register_pipeline(self.pipeline_hash, self._name, known=False)
         saved = self._write("save run " + repr(run.run_id), _SAVE_RUN, params, events)
         if saved is None or saved[0] == 0:
             where = self.database.location.display if self.database.location else "the store"
@@ -473,6 +483,7 @@ class PostgresBackend:
             "events": events_param(run_id, events),
             "owner": lease_owner(),
         }
+        self.database.register_pipeline(self.pipeline_hash, self._name, known=False)
         self._write("append events to run " + repr(run_id), _APPEND_EVENTS, params, events)
 
     def beat(self, run_id: str) -> bool:
