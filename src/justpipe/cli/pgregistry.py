@@ -13,6 +13,7 @@ from pathlib import Path
 
 from justpipe.cli.registry import PipelineInfo, PipelineRegistry
 from justpipe.storage.interface import StorageBackend
+from justpipe.storage.pgchanges import ChangeFeed
 from justpipe.storage.postgres import PostgresBackend, PostgresDatabase
 from justpipe.storage.segments import DurableRun
 from justpipe.storage.url import PostgresLocation
@@ -28,12 +29,12 @@ class PostgresRegistry(PipelineRegistry):
 
     def __init__(self, location: PostgresLocation, *, timeout: float = 5.0) -> None:
         super().__init__(Path(), timeout=timeout)
-        self.location = location
+        self.location = self.postgres = location
         self.database = PostgresDatabase(location, create=False)
 
     @property
     def where(self) -> str:
-        return self.location.display
+        return self.postgres.display
 
     def close(self) -> None:
         super().close()
@@ -57,6 +58,10 @@ class PostgresRegistry(PipelineRegistry):
 
     def description(self, info: PipelineInfo) -> dict[str, object] | None:
         return self.database.description(info.hash)
+
+    def change_feed(self) -> ChangeFeed:
+        """A feed of this database's run changes (the dashboard's live pages listen)."""
+        return ChangeFeed(self.postgres)
 
     def durable_runs(
         self, pipeline_hash: str, run_ids: list[str] | None = None

@@ -42,6 +42,7 @@ from justpipe.storage.postgres import (
     PostgresDatabase,
     events_cte,
     events_param,
+    notify_expression,
     placeholder_cte,
 )
 from justpipe.storage.url import PostgresLocation
@@ -98,7 +99,9 @@ def _save_statement(checkpoint: Checkpoint, has_events: bool) -> str:
         ctes += [("placeholder", placeholder_cte("held")), ("run", _RUN)]
         ctes.append(("events", events_cte("run")))
     body = ",\n".join(f"{name} AS ({query})" for name, query in ctes)
-    return f"WITH {body}\nSELECT count(*) FROM checkpoint"
+    # (a checkpoint with events changes the run as the tools show it: say so)
+    notify = f", {notify_expression()}" if has_events else ""
+    return f"WITH {body}\nSELECT (SELECT count(*) FROM checkpoint) AS written{notify}"
 
 
 _LOAD = """
@@ -273,12 +276,14 @@ class PostgresCheckpointStore:
 
     def reopen_run(self, run_id: str) -> None:
         """Mark the run store's row of `run_id` as running again (a resumed segment)."""
-        with self.database.transaction("reopen run " + repr(run_id)) as conn:
-            conn.execute(
-                "UPDATE justpipe.runs SET status = 'running', end_time = NULL,"
-                " error_message = NULL, error_step = NULL WHERE run_id = %s",
-                (run_id,),
-            )
+        self.database.write(
+            "reopen run " + repr(run_id),
+            "WITH reopened AS (UPDATE justpipe.runs SET status = 'running', end_time = NULL,"
+            " error_message = NULL, error_step = NULL WHERE run_id = %(run_id)s"
+            " RETURNING pipeline_hash AS pipeline)"
+            f" SELECT {notify_expression().replace('%(pipeline)s', 'pipeline')} FROM reopened",
+            {"run_id": run_id},
+        )
 
     def stored_seq(self, run_id: str) -> int:
         """The highest `seq` the run store holds for the run (0: none)."""

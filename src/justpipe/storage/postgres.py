@@ -55,11 +55,13 @@ from justpipe.storage.url import PostgresLocation, StorageQueryError, StorageUna
 from justpipe.types import EventType, PipelineTerminalStatus
 
 __all__ = [
+    "CHANGES_CHANNEL",
     "PostgresBackend",
     "PostgresDatabase",
     "RunAlreadyStoredError",
     "events_cte",
     "events_param",
+    "notify_expression",
     "placeholder_cte",
     "shared_database",
 ]
@@ -71,6 +73,18 @@ DURABLE_TABLES = ("durable_checkpoints", "durable_counters", "durable_parts", "d
 """The tables of a durable run's checkpoint (`justpipe.durable.postgres`), keyed by run_id."""
 _EVENT_COLUMNS = "seq, timestamp, event_type, step_name, data"
 _STATUS_VALUES = [member.value for member in PipelineTerminalStatus]
+
+CHANGES_CHANNEL = "justpipe_runs"
+"""Every write that changes a run notifies this channel (``NOTIFY``, sent on commit) with
+``"<pipeline_hash> <run_id>"``: the dashboard's live pages listen instead of polling."""
+
+# the notification of a write, as an expression of its statement's final SELECT
+_NOTIFY = f"pg_notify('{CHANGES_CHANNEL}', %(pipeline)s || ' ' || %(run_id)s)"
+
+def notify_expression() -> str:
+    """The SQL expression that notifies the change of run %(run_id)s of %(pipeline)s."""
+    return _NOTIFY
+
 
 # Each write is one statement (its CTEs run together, atomically, in one round trip, and
 # their rows become visible together, so an event's run row may be inserted beside it).
@@ -133,7 +147,7 @@ lease AS (
     WHERE run_id = %(run_id)s AND status = '{RUNNING_STATUS}'
     ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, heartbeat = excluded.heartbeat
 )
-SELECT 1
+SELECT {_NOTIFY}
 """
 
 # A finished run's row: a new one, or the 'running' row it completes (a durable run's
@@ -155,7 +169,7 @@ WITH run AS (
     RETURNING run_id
 ),
 events AS ({events_cte("run")})
-SELECT count(*) FROM run
+SELECT (SELECT count(*) FROM run) AS saved, {_NOTIFY}
 """
 
 # Renews (or takes) the lease of a run that is still 'running'; finished runs get none.
@@ -507,6 +521,7 @@ class PostgresBackend:
                 return False
             for table in DURABLE_TABLES:
                 conn.execute(f"DELETE FROM justpipe.{table} WHERE run_id = %s", (run_id,))
+            conn.execute(f"SELECT {_NOTIFY}", {"pipeline": self.pipeline_hash, "run_id": run_id})
             return True
 
     # -- reads ----------------------------------------------------------------------
