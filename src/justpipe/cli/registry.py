@@ -16,7 +16,9 @@ name). This is the read side every tool (CLI, dashboard) goes through:
   the row, its lease and, for a durable run, its checkpoint.
 
 Another kind of store implements the same reading by overriding ``list_pipelines``,
-``get_backend``, ``get_writable_backend`` and ``durable_runs``.
+``get_backend``, ``get_writable_backend``, ``description`` and ``durable_runs``
+(``cli.pgregistry.PostgresRegistry``, which also offers ``change_feed`` for the
+dashboard's live pages); `open_registry` picks the kind from a storage location.
 """
 
 from __future__ import annotations
