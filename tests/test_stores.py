@@ -249,6 +249,25 @@ async def test_a_durable_run_suspends_and_resumes_as_one_run_in_the_store(
         await drain(review_pipe(extra=True).resume(again[-1].run_id))
 
 
+async def test_a_forced_resume_by_a_changed_pipeline_files_the_run_under_it(
+    use_storage_url: str,
+) -> None:
+    first = await collect(review_pipe(), Doc())
+    run_id = first[-1].run_id
+    changed = review_pipe(extra=True)
+    second = await run_with_watchdog(drain(changed.resume(run_id, value="ok", force=True)))
+    assert end_data(second).status is SUCCESS
+
+    old_hash = str(review_pipe().describe()["pipeline_hash"])
+    new_hash = str(changed.describe()["pipeline_hash"])
+    with open_run_store(use_storage_url, new_hash) as store:
+        run = store.get_run(run_id)
+        assert run is not None and run.status is SUCCESS
+        assert len(store.get_events(run_id)) == len(first) + len(second)
+    with open_run_store(use_storage_url, old_hash) as store:
+        assert store.get_run(run_id) is None, "listed once, under the pipeline that ended it"
+
+
 async def test_persisted_runs_are_listed_with_their_events(use_storage_url: str) -> None:
     pipe: Pipe[dict[str, int], None] = Pipe(dict, name="listed", persist=True, flush_interval=2)
 
