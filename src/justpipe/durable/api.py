@@ -111,7 +111,7 @@ def as_durable(durable: Any) -> Durable:
     raise TypeError(
         "Pipe(durable=...) must be True, False, None, a CheckpointStore (save, load, acquire, "
         f"release, lease) or a justpipe.durable.Durable, got {type(durable).__name__}: e.g. "
-        "durable=True (SQLite under JUSTPIPE_STORAGE_PATH) or "
+        "durable=True (the run store: JUSTPIPE_STORAGE_PATH or JUSTPIPE_STORAGE_URL) or "
         "durable=InMemoryCheckpointStore()."
     )
 
