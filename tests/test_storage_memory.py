@@ -59,9 +59,10 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageB
     if request.param == "sqlite":
         store = SQLiteBackend(tmp_path / "store" / "runs.db")
     else:
+        url = request.getfixturevalue("postgres_url")  # (skips when PostgreSQL cannot run)
         from justpipe.storage.postgres import PostgresBackend
 
-        store = PostgresBackend(request.getfixturevalue("postgres_url"), "a-pipeline-hash")
+        store = PostgresBackend(url, "a-pipeline-hash")
     yield store
     store.close()
 
