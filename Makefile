@@ -17,7 +17,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PIP := $(PY) -m pip
 
-.PHONY: venv install browser test test-other-pythons test-python lint bench wheel demo clean
+.PHONY: venv install browser postgres test test-other-pythons test-python lint bench wheel demo clean
 
 ## venv: create or refresh .venv with the test dependencies (the TEST_GROUPS dependency groups)
 venv:
@@ -32,7 +32,7 @@ install: venv
 
 ## test: lint, then the whole suite, every test once per core backend (compiled and pure), with
 ## the optional extras required; then the suite on each of OTHER_PYTHONS (test-other-pythons)
-test: install lint browser
+test: install lint browser postgres
 	JUSTPIPE_EXTRAS_REQUIRED=1 $(PY) -m pytest
 	@$(MAKE) --no-print-directory test-other-pythons
 
@@ -67,6 +67,11 @@ test-python: install
 ## otherwise a visible message, and those tests fail under the main run)
 browser:
 	scripts/install-browser
+
+## postgres: the PostgreSQL server binaries the tests start their own server with (apt-get
+## when root; otherwise a visible message, and the PostgreSQL tests fail under the main run)
+postgres:
+	scripts/install-postgres
 
 ## lint: ruff and mypy --strict over the package, the tests, the examples and the benchmarks
 lint: venv

@@ -1,6 +1,7 @@
 """Durable runs: a human approves a draft, and the run goes on in another process.
 
-`Pipe(..., durable=True)` checkpoints the run into the run store (JUSTPIPE_STORAGE_PATH).
+`Pipe(..., durable=True)` checkpoints the run into the run store (JUSTPIPE_STORAGE_PATH, or
+the PostgreSQL database of JUSTPIPE_STORAGE_URL: then the resume may run on another machine).
 `review` returns `Suspend`: the run ends with a `SuspendedEndData` payload and its
 checkpoint stays resumable. Any process, later, calls `pipe.resume(run_id, value=...)`:
 the same run (same run_id, seq going on) continues with review's successors, which read
@@ -73,7 +74,8 @@ def main() -> None:
     if sys.argv[1:2] == ["resume"]:
         asyncio.run(resume(sys.argv[2], sys.argv[3]))
         return
-    own_store = "JUSTPIPE_STORAGE_PATH" not in os.environ  # a throwaway store for the demo
+    # a throwaway store for the demo, unless one is configured (a path, or a database URL)
+    own_store = not {"JUSTPIPE_STORAGE_PATH", "JUSTPIPE_STORAGE_URL"} & set(os.environ)
     if own_store:
         os.environ["JUSTPIPE_STORAGE_PATH"] = tempfile.mkdtemp(prefix="justpipe-")
     try:

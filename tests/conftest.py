@@ -25,8 +25,9 @@ import pytest
 import justpipe
 import justpipe._core as core
 
-# the real engines' session fixtures (Ray, Dask, executors), shared across modules
-pytest_plugins = ["engines"]
+# the real engines' session fixtures (Ray, Dask, executors), shared across modules, and
+# the real PostgreSQL server's (tests/pg.py)
+pytest_plugins = ["engines", "pg"]
 
 BACKENDS = ("cython", "python")
 REQUIRE_ENV = "JUSTPIPE_REQUIRE_EXTENSIONS"
@@ -95,6 +96,13 @@ def core_backend(request: pytest.FixtureRequest) -> Iterator[str]:
         yield name
     finally:
         core._use(previous)
+
+
+@pytest.fixture(autouse=True)
+def no_storage_url_from_outside(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A JUSTPIPE_STORAGE_URL of the developer's shell would win over every test's
+    JUSTPIPE_STORAGE_PATH: the tests that want one set it themselves."""
+    monkeypatch.delenv("JUSTPIPE_STORAGE_URL", raising=False)
 
 
 @pytest.fixture(scope="session")

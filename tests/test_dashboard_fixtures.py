@@ -31,6 +31,7 @@ from justpipe.storage import RunRecord
 from justpipe.storage.persistence import PIPELINE_JSON, RUNS_DB
 from justpipe.storage.sqlite import SQLiteBackend
 from justpipe.types import PipelineTerminalStatus
+from pg import StoreView
 
 XSS_SCRIPT = "<script>window.__xss = (window.__xss || 0) + 1</script>"
 XSS_IMG = '<img src=x onerror="window.__xss = (window.__xss || 0) + 1">'
@@ -43,6 +44,7 @@ BROKEN_BYTES = b"this is not a SQLite database, and must stay exactly like this\
 @dataclass
 class Store:
     root: Path
+    url: str | None = None
     orders_hash: str = ""
     hostile_hash: str = ""
     live_hash: str = ""
@@ -198,16 +200,27 @@ def _event(run_id: str, seq: int, kind: str, stage: str, ts: float, **extra: Any
     return json.dumps(data)
 
 
+def live_backend(store: Store) -> Any:
+    """The live pipeline's run store (SQLite under the root, or the PostgreSQL database)."""
+    if store.url is None or store.url.startswith("sqlite:"):
+        return SQLiteBackend(store.root / store.live_hash / RUNS_DB)
+    from justpipe.storage.postgres import PostgresBackend
+
+    described = {"name": "live", "nodes": {}}
+    return PostgresBackend(store.url, store.live_hash, pipeline_name="live", description=described)
+
+
 def add_live_pipeline(store: Store) -> None:
     """A pipeline with one run still going (live lease) and one whose process died."""
     store.live_hash = "1" * 16
-    directory = store.root / store.live_hash
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / PIPELINE_JSON).write_text(json.dumps({"name": "live", "nodes": {}}))
+    if store.url is None or store.url.startswith("sqlite:"):
+        directory = store.root / store.live_hash
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / PIPELINE_JSON).write_text(json.dumps({"name": "live", "nodes": {}}))
     now = time.time()
     store.live_run = "live0000run0000000000000000000001"
     store.dead_run = "dead0000run0000000000000000000001"
-    with SQLiteBackend(directory / RUNS_DB) as backend:
+    with live_backend(store) as backend:
         backend.append_events(
             store.live_run,
             [
@@ -218,8 +231,7 @@ def add_live_pipeline(store: Store) -> None:
         backend.append_events(
             store.dead_run, [_event(store.dead_run, 1, "start", "system", now - 5)]
         )
-        conn = backend._connection()
-        conn.execute(
+        StoreView(store.url or f"sqlite://{store.root}").execute(
             "UPDATE run_leases SET owner = ? WHERE run_id = ?",
             (f"{socket.gethostname()}:0", store.dead_run),
         )
@@ -243,26 +255,32 @@ def add_broken_pipeline(store: Store) -> None:
     (directory / PIPELINE_JSON).write_text(json.dumps({"name": "broken"}))
 
 
-def build_store(root: Path) -> Store:
-    """Persist every fixture run under `root` (sets and restores JUSTPIPE_STORAGE_PATH)."""
-    store = Store(root)
-    previous = os.environ.get("JUSTPIPE_STORAGE_PATH")
-    os.environ["JUSTPIPE_STORAGE_PATH"] = str(root)
+def build_store(root: Path, url: str | None = None) -> Store:
+    """Persist every fixture run under `root` (sets and restores JUSTPIPE_STORAGE_PATH), or
+    into the store of `url` (JUSTPIPE_STORAGE_URL: ``sqlite://<root>`` or a PostgreSQL
+    database), then without the broken pipeline (a database has no file to break)."""
+    store = Store(root, url=url)
+    variable, value = (
+        ("JUSTPIPE_STORAGE_PATH", str(root)) if url is None else ("JUSTPIPE_STORAGE_URL", url)
+    )
+    previous = os.environ.get(variable)
+    os.environ[variable] = value
     try:
         asyncio.run(_build(store))
     finally:
         if previous is None:
-            os.environ.pop("JUSTPIPE_STORAGE_PATH", None)
+            os.environ.pop(variable, None)
         else:
-            os.environ["JUSTPIPE_STORAGE_PATH"] = previous
+            os.environ[variable] = previous
     add_live_pipeline(store)
-    add_broken_pipeline(store)
+    if url is None:
+        add_broken_pipeline(store)
     return store
 
 
 def renew(store: Store) -> None:
     """Renew the live run's lease (its "process" is the test process)."""
-    with SQLiteBackend(store.root / store.live_hash / RUNS_DB) as backend:
+    with live_backend(store) as backend:
         backend.beat(store.live_run)
 
 

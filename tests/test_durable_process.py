@@ -1,4 +1,5 @@
-"""Durable runs across real processes and a real store (SQLite under JUSTPIPE_STORAGE_PATH).
+"""Durable runs across real processes and a real store: SQLite (``sqlite:///<tmp>``) and a
+real PostgreSQL server (tests/pg.py), the same tests on both (`world` is parametrised).
 
 Each test starts children running this file (`python test_durable_process.py SCENARIO
 ACTION [RUN_ID]`): a first segment (which may SIGKILL itself inside a chosen step) and
@@ -12,10 +13,10 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from justpipe.durable import done_indices
+from pg import StoreView
 
 HERE = Path(__file__).resolve()
 CHAIN = [f"s{i}" for i in range(8)]
@@ -56,7 +58,10 @@ def build(scenario: str) -> Any:
     from justpipe.durable import Durable, resume_value
 
     # the 1,000-item map checkpoints every 25 completions (every one: 1,000 SQLite commits)
-    durable = Durable(checkpoint_every=25) if scenario in ("map", "lazymap") else True
+    durable = Durable(
+        checkpoint_every=25 if scenario in ("map", "lazymap") else 1,
+        lease_ttl_s=float(os.environ.get("DURABLE_LEASE_TTL", "30")),
+    )
     pipe: Any = Pipe(Work, name=f"durable-{scenario}", durable=durable)
     if scenario == "chain":
         for i, name in enumerate(CHAIN):
@@ -234,16 +239,17 @@ async def child(scenario: str, action: str, run_id: str | None) -> int:
 
 
 @pytest.fixture
-def world(tmp_path: Path, core_backend: str) -> dict[str, str]:
-    return make_env(tmp_path, core_backend)
+def world(tmp_path: Path, core_backend: str, storage_url: str) -> dict[str, str]:
+    return make_env(tmp_path, core_backend, storage_url)
 
 
-def make_env(tmp_path: Path, core_backend: str) -> dict[str, str]:
-    """The children's environment: their own store, side-effect log and gate under tmp."""
+def make_env(tmp_path: Path, core_backend: str, url: str | None = None) -> dict[str, str]:
+    """The children's environment: their own store (`url`, else SQLite under tmp),
+    side-effect log and gate under tmp."""
     import justpipe
 
     env = dict(os.environ)
-    env["JUSTPIPE_STORAGE_PATH"] = str(tmp_path / "store")
+    env["JUSTPIPE_STORAGE_URL"] = url or f"sqlite://{tmp_path / 'store'}"
     env["DURABLE_SIDE"] = str(tmp_path / "side.log")
     env["DURABLE_GATE"] = str(tmp_path / "gate")
     env["PYTHONPATH"] = os.pathsep.join(
@@ -285,31 +291,15 @@ def side_counts(env: dict[str, str]) -> dict[str, int]:
     return counts
 
 
-def store_file(env: dict[str, str]) -> Path:
-    files = list(Path(env["JUSTPIPE_STORAGE_PATH"]).glob("*/runs.db"))
-    assert len(files) == 1, files
-    return files[0]
-
-
 def final_checkpoint(env: dict[str, str], run_id: str) -> dict[str, Any]:
-    with sqlite3.connect(store_file(env)) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        row = conn.execute(
-            "SELECT status, data FROM durable_checkpoints WHERE run_id = ?", (run_id,)
-        ).fetchone()
-    assert row is not None
-    data: dict[str, Any] = json.loads(row[1])
-    data["row_status"] = row[0]
-    return data
+    return StoreView(env["JUSTPIPE_STORAGE_URL"]).checkpoint(run_id)
 
 
 _UNINTERRUPTED: dict[str, dict[str, Any]] = {}
 
 
 def stored_seqs(env: dict[str, str], run_id: str) -> list[int]:
-    with sqlite3.connect(store_file(env)) as conn:
-        rows = conn.execute("SELECT seq FROM events WHERE run_id = ? ORDER BY seq", (run_id,))
-        return [int(row[0]) for row in rows]
+    return StoreView(env["JUSTPIPE_STORAGE_URL"]).seqs(run_id)
 
 
 def uninterrupted_state(env: dict[str, str], scenario: str, tmp: Path) -> dict[str, Any]:
@@ -323,7 +313,7 @@ def clean_run(env: dict[str, str], tmp: Path, scenario: str) -> Outcome:
     """`scenario` run once, nothing suspending or killing it, in a store of its own."""
     clean = {
         **env,
-        "JUSTPIPE_STORAGE_PATH": str(tmp / "c"),
+        "JUSTPIPE_STORAGE_URL": f"sqlite://{tmp / 'c'}",
         "DURABLE_SIDE": str(tmp / "c.log"),
     }
     return launch(clean, scenario, "run", DURABLE_NO_SUSPEND="1")
@@ -332,7 +322,7 @@ def clean_run(env: dict[str, str], tmp: Path, scenario: str) -> Outcome:
 def _run_clean(env: dict[str, str], scenario: str, tmp: Path) -> dict[str, Any]:
     clean = {
         **env,
-        "JUSTPIPE_STORAGE_PATH": str(tmp / "clean-store"),
+        "JUSTPIPE_STORAGE_URL": f"sqlite://{tmp / 'clean-store'}",
         "DURABLE_SIDE": str(tmp / "clean-side.log"),
         "DURABLE_NO_SUSPEND": "1",
     }
@@ -373,15 +363,9 @@ def test_a_chain_killed_mid_run_resumes_in_another_process(
     # one run in the store, both segments: seq strictly increasing, two STARTs
     seqs = stored_seqs(world, first.run_id)
     assert seqs == list(range(1, data["seq"] + 1))
-    with sqlite3.connect(store_file(world)) as conn:
-        types = [
-            row[0]
-            for row in conn.execute(
-                "SELECT event_type FROM events WHERE run_id = ? ORDER BY seq", (first.run_id,)
-            )
-        ]
-        status = conn.execute("SELECT status FROM runs WHERE run_id = ?", (first.run_id,))
-        assert status.fetchone()[0] == "success"
+    view = StoreView(world["JUSTPIPE_STORAGE_URL"])
+    assert view.run_status(first.run_id) == "success"
+    types = view.event_types(first.run_id)
     assert types.count("start") == 2 and types[-1] == "finish"
 
 
@@ -588,6 +572,34 @@ def test_two_processes_resuming_one_run_exactly_one_wins(world: dict[str, str]) 
         Path(world["DURABLE_GATE"]).touch()
         _, err = winner.communicate(timeout=60)
     assert winner.returncode == 0, err
+    assert final_checkpoint(world, first.run_id)["end"] == "success"
+
+
+def test_a_run_killed_on_another_host_resumes_once_its_lease_expires(
+    world: dict[str, str],
+) -> None:
+    """A crash elsewhere: the lease of the dead process protects the run until it expires
+    (this host cannot see whether another host's process lives), then a resume wins."""
+    ttl = {"DURABLE_LEASE_TTL": "8"}
+    first = launch(world, "chain", "run", DURABLE_KILL_AT="s3", **ttl)
+    assert first.returncode == -signal.SIGKILL and first.run_id is not None
+    view = StoreView(world["JUSTPIPE_STORAGE_URL"])
+    # the killed process ran on another host (same pid and nonce, another host name)
+    view.execute(
+        "UPDATE durable_leases SET owner = 'elsewhere:' || owner WHERE run_id = ?",
+        (first.run_id,),
+    )
+    (expires_at,) = view.lease_expiry(first.run_id)
+
+    early = launch(world, "chain", "resume", first.run_id, **ttl)
+    assert time.time() < expires_at, "the refused resume ran before the lease expired"
+    assert early.returncode == 3 and early.refused is not None
+    assert "RunLeasedError" in early.refused and "elsewhere:" in early.refused
+    time.sleep(max(0.0, expires_at - time.time()) + 0.2)
+    late = launch(world, "chain", "resume", first.run_id, **ttl)
+    assert late.returncode == 0, late.stderr
+    counts = side_counts(world)
+    assert counts == {name: 2 if name == "s3" else 1 for name in CHAIN}
     assert final_checkpoint(world, first.run_id)["end"] == "success"
 
 

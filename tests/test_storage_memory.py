@@ -1,4 +1,5 @@
-"""Storage contract (spec §15.1-15.3) on both backends, then InMemoryBackend specifics (§15.2)."""
+"""Storage contract (spec §15.1-15.3) on every backend (in memory, SQLite, PostgreSQL), then
+InMemoryBackend specifics (§15.2)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from justpipe.storage import InMemoryBackend, RunRecord, SQLiteBackend, StorageBackend
 from justpipe.storage.interface import MAX_QUERY_LIMIT
 from justpipe.types import EventType, PipelineTerminalStatus
+
+if TYPE_CHECKING:
+    from justpipe.storage.postgres import PostgresBackend
 
 pytestmark = pytest.mark.backend_agnostic  # storage does not touch justpipe._core
 
@@ -46,12 +50,19 @@ def make_run(
     )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageBackend]:
     if request.param == "memory":
         yield InMemoryBackend()
         return
-    store = SQLiteBackend(tmp_path / "store" / "runs.db")
+    store: SQLiteBackend | PostgresBackend
+    if request.param == "sqlite":
+        store = SQLiteBackend(tmp_path / "store" / "runs.db")
+    else:
+        url = request.getfixturevalue("postgres_url")  # (skips when PostgreSQL cannot run)
+        from justpipe.storage.postgres import PostgresBackend
+
+        store = PostgresBackend(url, "a-pipeline-hash")
     yield store
     store.close()
 

@@ -27,9 +27,15 @@ except ImportError as _missing_click:
     raise _install_error from _missing_click
 
 from justpipe.cli.formatting import EXIT_FAILURE, printable, printable_output
-from justpipe.cli.registry import PipelineRegistry, StoreError
-from justpipe.storage.persistence import STORAGE_PATH_ENV, resolve_storage_path
+from justpipe.cli.registry import PipelineRegistry, StoreError, open_registry
+from justpipe.storage.persistence import resolve_storage_path
 from justpipe.storage.status import RunStatus
+from justpipe.storage.url import (
+    STORAGE_PATH_ENV,
+    PostgresLocation,
+    StorageURLError,
+    resolve_storage,
+)
 from justpipe.types import PipelineTerminalStatus
 
 __all__ = ["cli", "get_registry", "main", "resolve_storage_path"]
@@ -50,11 +56,21 @@ def _version() -> str:
         return __version__
 
 
-def get_registry() -> PipelineRegistry:
-    """The registry over the storage root, creating the root directory when it can
-    (upstream does; a root that cannot be created, e.g. on a read-only file system,
-    just holds no runs). Nothing inside the root is written."""
-    root = resolve_storage_path()
+def get_registry(url: str | None = None) -> PipelineRegistry:
+    """The registry of the runs the tools read: `url` (``--storage-url``) if given, else
+    ``$JUSTPIPE_STORAGE_URL``, else the SQLite storage root. A root that cannot be
+    created, e.g. on a read-only file system, just holds no runs (upstream creates it);
+    nothing inside it is written. A PostgreSQL database is not connected to here."""
+    try:
+        location = resolve_storage(url)
+    except StorageURLError as exc:
+        raise click.ClickException(str(exc)) from None
+    if isinstance(location, PostgresLocation):
+        try:
+            return open_registry(location)
+        except ImportError as exc:
+            raise click.ClickException(str(exc)) from None
+    root = location.root if url is not None else resolve_storage_path()
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -67,11 +83,30 @@ def get_registry() -> PipelineRegistry:
     return PipelineRegistry(root)
 
 
+_URL_KEY = "justpipe.storage_url"
+
+
+def _remember_url(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:  # ctx.meta is shared by the group's and the command's contexts
+        ctx.meta[_URL_KEY] = value
+
+
+storage_url_option = click.option(
+    "--storage-url",
+    metavar="URL",
+    expose_value=False,
+    callback=_remember_url,
+    help="Read runs from this store instead of $JUSTPIPE_STORAGE_URL / "
+    "$JUSTPIPE_STORAGE_PATH: postgresql://USER:PASSWORD@HOST:PORT/DBNAME or "
+    "sqlite:///ABS/PATH (docs/storage.md).",
+)
+
+
 def _run_command(name: str, *args: Any, **options: Any) -> None:
     """Import ``commands.<name>``, call ``<name>_command(registry, *args)``, exit with it."""
     module = importlib.import_module(f"justpipe.cli.commands.{name}")
     command = getattr(module, f"{name}_command")
-    registry = get_registry()
+    registry = get_registry(click.get_current_context().meta.get(_URL_KEY))
     # what a store holds is printed, never obeyed (the dashboard's server logs are its own)
     output = contextlib.nullcontext() if name == "dashboard" else printable_output()
     try:
@@ -114,15 +149,18 @@ def _status(value: str | None) -> PipelineTerminalStatus | RunStatus | None:
 
 @click.group()
 @click.version_option(version=_version(), prog_name="justpipe")
+@storage_url_option
 def cli() -> None:
     """justpipe - look into the runs your pipelines persisted.
 
-    Runs are read from $JUSTPIPE_STORAGE_PATH (default ~/.justpipe). Commands that take
-    a RUN_ID accept any unique prefix of it.
+    Runs are read from --storage-url, else $JUSTPIPE_STORAGE_URL (a PostgreSQL database,
+    or sqlite:///PATH), else $JUSTPIPE_STORAGE_PATH (default ~/.justpipe). Commands that
+    take a RUN_ID accept any unique prefix of it.
     """
 
 
 @cli.command("list")
+@storage_url_option
 @click.option("--pipeline", "-p", help="Only runs of the pipeline with this name.")
 @click.option(
     "--status",
@@ -146,6 +184,7 @@ def list_cli(pipeline: str | None, status: str | None, limit: int, full: bool) -
 
 
 @cli.command("show")
+@storage_url_option
 @click.argument("run_id")
 def show_cli(run_id: str) -> None:
     """Show the details of one run."""
@@ -153,6 +192,7 @@ def show_cli(run_id: str) -> None:
 
 
 @cli.command("timeline")
+@storage_url_option
 @click.argument("run_id")
 @click.option(
     "--format",
@@ -169,6 +209,7 @@ def timeline_cli(run_id: str, fmt: str) -> None:
 
 
 @cli.command("compare")
+@storage_url_option
 @click.argument("run1_id")
 @click.argument("run2_id")
 def compare_cli(run1_id: str, run2_id: str) -> None:
@@ -177,6 +218,7 @@ def compare_cli(run1_id: str, run2_id: str) -> None:
 
 
 @cli.command("export")
+@storage_url_option
 @click.argument("run_id")
 @click.option("--output", "-o", help="File to write (default: run_<id>.json).")
 @click.option(
@@ -194,6 +236,7 @@ def export_cli(run_id: str, output: str | None, fmt: str) -> None:
 
 
 @cli.command("cleanup")
+@storage_url_option
 @click.option(
     "--older-than",
     type=click.IntRange(min=0),
@@ -238,6 +281,7 @@ def cleanup_cli(
 
 
 @cli.command("stats")
+@storage_url_option
 @click.option("--pipeline", "-p", help="Only runs of the pipeline with this name.")
 @click.option(
     "--days",
@@ -252,12 +296,14 @@ def stats_cli(pipeline: str | None, days: int) -> None:
 
 
 @cli.command("pipelines")
+@storage_url_option
 def pipelines_cli() -> None:
     """List every pipeline that has stored runs."""
     _run_command("pipelines")
 
 
 @cli.command("dashboard")
+@storage_url_option
 @click.option(
     "--port",
     "-p",

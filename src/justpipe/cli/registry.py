@@ -16,7 +16,9 @@ name). This is the read side every tool (CLI, dashboard) goes through:
   the row, its lease and, for a durable run, its checkpoint.
 
 Another kind of store implements the same reading by overriding ``list_pipelines``,
-``get_backend``, ``get_writable_backend`` and ``durable_runs``.
+``get_backend``, ``get_writable_backend``, ``description`` and ``durable_runs``
+(``cli.pgregistry.PostgresRegistry``, which also offers ``change_feed`` for the
+dashboard's live pages); `open_registry` picks the kind from a storage location.
 """
 
 from __future__ import annotations
@@ -38,14 +40,26 @@ from justpipe.storage.status import (
     run_status,
     shown_error,
 )
+from justpipe.storage.url import (
+    PostgresLocation,
+    SQLiteLocation,
+    StorageError,
+    StorageLocation,
+)
 from justpipe.types import PipelineTerminalStatus
 
-__all__ = ["AnnotatedRun", "PipelineInfo", "PipelineRegistry", "StoreUnavailableError"]
+__all__ = [
+    "AnnotatedRun",
+    "PipelineInfo",
+    "PipelineRegistry",
+    "StoreUnavailableError",
+    "open_registry",
+]
 
 AMBIGUOUS_IDS_SHOWN = 5
 
-StoreError = (sqlite3.Error, OSError)
-"""What reading or writing one pipeline's store can raise."""
+StoreError = (sqlite3.Error, OSError, StorageError)
+"""What reading or writing one pipeline's store can raise (SQLite, files, PostgreSQL)."""
 
 StatusFilter = PipelineTerminalStatus | RunStatus | str | None
 """A status to filter runs on: any value of the status model (or its text)."""
@@ -110,9 +124,15 @@ class PipelineRegistry:
 
     def __init__(self, storage_dir: str | Path, *, timeout: float = 5.0) -> None:
         self.storage_dir = Path(storage_dir).expanduser()
+        self.location: StorageLocation = SQLiteLocation(self.storage_dir)
         self.timeout = timeout
         self.problems: list[str] = []
         self._backends: dict[str, StorageBackend] = {}
+
+    @property
+    def where(self) -> str:
+        """Where the runs are read from, as pages and messages show it (never a password)."""
+        return str(self.storage_dir)
 
     def close(self) -> None:
         """Close the stores this registry opened."""
@@ -147,6 +167,11 @@ class PipelineRegistry:
     def get_writable_backend(self, pipeline_hash: str) -> StorageBackend:
         """The store of the pipeline with this hash, opened for writing (cleanup only)."""
         return SQLiteBackend(self.storage_dir / pipeline_hash / RUNS_DB, timeout=self.timeout)
+
+    def description(self, info: PipelineInfo) -> dict[str, object] | None:
+        """The pipeline's ``describe()`` document (its ``pipeline.json``), if readable."""
+        described, _ = read_description(info.path.parent / PIPELINE_JSON)
+        return described
 
     def readable_pipelines(
         self, pipeline_name: str | None = None
@@ -185,12 +210,16 @@ class PipelineRegistry:
         ``suspended``... as well as how runs ended). ``limit=None`` returns every run.
         Damaged rows come last (their start time cannot be read).
         """
+        from justpipe.cli.paging import runs_page
+
         wanted = wanted_status(status)
-        fetch = limit if wanted is None else None
         found: list[AnnotatedRun] = []
         for info, backend in self.readable_pipelines(pipeline_name):
             try:
-                runs = _fetch_runs(backend, fetch)
+                if wanted is not None and limit is not None:  # paged in the store
+                    found.extend(runs_page(self, info, {wanted}, limit, 0)[0])
+                    continue
+                runs = _fetch_runs(backend, limit if wanted is None else None)
                 found.extend(self.annotate(info, backend, runs))
             except StoreError as exc:
                 self.note_problem(info, exc)
@@ -293,6 +322,21 @@ class PipelineRegistry:
         """Every run of one pipeline with its status, newest first (``StoreError`` raised)."""
         backend = self.get_backend(info.hash)
         return self.annotate(info, backend, _fetch_runs(backend, None))
+
+
+def open_registry(location: StorageLocation, *, timeout: float = 5.0) -> PipelineRegistry:
+    """The registry of the runs at `location`: SQLite files under a directory, or a
+    PostgreSQL database (``justpipe.cli.pgregistry``, which needs the postgres extra)."""
+    if isinstance(location, PostgresLocation):
+        try:
+            from justpipe.cli.pgregistry import PostgresRegistry
+        except ImportError as exc:
+            raise ImportError(
+                f"reading runs from {location.display} needs the PostgreSQL driver: "
+                f"pip install 'justpipe[postgres]' ({exc})"
+            ) from None
+        return PostgresRegistry(location, timeout=timeout)
+    return PipelineRegistry(location.root, timeout=timeout)
 
 
 def is_busy(error: BaseException) -> bool:

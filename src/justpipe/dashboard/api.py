@@ -17,12 +17,13 @@ errors to HTTP statuses. Shapes keep upstream's keys (``run_id``, ``pipeline_nam
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from justpipe.cli import paging
 from justpipe.cli.commands.cleanup import select_runs_to_delete
 from justpipe.cli.registry import (
     AnnotatedRun,
@@ -34,8 +35,7 @@ from justpipe.cli.registry import (
 from justpipe.dashboard import analysis
 from justpipe.observability.compare import compare_runs
 from justpipe.storage.interface import MAX_QUERY_LIMIT, RunRecord, StorageBackend, StoredEvent
-from justpipe.storage.persistence import PIPELINE_JSON
-from justpipe.storage.readonly import parse_stored_json, read_description
+from justpipe.storage.readonly import parse_stored_json
 from justpipe.storage.segments import DurableRun, Segment, segments_from_events
 from justpipe.storage.status import (
     RESUMABLE,
@@ -202,8 +202,16 @@ class DashboardAPI:
 
     # -- pipelines ------------------------------------------------------------------
 
+    def list_pipelines(self) -> list[PipelineInfo]:
+        """The registry's pipelines; a store that cannot list them is a StoreUnavailable."""
+        try:
+            return self.registry.list_pipelines()
+        except StoreError as exc:
+            where = self.registry.where
+            raise StoreUnavailable(f"The run store {where} cannot be read: {exc}") from exc
+
     def find_pipeline(self, pipeline_hash: str) -> PipelineInfo:
-        for info in self.registry.list_pipelines():
+        for info in self.list_pipelines():
             if info.hash == pipeline_hash:
                 return info
         raise NotFound(f"Pipeline not found: {pipeline_hash}")
@@ -224,7 +232,7 @@ class DashboardAPI:
 
     def pipelines(self) -> list[dict[str, Any]]:
         """Every pipeline with its run summary; an unreadable store carries ``error``."""
-        return [self._summary(info) for info in self.registry.list_pipelines()]
+        return [self._summary(info) for info in self.list_pipelines()]
 
     def _summary(self, info: PipelineInfo) -> dict[str, Any]:
         summary: dict[str, Any] = {
@@ -243,30 +251,35 @@ class DashboardAPI:
             "damage": info.damage,
         }
         try:
-            runs = self.all_runs(info)
-        except StoreUnavailable as exc:
-            summary["error"] = str(exc)
+            counted = paging.summary(self.registry, info)
+        except StoreError as exc:
+            summary["error"] = str(_unavailable(info, exc))
             return summary
-        statuses = [item.status for item in runs]
-        successes, ended, rate = success_rate(statuses)
-        durations = [i.run.duration.total_seconds() for i in runs if i.run.duration is not None]
+        statuses = counted.statuses
+        successes, ended, rate = success_rate(statuses.elements())
+        newest = counted.newest
         summary.update(
-            total_runs=len(runs),
+            total_runs=counted.total,
             success_count=successes,
             ended_count=ended,
             success_rate=rate or 0.0,
-            avg_duration_seconds=round(sum(durations) / len(durations), 3) if durations else None,
-            last_run_time=runs[0].run.start_time.isoformat() if runs else None,
-            last_run_status=statuses[0].value if statuses else None,
-            running_count=statuses.count(RunStatus.RUNNING),
-            status_counts={status.value: n for status, n in Counter(statuses).items()},
+            avg_duration_seconds=(
+                round(counted.duration_sum / counted.durations, 3) if counted.durations else None
+            ),
+            last_run_time=newest.run.start_time.isoformat() if newest else None,
+            last_run_status=newest.status.value if newest else None,
+            running_count=statuses[RunStatus.RUNNING],
+            status_counts={status.value: n for status, n in statuses.items() if n},
         )
         return summary
 
     def pipeline(self, pipeline_hash: str) -> dict[str, Any]:
         info = self.find_pipeline(pipeline_hash)
         detail = self._summary(info)
-        description, _ = read_description(info.path.parent / PIPELINE_JSON)
+        try:
+            description = self.registry.description(info)
+        except StoreError as exc:
+            raise _unavailable(info, exc) from exc
         detail["topology"] = description
         detail["visual_ast"] = description.get("visual_ast") if description else None
         return detail
@@ -287,13 +300,15 @@ class DashboardAPI:
         limit: int = 20,
         offset: int = 0,
     ) -> tuple[list[dict[str, Any]], int]:
-        """One page of the pipeline's runs (newest first) and how many match in total."""
+        """One page of the pipeline's runs (newest first) and how many match in total,
+        paged in the store (``cli.paging``)."""
         info = self.find_pipeline(pipeline_hash)
         wanted = _wanted_statuses(statuses)
-        runs = self.all_runs(info)
-        if wanted:
-            runs = [item for item in runs if item.status in wanted]
-        return [serialize_run(item) for item in runs[offset : offset + limit]], len(runs)
+        try:
+            page, total = paging.runs_page(self.registry, info, wanted, limit, offset)
+        except StoreError as exc:
+            raise _unavailable(info, exc) from exc
+        return [serialize_run(item) for item in page], total
 
     # -- runs -----------------------------------------------------------------------
 
@@ -418,7 +433,7 @@ class DashboardAPI:
                 counted = int(count(found.run.run_id))
             except StoreError as exc:
                 raise _unavailable(found.info, exc) from exc
-            key = (str(found.info.path), found.run.run_id, counted)
+            key = (self.registry.where, found.info.hash, found.run.run_id, counted)
             cached = _ANALYSES.get(key)
             if cached is not None:
                 _ANALYSES.move_to_end(key)
@@ -481,42 +496,40 @@ class DashboardAPI:
         }
 
     def stats(self, pipeline_hash: str, days: int = 7) -> dict[str, Any]:
-        """Outcomes, durations, daily activity and failures of every run in the window."""
+        """Outcomes, durations, daily activity and failures of every run in the window
+        (counted in the store, ``cli.paging.window``); the duration trend shows the
+        window's newest ``TREND_RUNS`` runs."""
         info = self.find_pipeline(pipeline_hash)
         now = datetime.now(UTC)
-        cutoff = cutoff_days_ago(days, now)
-        runs = [
-            item
-            for item in self.all_runs(info)
-            if item.run.start_time >= cutoff and item.status is not RunStatus.DAMAGED
-        ]
-        statuses = [item.status for item in runs]
-        counts = Counter(status.value for status in statuses)
-        successes, ended, rate = success_rate(statuses)
-        durations = [i.run.duration.total_seconds() for i in runs if i.run.duration is not None]
+        try:
+            found = paging.window(self.registry, info, cutoff_days_ago(days, now))
+        except StoreError as exc:
+            raise _unavailable(info, exc) from exc
+        counts = found.statuses
+        successes, ended, rate = success_rate(counts.elements())
         daily: dict[str, dict[str, int]] = {}
         for offset in range(min(days, 366) - 1, -1, -1):
             daily[(now - timedelta(days=offset)).date().isoformat()] = {}
-        for item in runs:
-            day = daily.setdefault(item.run.start_time.date().isoformat(), {})
-            day[item.status.value] = day.get(item.status.value, 0) + 1
-        failed = [item for item in runs if item.status in FAILURES]
+        for day, by_status in sorted(found.daily.items()):
+            into = daily.setdefault(day, {})
+            for status, n in by_status.items():
+                into[status.value] = into.get(status.value, 0) + n
         return {
-            "total_runs": len(runs),
+            "total_runs": found.total,
             "days": days,
-            "status_counts": dict(counts),
+            "status_counts": {status.value: n for status, n in counts.items() if n},
             "success_count": successes,
             "ended_count": ended,
-            "failed_count": counts.get(RunStatus.FAILED.value, 0),
+            "failed_count": counts[RunStatus.FAILED],
             "success_rate": rate or 0.0,
             "duration_stats": (
                 {
-                    "avg": round(sum(durations) / len(durations), 3),
-                    "min": round(min(durations), 3),
-                    "max": round(max(durations), 3),
-                    "total": round(sum(durations), 3),
+                    "avg": round(found.duration_sum / found.durations, 3),
+                    "min": round(found.duration_min or 0.0, 3),
+                    "max": round(found.duration_max or 0.0, 3),
+                    "total": round(found.duration_sum, 3),
                 }
-                if durations
+                if found.durations
                 else None
             ),
             "daily_activity": [
@@ -529,10 +542,10 @@ class DashboardAPI:
                     "duration_seconds": item.run.duration.total_seconds(),
                     "status": item.status.value,
                 }
-                for item in reversed(runs)
+                for item in reversed(found.trend)
                 if item.run.duration is not None
             ],
-            "failure_hotspots": analysis.failure_hotspots(item.run.error_step for item in failed),
+            "failure_hotspots": analysis.failure_hotspots(found.failing_steps.elements()),
             "recent_errors": [
                 {
                     "run_id": item.run.run_id,
@@ -540,7 +553,7 @@ class DashboardAPI:
                     "error_message": item.error,
                     "error_step": item.run.error_step,
                 }
-                for item in failed[:10]
+                for item in found.recent_failures
             ],
         }
 
@@ -599,7 +612,7 @@ class DashboardAPI:
         return {
             "status": "ok",
             "timestamp": datetime.now(UTC).isoformat(),
-            "total_pipelines": len(self.registry.list_pipelines()),
+            "total_pipelines": len(self.list_pipelines()),
         }
 
 
@@ -677,6 +690,7 @@ def _step_timings(
     return rows
 
 
-_ANALYSES: OrderedDict[tuple[str, str, int], RunAnalysis] = OrderedDict()
+_ANALYSES: OrderedDict[tuple[str, str, str, int], RunAnalysis] = OrderedDict()
 _ANALYSES_KEPT = 4
-"""Finished runs never change (same file, id and event count): their analysis is reused."""
+"""Finished runs never change (same store, pipeline, id and event count): their analysis is
+reused."""

@@ -116,7 +116,7 @@ class Pages:
             page="pipelines",
             pipelines=summaries,
             name_filter=name_filter,
-            storage_dir=str(self.api.registry.storage_dir),
+            storage_dir=self.api.registry.where,
         )
 
     def pipeline_page(self, request: Request) -> str:

@@ -46,6 +46,8 @@ MAX_FORM_BYTES = 16_384
 STREAM_BATCH = 500
 KEEPALIVE_EVERY = 15
 """Polls between SSE comment lines that keep idle proxies from closing the stream."""
+RECHECK_S = 2.0
+"""Over PostgreSQL (LISTEN), how long a live stream waits at most without a change."""
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -67,6 +69,7 @@ def create_app(
     `allowed_hosts`: the host names clients may use (default: the loopback names).
     """
     api = DashboardAPI(registry)
+    pause = _Pause(registry, poll_interval)
     csrf_token = secrets.token_urlsafe(32)
     extra_static = Path(static_dir).resolve() if static_dir is not None else None
     renderer = pages.Pages(api, csrf_token)
@@ -165,7 +168,7 @@ def create_app(
         except DashboardError as exc:
             return JSONResponse(exc.to_dict(), status_code=exc.status)
         return StreamingResponse(
-            _tail_run(api, found.run.run_id, after, poll_interval, request),
+            _tail_run(api, found.run.run_id, after, pause, request),
             media_type="text/event-stream",
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
@@ -173,7 +176,7 @@ def create_app(
     async def runs_stream(request: Request) -> Response:
         pipeline_hash = request.query_params.get("pipeline")
         return StreamingResponse(
-            _watch_runs(api, pipeline_hash, poll_interval, request),
+            _watch_runs(api, pipeline_hash, pause, request),
             media_type="text/event-stream",
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
@@ -403,8 +406,31 @@ def _sse(event: str, data: Any, event_id: int | None = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+class _Pause:
+    """How a live stream waits before it looks at the store again.
+
+    Over PostgreSQL, until a write announces a change of what it watches (``LISTEN``,
+    `storage.pgchanges`), or `RECHECK_S` at most (what no write announces: a process
+    that died); elsewhere, and while the database cannot be listened to, `poll` seconds.
+    """
+
+    def __init__(self, registry: PipelineRegistry, poll: float) -> None:
+        make = getattr(registry, "change_feed", None)
+        self.feed = make() if callable(make) else None
+        self.poll = poll
+
+    def mark(self, key: str) -> int:
+        return self.feed.mark(key) if self.feed is not None else 0
+
+    async def wait(self, key: str, mark: int) -> None:
+        if self.feed is None:
+            await asyncio.sleep(self.poll)
+            return
+        await self.feed.wait(key, mark, RECHECK_S if self.feed.listening else self.poll)
+
+
 async def _tail_run(
-    api: DashboardAPI, run_id: str, after: int, poll: float, request: Request
+    api: DashboardAPI, run_id: str, after: int, pause: _Pause, request: Request
 ) -> AsyncIterator[str]:
     """Every event stored after `after`, then new ones as they are stored, then ``end``.
 
@@ -417,7 +443,9 @@ async def _tail_run(
     yield "retry: 1000\n\n"
     last_status: str | None = None
     idle = 0
+    key = f"run:{run_id}"
     while True:
+        mark = pause.mark(key)
         try:
             found = await asyncio.to_thread(api.find_run, run_id)
             get_after = getattr(found.backend, "get_events_after", None)
@@ -449,17 +477,19 @@ async def _tail_run(
         idle += 1
         if idle % KEEPALIVE_EVERY == 0:
             yield ": keep-alive\n\n"
-        await asyncio.sleep(poll)
+        await pause.wait(key, mark)
 
 
 async def _watch_runs(
-    api: DashboardAPI, pipeline_hash: str | None, poll: float, request: Request
+    api: DashboardAPI, pipeline_hash: str | None, pause: _Pause, request: Request
 ) -> AsyncIterator[str]:
     """A ``runs`` message whenever a run starts, ends or is deleted."""
     yield "retry: 2000\n\n"
     previous: object = None
     idle = 0
+    key = "all" if pipeline_hash is None else f"pipeline:{pipeline_hash}"
     while True:
+        mark = pause.mark(key)
         fingerprint = await asyncio.to_thread(_runs_fingerprint, api, pipeline_hash)
         if fingerprint != previous:
             previous = fingerprint
@@ -469,13 +499,17 @@ async def _watch_runs(
         idle += 1
         if idle % KEEPALIVE_EVERY == 0:
             yield ": keep-alive\n\n"
-        await asyncio.sleep(poll)
+        await pause.wait(key, mark)
 
 
 def _runs_fingerprint(api: DashboardAPI, pipeline_hash: str | None) -> object:
     """What changes when a run starts, ends or is deleted, read cheaply per store."""
     marks: list[object] = []
-    for info in api.registry.list_pipelines():
+    try:
+        pipelines = api.list_pipelines()
+    except DashboardError as exc:
+        return [str(exc)]
+    for info in pipelines:
         if pipeline_hash is not None and info.hash != pipeline_hash:
             continue
         try:

@@ -1,8 +1,9 @@
 """Durable runs: checkpoint as you go, resume in another process after a suspend or a crash.
 
-``Pipe(State, name=..., durable=True)`` checkpoints every run into the run store under
-``JUSTPIPE_STORAGE_PATH``; ``pipe.resume(run_id, value=...)`` continues one, in any
-process, as the same run (same ``run_id``, ``seq`` going on). See docs/durable.md.
+``Pipe(State, name=..., durable=True)`` checkpoints every run into the run store (under
+``JUSTPIPE_STORAGE_PATH``, or the PostgreSQL database of ``JUSTPIPE_STORAGE_URL``);
+``pipe.resume(run_id, value=...)`` continues one, in any process, as the same run (same
+``run_id``, ``seq`` going on). See docs/durable.md.
 """
 
 from justpipe.durable.api import Durable, resume_value

@@ -30,6 +30,7 @@ from justpipe.durable.store import (
 )
 from justpipe.durable.validation import changed_message, read_checkpoint
 from justpipe.storage.sqlite import SQLiteBackend
+from justpipe.storage.url import PostgresLocation, SQLiteLocation, resolve_storage
 from justpipe.types import Event, InjectionSource, NodeKind
 
 if TYPE_CHECKING:
@@ -56,8 +57,9 @@ def resume_value() -> Any:
 class Durable:
     """How a Pipe's runs are durable: ``Pipe(..., durable=Durable(...))``.
 
-    `store`: where checkpoints go (None: SQLite, in the pipeline's run store under
-    ``JUSTPIPE_STORAGE_PATH``, and the runs are persisted there too). `checkpoint_every`:
+    `store`: where checkpoints go (None: the run store, SQLite under
+    ``JUSTPIPE_STORAGE_PATH`` or the database of ``JUSTPIPE_STORAGE_URL``, and the runs
+    are persisted there too). `checkpoint_every`:
     N writes a checkpoint after every N processed completions (1, the default: after each);
     0 only when a segment starts, suspends or finishes (cheap; a crash then re-runs the
     segment from its start). `serializer`: how the state is written and read back (JSON;
@@ -109,7 +111,7 @@ def as_durable(durable: Any) -> Durable:
     raise TypeError(
         "Pipe(durable=...) must be True, False, None, a CheckpointStore (save, load, acquire, "
         f"release, lease) or a justpipe.durable.Durable, got {type(durable).__name__}: e.g. "
-        "durable=True (SQLite under JUSTPIPE_STORAGE_PATH) or "
+        "durable=True (the run store: JUSTPIPE_STORAGE_PATH or JUSTPIPE_STORAGE_URL) or "
         "durable=InMemoryCheckpointStore()."
     )
 
@@ -132,22 +134,35 @@ def _version() -> str:
 
 
 def store_of(pipe: Pipe[Any, Any], pipeline_hash: str) -> CheckpointStore:
-    """The pipe's checkpoint store: the one it was given, or its run store's SQLite file."""
+    """The pipe's checkpoint store: the one it was given, or the run store's.
+
+    The run store is the one `justpipe.storage.url.resolve_storage` names: the pipeline's
+    SQLite file (``<root>/<pipeline_hash>/runs.db``), or the PostgreSQL database of
+    ``JUSTPIPE_STORAGE_URL`` (every pipeline's checkpoints in one database).
+    """
     durable: Durable = pipe.durable
     if durable.store is not None:
         return durable.store
+    location = resolve_storage()
     cached = getattr(pipe, _STORE_ATTRIBUTE, None)
-    if isinstance(cached, SQLiteCheckpointStore) and cached.db_path.parent.name == pipeline_hash:
-        return cached
-    store = SQLiteCheckpointStore(_runs_db(pipeline_hash))
-    setattr(pipe, _STORE_ATTRIBUTE, store)
+    if cached is not None and cached[0] == (location, pipeline_hash):
+        return cached[1]  # type: ignore[no-any-return]
+    store: CheckpointStore
+    if isinstance(location, PostgresLocation):
+        from justpipe.durable.postgres import PostgresCheckpointStore
+        from justpipe.storage.postgres import shared_database
+
+        store = PostgresCheckpointStore(shared_database(location))
+    else:
+        store = SQLiteCheckpointStore(_runs_db(location, pipeline_hash))
+    setattr(pipe, _STORE_ATTRIBUTE, ((location, pipeline_hash), store))
     return store
 
 
-def _runs_db(pipeline_hash: str) -> Path:
-    from justpipe.storage.persistence import RUNS_DB, resolve_storage_path
+def _runs_db(location: SQLiteLocation, pipeline_hash: str) -> Path:
+    from justpipe.storage.persistence import RUNS_DB
 
-    return resolve_storage_path() / pipeline_hash / RUNS_DB
+    return location.root / pipeline_hash / RUNS_DB
 
 
 def _serializer(pipe: Pipe[Any, Any]) -> StateSerializer:
@@ -318,10 +333,13 @@ def _locate(pipe: Pipe[Any, Any], run_id: str, pipeline_hash: str, force: bool) 
     store = store_of(pipe, pipeline_hash)
     if store.load(run_id) is not None:
         return store
-    if pipe.durable.store is None:  # the default store is per pipeline hash: look beside it
-        from justpipe.storage.persistence import RUNS_DB, resolve_storage_path
+    location = resolve_storage()
+    if pipe.durable.store is None and isinstance(location, SQLiteLocation):
+        # the default SQLite store is per pipeline hash: look beside it (one PostgreSQL
+        # database holds every pipeline's: `load` found it, whatever its hash)
+        from justpipe.storage.persistence import RUNS_DB
 
-        found = find_checkpoint_file(resolve_storage_path(), run_id, RUNS_DB)
+        found = find_checkpoint_file(location.root, run_id, RUNS_DB)
         if found is not None:
             old_hash = found.parent.name
             if not force:
@@ -334,7 +352,7 @@ def _unknown_message(run_id: str, store: CheckpointStore) -> str:
     return (
         f"no durable run {run_id!r} in {store!r}: check the run id (the FINISH event's "
         "run_id), and that this Pipe uses the same checkpoint store (durable=...) and "
-        "JUSTPIPE_STORAGE_PATH as the run."
+        "JUSTPIPE_STORAGE_URL / JUSTPIPE_STORAGE_PATH as the run."
     )
 
 
@@ -351,7 +369,8 @@ def _keep_in_one_store(
     the default store, its checkpoints) would go to another file than the run's earlier
     segments: the run would be listed twice, its old row left running. Instead its rows
     move, before anything runs, into this pipeline's file; returns the store that now
-    holds the run's checkpoint and lease.
+    holds the run's checkpoint and lease. In a PostgreSQL run store (one database) the
+    run's row is filed under this pipeline instead.
     """
     old_hash = checkpoint.pipeline_hash
     if old_hash == pipeline_hash:
@@ -369,9 +388,17 @@ def _keep_in_one_store(
             raise
         store.close()
         return target
-    old_db = _runs_db(old_hash)
-    if pipe.persist and file_has_table(old_db, "runs"):
-        new_db = _runs_db(pipeline_hash)
+    location = resolve_storage()
+    if not pipe.persist:
+        return store
+    if isinstance(location, PostgresLocation):  # one database: the run changes pipeline
+        from justpipe.storage.postgres import shared_database
+
+        shared_database(location).move_run(checkpoint.run_id, pipeline_hash, pipe.name)
+        return store
+    old_db = _runs_db(location, old_hash)
+    if file_has_table(old_db, "runs"):
+        new_db = _runs_db(location, pipeline_hash)
         SQLiteBackend(new_db).close()
         move_run(old_db, new_db, checkpoint.run_id)
     return store

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import sys
 import time
 import warnings
@@ -47,12 +48,15 @@ from justpipe.durable.store import (
 )
 from justpipe.observability.observer import Observer, ObserverMeta
 from justpipe.storage.serialize import event_to_json
+from justpipe.storage.url import StorageUnavailableError
 from justpipe.types import Event, EventType, PipelineEndData, PipelineTerminalStatus
 
 if TYPE_CHECKING:
     from justpipe._kernel.runner import _PipelineRunner
 
 __all__ = ["FORMAT", "Checkpointer", "SuspendedEndData", "done_indices"]
+
+_log = logging.getLogger("justpipe.durable")
 
 FORMAT = 1
 """The checkpoint document's format; a resume refuses a checkpoint of another format."""
@@ -548,6 +552,18 @@ class Checkpointer:
         except LeaseLostError:
             self._lost = True
             raise
+        except StorageUnavailableError as exc:
+            if not self.writes:
+                raise  # the segment's first checkpoint: the run does not start without it
+            # the store went away: the run goes on, and the next checkpoint carries what
+            # this one had (counts, parts and events are kept until a save succeeds)
+            _log.warning(
+                "Checkpoint of durable run %s not written (it resumes from its last one "
+                "until a later checkpoint is): %s",
+                self.run_id,
+                exc,
+            )
+            return
         if beside:
             self._touched.clear()  # saved: the next checkpoint starts from these counts
         if parts:
@@ -590,6 +606,8 @@ class Checkpointer:
                 await asyncio.to_thread(
                     self.store.acquire, self.run_id, self.owner, self.lease_ttl_s
                 )
+            except StorageUnavailableError:
+                continue  # the store went away: renew when it is back
             except Exception:  # the next checkpoint write reports a lost lease
                 return
 
@@ -599,7 +617,10 @@ class Checkpointer:
             self._heartbeat = None
         if not self._done:
             self._done = True
-            self.store.release(self.run_id, self.owner)
+            try:
+                self.store.release(self.run_id, self.owner)
+            except StorageUnavailableError as exc:  # the lease then expires by itself
+                _log.warning("Lease of durable run %s not released: %s", self.run_id, exc)
 
 
 class _EventTap(Observer):

@@ -4,8 +4,15 @@ The kernel calls :func:`create_persistence_observer` once per persisted run and 
 the returned observer. Everything here is best effort: a persistence problem is logged
 as a warning on the ``justpipe.persistence`` logger and never changes the run.
 
-Layout: ``<storage root>/<pipeline_hash>/runs.db`` (an :class:`SQLiteBackend`) next to
+Where: the store `justpipe.storage.url.resolve_storage` names. SQLite (the default):
+``<storage root>/<pipeline_hash>/runs.db`` (an :class:`SQLiteBackend`) next to
 ``pipeline.json`` (the pipe's ``describe()`` snapshot, read by the CLI and dashboard).
+PostgreSQL (``JUSTPIPE_STORAGE_URL=postgresql://...``): the pipeline's runs in that
+database (a `PostgresBackend`), its ``describe()`` snapshot in the ``pipelines`` table.
+A store that cannot be used at all when a run starts (a bad URL, the driver missing, a
+server that refuses the login or cannot be reached the first time this process opens
+it) fails the run there, before anything runs; after that, a store that goes away only
+costs warnings.
 
 Beyond upstream, a run is registered (status ``running``) as soon as it starts, so a
 run whose process dies is still listed afterwards, and a flush that fails keeps its
@@ -33,6 +40,14 @@ from justpipe.observability.observer import Observer, ObserverMeta
 from justpipe.storage.interface import RunRecord, StorageBackend
 from justpipe.storage.serialize import dumps_jsonable, event_to_json
 from justpipe.storage.sqlite import HEARTBEAT_INTERVAL_S, SQLiteBackend
+from justpipe.storage.url import (
+    DEFAULT_STORAGE_DIR,
+    STORAGE_PATH_ENV,
+    PostgresLocation,
+    SQLiteLocation,
+    StorageLocation,
+    resolve_storage,
+)
 from justpipe.types import Event, EventType, PipelineEndData, PipelineTerminalStatus
 
 __all__ = [
@@ -44,8 +59,6 @@ __all__ = [
 
 _log = logging.getLogger("justpipe.persistence")
 
-STORAGE_PATH_ENV = "JUSTPIPE_STORAGE_PATH"
-DEFAULT_STORAGE_DIR = "~/.justpipe"
 RUNS_DB = "runs.db"
 PIPELINE_JSON = "pipeline.json"
 _CACHE_ATTRIBUTE = "_persistence_cache"
@@ -60,35 +73,74 @@ class PersistablePipe(Protocol):
 
 
 def resolve_storage_path() -> Path:
-    """The storage root: ``$JUSTPIPE_STORAGE_PATH`` (``~`` expanded) or ``~/.justpipe``."""
-    configured = os.environ.get(STORAGE_PATH_ENV) or DEFAULT_STORAGE_DIR
-    return Path(configured).expanduser()
+    """The SQLite storage root: ``sqlite:///PATH`` in ``$JUSTPIPE_STORAGE_URL``, else
+    ``$JUSTPIPE_STORAGE_PATH`` (``~`` expanded), else ``~/.justpipe``.
+
+    For a PostgreSQL URL (no directory), the path it would be without the URL.
+    """
+    location = resolve_storage()
+    if isinstance(location, SQLiteLocation):
+        return location.root
+    return Path(os.environ.get(STORAGE_PATH_ENV) or DEFAULT_STORAGE_DIR).expanduser()
 
 
 @dataclass
 class PipelineStore:
-    """One pipeline's storage directory; opens its backend once, on first use.
+    """One pipeline's store; opens its backend once, on first use.
 
-    Cached on the Pipe, so every persisted run of that Pipe shares one backend (and so
-    one SQLite connection). :meth:`open_backend` blocks; call it from a worker thread.
+    Cached on the Pipe (per storage location), so every persisted run of that Pipe shares
+    one backend (one SQLite connection, or the database's pool). :meth:`open_backend`
+    blocks; call it from a worker thread.
     """
 
-    directory: Path
+    location: StorageLocation
     pipeline_hash: str
     description: dict[str, Any]
-    _backend: SQLiteBackend | None = field(default=None, init=False, repr=False)
+    _backend: StorageBackend | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    def open_backend(self) -> SQLiteBackend:
+    @property
+    def directory(self) -> Path:
+        """The pipeline's SQLite directory (``<root>/<pipeline_hash>``)."""
+        assert isinstance(self.location, SQLiteLocation)
+        return self.location.root / self.pipeline_hash
+
+    def open_backend(self) -> StorageBackend:
         """Return the shared backend, creating the directory and database if needed.
 
-        Also (re)writes ``pipeline.json`` when it is missing. A failure is raised and
-        the next call tries again.
+        Also (re)writes ``pipeline.json`` when it is missing (PostgreSQL: records the
+        pipeline). A failure is raised and the next call tries again.
         """
+        location = self.location
+        if isinstance(location, PostgresLocation):
+            return self._open_postgres(location)
         with self._lock:
             if self._backend is None:
                 self._backend = SQLiteBackend(self.directory / RUNS_DB)
         self._ensure_description()
+        return self._backend
+
+    def check_reachable(self) -> None:
+        """Fail now if the store cannot be used at all (a PostgreSQL database this process
+        never reached: wrong URL, password, host; the driver missing); see the module
+        docstring. A database reached before is not checked again: its failures warn."""
+        location = self.location
+        if isinstance(location, PostgresLocation):
+            from justpipe.storage.postgres import shared_database
+
+            database = shared_database(location)
+            if not database.opened:
+                database.open()
+
+    def _open_postgres(self, location: PostgresLocation) -> StorageBackend:
+        from justpipe.storage.postgres import PostgresBackend, shared_database
+
+        database = shared_database(location)
+        with self._lock:
+            if self._backend is None:
+                self._backend = PostgresBackend(database, self.pipeline_hash)
+        name = str(self.description.get("name") or self.pipeline_hash)
+        database.register_pipeline(self.pipeline_hash, name, self.description)
         return self._backend
 
     def _ensure_description(self) -> None:
@@ -246,19 +298,23 @@ async def _renew_lease(
 def create_persistence_observer(pipe: PersistablePipe) -> Observer:
     """Return a fresh persistence observer for one run of `pipe`.
 
-    The pipeline's storage (directory, hash, ``describe()`` snapshot, backend) is worked
-    out on the first call and cached on the pipe. If that fails, a warning is logged and
-    an observer that records nothing is returned.
+    The pipeline's storage (location, hash, ``describe()`` snapshot, backend) is worked
+    out on the first call and cached on the pipe. If describing the pipeline fails, a
+    warning is logged and an observer that records nothing is returned.
+    A store that cannot be used at all (see the module docstring) raises here, so the
+    run fails before it starts.
     """
     store = _pipeline_store(pipe)
     if store is None:
         return Observer()
+    store.check_reachable()
     return PersistenceObserver(store.open_backend, flush_interval=pipe.flush_interval)
 
 
 def _pipeline_store(pipe: PersistablePipe) -> PipelineStore | None:
+    location = resolve_storage()  # (a bad JUSTPIPE_STORAGE_URL raises: the run fails)
     cached = getattr(pipe, _CACHE_ATTRIBUTE, None)
-    if isinstance(cached, PipelineStore):
+    if isinstance(cached, PipelineStore) and cached.location == location:
         return cached
     try:
         description = pipe.describe()
@@ -266,7 +322,7 @@ def _pipeline_store(pipe: PersistablePipe) -> PipelineStore | None:
     except Exception as exc:
         _log.warning("Not persisting runs of %r: cannot describe the pipeline: %s", pipe, exc)
         return None
-    store = PipelineStore(resolve_storage_path() / pipeline_hash, pipeline_hash, description)
+    store = PipelineStore(location, pipeline_hash, description)
     setattr(pipe, _CACHE_ATTRIBUTE, store)
     return store
 

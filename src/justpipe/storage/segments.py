@@ -32,6 +32,7 @@ __all__ = [
     "DurableRun",
     "Segment",
     "durable_label",
+    "durable_run_of",
     "event_dicts",
     "read_durable_runs",
     "segments_from_events",
@@ -285,16 +286,36 @@ def read_durable_runs(
         conn.close()
     found: dict[str, DurableRun] = {}
     for run_id, status, segment, updated_at, end, suspended in rows:
-        found[str(run_id)] = DurableRun(
-            run_id=str(run_id),
-            checkpoint_status=str(status),
-            segment=_int(segment),
-            updated_at=_float(updated_at),
-            lease_live=_live(leases.get(str(run_id))),
-            end=None if end is None else str(end),
-            suspended=_suspended(suspended),
+        live = _live(leases.get(str(run_id)))
+        found[str(run_id)] = durable_run_of(
+            run_id, status, segment, updated_at, end, suspended, live
         )
     return found
+
+
+def durable_run_of(
+    run_id: Any,
+    status: Any,
+    segment: Any,
+    updated_at: Any,
+    end: Any,
+    suspended: Any,
+    lease_live: bool,
+) -> DurableRun:
+    """A checkpoint row as read from a store (any values: a row is untrusted input).
+
+    `end`: the document's ``end``; `suspended`: its ``suspended`` list as JSON text (the
+    other shapes read as none).
+    """
+    return DurableRun(
+        run_id=str(run_id),
+        checkpoint_status=str(status),
+        segment=_int(segment),
+        updated_at=_float(updated_at),
+        lease_live=lease_live,
+        end=None if end is None else str(end),
+        suspended=_suspended(suspended),
+    )
 
 
 _SELECT_CHECKPOINTS = (

@@ -49,7 +49,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 from justpipe.storage.interface import (
     EPOCH,
@@ -68,6 +68,9 @@ from justpipe.storage.readonly import connect_read_only
 from justpipe.storage.serialize import parse_event_object
 from justpipe.storage.status import UNFINISHED_RUN_MESSAGE
 from justpipe.types import EventType, PipelineTerminalStatus
+
+if TYPE_CHECKING:
+    from justpipe.storage.listing import RunListing
 
 __all__ = [
     "HEARTBEAT_INTERVAL_S",
@@ -172,6 +175,12 @@ _STATUSES = {member.value: member for member in PipelineTerminalStatus}
 # Connections inherited through fork(): kept referenced so the child never closes them
 # (closing would drop POSIX locks that the child's own connection holds on the file).
 _INHERITED_CONNECTIONS: list[sqlite3.Connection] = []
+
+
+class NamedRow(Protocol):
+    """A row read by column name (``sqlite3.Row``; a dict row of the PostgreSQL store)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -458,6 +467,25 @@ class SQLiteBackend:
             return conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,)).rowcount > 0
 
     # -- reads ----------------------------------------------------------------------
+
+    def listing(self) -> RunListing:
+        """This store's runs listed in SQL (pages, counts, statistics: `storage.listing`)."""
+        from justpipe.storage.listing import Dialect, RunListing
+
+        with self._lock, self._failure_context("read the store's tables"):
+            durable = _has_table(self._connection(), "durable_checkpoints")
+        dialect = Dialect(
+            runs="runs",
+            columns=self._run_columns(),
+            checkpoints="durable_checkpoints" if durable else None,
+            scope="1 = 1",
+            scope_params=(),
+            mark="?",
+            number="typeof({c}) IN ('integer', 'real')",
+            day="date(start_time, 'unixepoch')",
+            tiebreak="rowid",
+        )
+        return RunListing(dialect, self._query)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         rows = self._query(
@@ -778,7 +806,7 @@ def _status_filter(status: PipelineTerminalStatus | None) -> tuple[str, tuple[ob
     return f"WHERE status IS NULL OR status NOT IN ({marks})", others
 
 
-def _row_to_run(row: sqlite3.Row) -> RunRecord:
+def _row_to_run(row: NamedRow) -> RunRecord:
     """One run row; what cannot be read is named in ``damage``, the rest is kept."""
     problems: list[str] = []
     run_id = _text(row["run_id"])
@@ -841,7 +869,7 @@ def _is_seq(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _row_to_event(row: sqlite3.Row) -> StoredEvent | None:
+def _row_to_event(row: NamedRow) -> StoredEvent | None:
     """One event row, or None for a row that is not an event: an unknown type, or a
     ``seq`` that is not an integer (only a foreign file holds one; events are ordered,
     paged and streamed by it). JSON that is NULL or a BLOB reads as its text (or ``null``)."""

@@ -16,7 +16,7 @@ import webbrowser
 from typing import Any
 
 from justpipe.cli.formatting import EXIT_FAILURE, EXIT_OK
-from justpipe.cli.registry import PipelineRegistry
+from justpipe.cli.registry import PipelineRegistry, open_registry
 
 __all__ = ["DASHBOARD_DEPENDENCIES", "dashboard_command"]
 
@@ -41,7 +41,7 @@ def dashboard_command(
 
     import uvicorn
 
-    from justpipe.dashboard.api import DashboardRegistry
+    from justpipe.dashboard.api import STORE_TIMEOUT_S
     from justpipe.dashboard.security import LOOPBACK_NAMES, is_loopback
     from justpipe.dashboard.server import create_app
 
@@ -56,7 +56,7 @@ def dashboard_command(
         )
         allowed = {ANY_HOST}  # the token guards; clients may use any name for this host
     # stores that another process holds locked are reported fast, not waited for
-    pages_registry = DashboardRegistry(registry.storage_dir)
+    pages_registry = open_registry(registry.location, timeout=STORE_TIMEOUT_S)
     app = create_app(pages_registry, token=token, allowed_hosts=allowed)
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", lifespan="off", access_log=False

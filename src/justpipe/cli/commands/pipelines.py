@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from justpipe.cli import formatting
 from justpipe.cli.formatting import EXIT_OK, format_timestamp, rich_cell, rich_console
+from justpipe.cli.paging import summary
 from justpipe.cli.registry import PipelineInfo, PipelineRegistry, StoreError
 from justpipe.storage.status import success_rate
 
@@ -42,19 +43,20 @@ def pipelines_command(registry: PipelineRegistry) -> int:
 def _summarise(registry: PipelineRegistry, info: PipelineInfo) -> _PipelineRow | None:
     """The row for one pipeline, or None (recorded as a problem) if its store is unreadable."""
     try:
-        runs = registry.runs_of(info)
+        counted = summary(registry, info)  # counted in the store, not read whole
     except StoreError as exc:
         registry.note_problem(info, exc)
         return None
-    if not runs:
+    if not counted.total:
         return _PipelineRow(info.name, info.hash, 0, "-", "-")
-    _, _, rate = success_rate(item.status for item in runs)
-    readable = [item.run.start_time for item in runs if item.run.damage is None]
+    _, _, rate = success_rate(counted.statuses.elements())
+    newest = counted.newest  # (a row whose start cannot be read sorts last)
+    readable = newest is not None and newest.run.damage is None
     return _PipelineRow(
         name=info.name,
         hash=info.hash[:16],
-        runs=len(runs),
-        last_run=format_timestamp(max(readable)) if readable else "?",
+        runs=counted.total,
+        last_run=format_timestamp(newest.run.start_time) if newest and readable else "?",
         success_rate="-" if rate is None else f"{rate:.1f}%",
     )
 
