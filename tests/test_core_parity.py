@@ -86,6 +86,104 @@ def test_join_table_twins_agree_on_whole_waves(
     same_outcomes(compiled.JoinTable([slots], [any_join]), pure.JoinTable([slots], [any_join]), ops)
 
 
+@st.composite
+def restore_args(draw: st.DrawFn, counts: list[int]) -> tuple[Any, ...]:
+    """Arguments of `JoinTable.restore`: mostly valid snapshots, some of every bad kind."""
+    nodes, biggest = len(counts), min(max(counts), 8)
+    node = st.integers(-1, nodes)  # includes out-of-range nodes
+    slots = st.lists(st.integers(-1, biggest), max_size=5)
+    arrivals = st.one_of(
+        st.dictionaries(node, slots, max_size=4),
+        st.dictionaries(node, st.lists(st.integers(0, 2), max_size=3), max_size=4),
+        st.integers(0, nodes - 1).map(lambda n: {n: list(range(counts[n]))}),  # whole waves
+        st.just([(0, [0])]),  # not a dict
+        st.just({0: 1}),  # slots not iterable
+        st.just({"0": [0]}),  # a node that is not an int
+        st.just({0: [0.5]}),  # a slot that is not an int
+    )
+    disabled = st.one_of(st.lists(node, max_size=3), st.just(None), st.just(["x"]))
+    return (draw(arrivals),) if draw(st.booleans()) else (draw(arrivals), draw(disabled))
+
+
+@st.composite
+def snapshot_scenarios(draw: st.DrawFn) -> tuple[list[int], list[bool], list[tuple[Any, ...]]]:
+    counts, flags, ops = draw(join_scenarios())
+    extra = st.one_of(
+        st.just(("snapshot",)),
+        st.builds(lambda args: ("restore", *args), restore_args(counts)),
+        st.just(("round_trip",)),
+    )
+    mixed = list(ops[:60])
+    for _ in range(draw(st.integers(0, 12))):
+        mixed.insert(draw(st.integers(0, len(mixed))), draw(extra))
+    mixed.append(("snapshot",))
+    return counts, flags, mixed
+
+
+class _RoundTrip:
+    """A JoinTable plus `round_trip()`: restore what it snapshots (must change nothing)."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.table, name)
+
+    def round_trip(self) -> Any:
+        before = self.table.snapshot()
+        self.table.restore(*before)
+        if self.table.snapshot() != before:  # (pytest.fail: not caught by `outcome`)
+            pytest.fail(f"restore(*snapshot()) changed the snapshot {before}")
+        return before
+
+
+@PARITY
+@given(scenario=snapshot_scenarios())
+def test_join_table_snapshot_and_restore_twins_agree(twins: Twins, scenario: Any) -> None:
+    """Snapshots, restores (good and bad) and round trips between marks: same outcomes."""
+    counts, flags, ops = scenario
+    compiled, pure = twins
+    tables = (_RoundTrip(twin.JoinTable(counts, flags)) for twin in (compiled, pure))
+    same_outcomes(*tables, ops)
+
+
+@PARITY
+@given(scenario=join_scenarios(), data=st.data())
+def test_a_restored_join_table_behaves_as_the_one_it_was_snapshot_from(
+    twins: Twins, scenario: Any, data: st.DataObject
+) -> None:
+    """The point of a snapshot: a fresh table restored from it answers every later mark as
+    the original does (the waves' numbering is not part of the state)."""
+    counts, flags, ops = scenario
+    cut = data.draw(st.integers(0, len(ops)))
+    for twin in twins:
+        original = twin.JoinTable(counts, flags)
+        for method, *args in ops[:cut]:
+            outcome(getattr(original, method), *args)
+        restored = twin.JoinTable(counts, flags)
+        restored.restore(*original.snapshot())
+        same_outcomes(restored, original, ops[cut:])
+
+
+def test_a_join_table_snapshot_names_the_current_wave_only(twins: Twins) -> None:
+    for twin in twins:
+        table = twin.JoinTable([3, 2, 1], [False, True, False])
+        assert table.snapshot() == ({}, ())
+        table.mark(0, 2)
+        table.mark(0, 0)
+        table.mark(1, 1)
+        table.disable(2)
+        assert table.snapshot() == ({0: (0, 2), 1: (1,)}, (2,))
+        table.mark(0, 1)  # the wave is complete: it fires and a new one begins, empty
+        assert table.snapshot() == ({1: (1,)}, (2,))
+        with pytest.raises(ValueError, match="all 3 slots arrived"):
+            table.restore({0: [0, 1, 2]})
+        assert table.snapshot() == ({1: (1,)}, (2,)), "a refused restore changes nothing"
+        table.restore({0: [1, 1]})
+        assert table.snapshot() == ({0: (1,)}, ())
+        assert table.mark(0, 1) == twin.IGNORED and table.mark(0, 0) == twin.PROGRESS
+
+
 @pytest.mark.parametrize(
     ("counts", "flags"), [([1, 2], [False]), ([1, -1], [True, True]), ([], [])]
 )

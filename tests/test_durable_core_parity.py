@@ -1,7 +1,8 @@
 """The counters a durable run checkpoints and seeds: both `_core` twins agree.
 
-`InvocationIds.issued/seed`, `AttemptCounter.snapshot/seed` (and `snapshot(names)`) and
-`EventFactory.last_seq/seed` (what a resumed run continues from), in the style of
+`InvocationIds`, `AttemptCounter` (and its `snapshot(names)`) and `EventFactory`: their
+`snapshot()` / `restore()` (what a resumed run continues from; `JoinTable`'s are in
+tests/test_core_parity.py), in the style of
 tests/test_core_parity.py: random operation sequences on one instance of each twin, every
 outcome (result, or exception type and message) equal. Skipped when the compiled core is
 not importable (failed under CI).
@@ -47,13 +48,13 @@ def same(compiled: Any, pure: Any, ops: list[tuple[Any, ...]]) -> None:
     ops=st.lists(
         st.one_of(
             st.tuples(st.just("next")),
-            st.tuples(st.just("issued")),
-            st.tuples(st.just("seed"), seeds),
+            st.tuples(st.just("snapshot")),
+            st.tuples(st.just("restore"), seeds),
         ),
         max_size=40,
     )
 )
-def test_invocation_ids_seed_and_issued(twins: Twins, ops: list[tuple[Any, ...]]) -> None:
+def test_invocation_ids_snapshot_and_restore(twins: Twins, ops: list[tuple[Any, ...]]) -> None:
     compiled, pure = twins
     same(compiled.InvocationIds("run"), pure.InvocationIds("run"), ops)
 
@@ -83,12 +84,12 @@ count_maps = st.one_of(
             st.tuples(st.just("next"), names),
             st.tuples(st.just("snapshot")),
             st.tuples(st.just("snapshot"), name_lists),
-            st.tuples(st.just("seed"), count_maps),
+            st.tuples(st.just("restore"), count_maps),
         ),
         max_size=40,
     )
 )
-def test_attempt_counter_seed_and_snapshot(twins: Twins, ops: list[tuple[Any, ...]]) -> None:
+def test_attempt_counter_snapshot_and_restore(twins: Twins, ops: list[tuple[Any, ...]]) -> None:
     compiled, pure = twins
     same(compiled.AttemptCounter(), pure.AttemptCounter(), ops)
 
@@ -106,7 +107,7 @@ def test_a_snapshot_of_some_names(twins: Twins) -> None:
     """`snapshot(names)`: those names' counts only, the uncounted ones left out."""
     for twin in twins:
         counter = twin.AttemptCounter()
-        counter.seed({"a": 3, "b": 1})
+        counter.restore({"a": 3, "b": 1})
         counter.next("c")
         assert counter.snapshot({"a", "c", "zz"}) == {"a": 3, "c": 1}
         assert counter.snapshot([]) == {}
@@ -114,8 +115,10 @@ def test_a_snapshot_of_some_names(twins: Twins) -> None:
 
 
 @PARITY
-@given(ops=st.lists(st.one_of(st.just(("build",)), st.tuples(st.just("seed"), seeds)), max_size=30))
-def test_event_factory_seed_and_last_seq(twins: Twins, ops: list[tuple[Any, ...]]) -> None:
+@given(
+    ops=st.lists(st.one_of(st.just(("build",)), st.tuples(st.just("restore"), seeds)), max_size=30)
+)
+def test_event_factory_snapshot_and_restore(twins: Twins, ops: list[tuple[Any, ...]]) -> None:
     compiled, pure = twins
     factories = (compiled.EventFactory(Event, "run"), pure.EventFactory(Event, "run"))
     for step, (method, *args) in enumerate(ops):
@@ -124,8 +127,8 @@ def test_event_factory_seed_and_last_seq(twins: Twins, ops: list[tuple[Any, ...]
             if method == "build":
                 results.append(("ok", factory.build(*_record()).seq))
             else:
-                results.append(outcome(factory.seed, *args))
-            results[-1] = (results[-1], outcome(factory.last_seq))
+                results.append(outcome(factory.restore, *args))
+            results[-1] = (results[-1], outcome(factory.snapshot))
         assert results[0] == results[1], f"step {step}: {method}{tuple(args)}"
 
 

@@ -21,3 +21,4 @@ cdef class JoinTable:
     cdef void _release(self) noexcept
     cdef Py_ssize_t _node_index(self, object node) except -1
     cdef int _mark(self, Py_ssize_t node, Py_ssize_t slot) noexcept
+    cdef Py_ssize_t _checked(self, object index) except -1

@@ -3,6 +3,10 @@
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.number cimport PyNumber_AsSsize_t
 
+from operator import index as _index
+
+from justpipe._core._barrier_py import _ints
+
 __all__ = ["FIRED", "FIRST", "IGNORED", "PROGRESS", "JoinTable"]
 
 IGNORED = C_IGNORED
@@ -112,3 +116,67 @@ cdef class JoinTable:
     def disable(self, node):
         """Make every later `mark()` of `node` IGNORED (its barrier timed out)."""
         self._disabled[self._node_index(node)] = 1
+
+    def snapshot(self):
+        """`(arrivals, disabled)` for a later `restore()` (see `_barrier_py.JoinTable`)."""
+        cdef Py_ssize_t node, slot, first
+        cdef unsigned long long wave
+        cdef dict arrivals = {}
+        for node in range(self._nodes):
+            if self._arrived[node]:
+                wave = self._waves[node]
+                first = self._offsets[node]
+                arrivals[node] = tuple(
+                    [slot for slot in range(self._counts[node]) if self._stamps[first + slot] == wave]
+                )
+        disabled = tuple([node for node in range(self._nodes) if self._disabled[node]])
+        return arrivals, disabled
+
+    def restore(self, arrivals, disabled=()):
+        """Go on from a `snapshot()` (see `_barrier_py.JoinTable.restore`)."""
+        cdef Py_ssize_t node, slot, first, count
+        cdef unsigned long long wave
+        if not isinstance(arrivals, dict):
+            raise TypeError(
+                "JoinTable.restore(arrivals) needs a dict {node: slots}, got "
+                f"{type(arrivals).__name__}"
+            )
+        cdef list marks = []
+        cdef list off = []
+        for key, slots in arrivals.items():
+            node = self._checked(_index(key))
+            count = self._counts[node]
+            got = set()
+            for value in _ints(slots):
+                index = _index(value)
+                if not 0 <= index < count:
+                    raise IndexError(
+                        f"slot {index} out of range for node {node} ({count} slots)"
+                    )
+                got.add(index)
+            if got and len(got) == count:
+                raise ValueError(
+                    f"node {node}: all {count} slots arrived, which ends the wave; a snapshot "
+                    "never holds a complete wave"
+                )
+            marks.append((node, got))
+        for value in _ints(disabled):
+            off.append(self._checked(_index(value)))
+        for node in range(self._nodes):
+            self._waves[node] += 1
+            self._arrived[node] = 0
+            self._disabled[node] = 0
+        for node, got in marks:
+            wave = self._waves[node]
+            first = self._offsets[node]
+            for slot in got:
+                self._stamps[first + slot] = wave
+            self._arrived[node] = len(got)
+        for node in off:
+            self._disabled[node] = 1
+
+    cdef Py_ssize_t _checked(self, object index) except -1:
+        """A node index already an int: IndexError (the pure twin's message) out of range."""
+        if not 0 <= index < self._nodes:
+            raise IndexError(f"node {index} out of range (0..{self._nodes - 1})")
+        return index

@@ -11,8 +11,9 @@ counter this makes `mark()` O(1) whatever the number of parents (no 64-parent ca
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Final
+import operator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Final
 
 __all__ = ["FIRED", "FIRST", "IGNORED", "PROGRESS", "JoinTable"]
 
@@ -103,3 +104,83 @@ class JoinTable:
         """Make every later `mark()` of `node` IGNORED (its barrier timed out)."""
         self._check_node(node)
         self._disabled[node] = True
+
+    def snapshot(self) -> tuple[dict[int, tuple[int, ...]], tuple[int, ...]]:
+        """What a later `restore()` needs to go on from here: `(arrivals, disabled)`.
+
+        `arrivals` maps every node with arrivals in its current wave to those slots (in
+        order); `disabled` lists the disabled nodes (in order). Wave numbers are not part
+        of it: a restored table starts a new wave holding exactly these arrivals.
+        """
+        arrivals: dict[int, tuple[int, ...]] = {}
+        stamps = self._stamps
+        for node, count in enumerate(self._counts):
+            if self._arrived[node]:
+                wave = self._waves[node]
+                first = self._offsets[node]
+                arrivals[node] = tuple(s for s in range(count) if stamps[first + s] == wave)
+        disabled = tuple(node for node, off in enumerate(self._disabled) if off)
+        return arrivals, disabled
+
+    def restore(self, arrivals: dict[int, Iterable[int]], disabled: Iterable[int] = ()) -> None:
+        """Go on from a `snapshot()`: each node's wave holds exactly `arrivals[node]`.
+
+        Every node starts a new wave (earlier arrivals are forgotten), then gets the given
+        slots (duplicates count once); the `disabled` nodes are disabled, every other node
+        enabled. Checked before anything changes: IndexError for a node or slot out of
+        range, ValueError for a node given every one of its slots (that wave would have
+        fired and ended: a snapshot never holds it), TypeError for anything not a dict of
+        int -> ints, or not ints.
+        """
+        if not isinstance(arrivals, dict):
+            raise TypeError(
+                "JoinTable.restore(arrivals) needs a dict {node: slots}, got "
+                f"{type(arrivals).__name__}"
+            )
+        marks: list[tuple[int, set[int]]] = []
+        for key, slots in arrivals.items():
+            node = operator.index(key)
+            self._check_node(node)
+            count = self._counts[node]
+            got: set[int] = set()
+            for value in _ints(slots):
+                slot = operator.index(value)
+                if not 0 <= slot < count:
+                    raise IndexError(
+                        f"slot {slot} out of range for node {node} ({count} slots)"
+                    )
+                got.add(slot)
+            if got and len(got) == count:
+                raise ValueError(
+                    f"node {node}: all {count} slots arrived, which ends the wave; a snapshot "
+                    "never holds a complete wave"
+                )
+            marks.append((node, got))
+        off: list[int] = []
+        for value in _ints(disabled):
+            node = operator.index(value)
+            self._check_node(node)
+            off.append(node)
+        for node in range(len(self._counts)):
+            self._waves[node] += 1
+            self._arrived[node] = 0
+            self._disabled[node] = False
+        for node, got in marks:
+            wave = self._waves[node]
+            first = self._offsets[node]
+            for slot in got:
+                self._stamps[first + slot] = wave
+            self._arrived[node] = len(got)
+        for node in off:
+            self._disabled[node] = True
+
+
+def _ints(values: Any) -> Iterable[Any]:
+    """`values` as an iterable (TypeError naming what it got, e.g. a bare int)."""
+    try:
+        found: Iterator[Any] = iter(values)
+    except TypeError:
+        raise TypeError(
+            f"JoinTable.restore needs iterables of ints, got {type(values).__name__}"
+        ) from None
+    return found

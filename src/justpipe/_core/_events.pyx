@@ -61,13 +61,13 @@ cdef class EventFactory:
         fields["meta"] = meta
         return event
 
-    def last_seq(self):
+    def snapshot(self):
         """The `seq` of the last event built (a durable run's checkpoint keeps it)."""
         return self._seq
 
-    def seed(self, seq):
+    def restore(self, seq):
         """Continue numbering after `seq` (a resumed durable run: same run, seq goes on)."""
-        self._seq = check_seed("EventFactory.seed(seq)", seq)
+        self._seq = check_seed("EventFactory.restore(seq)", seq)
 
     def forward(self, child, stage, parent_invocation_id, owner_invocation_id, scope):
         """Re-emit a child pipeline's event here (see `_events_py.EventFactory.forward`)."""

@@ -161,13 +161,13 @@ class EventFactory(Generic[E]):
         )
         return event
 
-    def last_seq(self) -> int:
+    def snapshot(self) -> int:
         """The `seq` of the last event built (a durable run's checkpoint keeps it)."""
         return self._seq
 
-    def seed(self, seq: int) -> None:
+    def restore(self, seq: int) -> None:
         """Continue numbering after `seq` (a resumed durable run: same run, seq goes on)."""
-        self._seq = check_seed("EventFactory.seed(seq)", seq)
+        self._seq = check_seed("EventFactory.restore(seq)", seq)
 
     def forward(
         self,

@@ -20,13 +20,13 @@ cdef class InvocationIds:
         self._count += 1
         return f"{self._prefix}{self._count}"
 
-    def issued(self):
+    def snapshot(self):
         """How many ids were issued (a durable run's checkpoint keeps it)."""
         return self._count
 
-    def seed(self, count):
+    def restore(self, count):
         """Continue after `count` issued ids (a resumed durable run): the next is count + 1."""
-        self._count = check_seed("InvocationIds.seed(count)", count)
+        self._count = check_seed("InvocationIds.restore(count)", count)
 
 
 cdef class AttemptCounter:
@@ -54,15 +54,15 @@ cdef class AttemptCounter:
             return dict(counts)
         return {name: counts[name] for name in names if name in counts}
 
-    def seed(self, counts):
+    def restore(self, counts):
         """Replace the counts (a resumed durable run continues from its checkpoint's)."""
         if not isinstance(counts, dict):
             raise TypeError(
-                f"AttemptCounter.seed(counts) needs a dict, got {type(counts).__name__}"
+                f"AttemptCounter.restore(counts) needs a dict, got {type(counts).__name__}"
             )
-        seeded = {}
+        restored = {}
         for name, count in counts.items():
             if type(name) is not str:
-                raise TypeError(f"AttemptCounter.seed: names must be str, got {name!r}")
-            seeded[name] = check_seed(f"AttemptCounter.seed: the count of {name!r}", count)
-        self._counts = seeded
+                raise TypeError(f"AttemptCounter.restore: names must be str, got {name!r}")
+            restored[name] = check_seed(f"AttemptCounter.restore: the count of {name!r}", count)
+        self._counts = restored

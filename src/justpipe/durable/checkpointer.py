@@ -182,9 +182,9 @@ class Checkpointer:
         self._acquire(runner)
         if self.restored is not None:
             data = self.restored
-            orch.ids.seed(int(data["invocations"]))
-            orch.attempts.seed({str(k): int(n) for k, n in data["attempts"].items()})
-            runner.publisher._factory.seed(int(data["seq"]))
+            orch.ids.restore(int(data["invocations"]))
+            orch.attempts.restore({str(k): int(n) for k, n in data["attempts"].items()})
+            runner.publisher._factory.restore(int(data["seq"]))
         self.write(RUNNING)
 
     def _acquire(self, runner: _PipelineRunner) -> None:
@@ -443,8 +443,8 @@ class Checkpointer:
             "segment": self.segment,
             "start": None if runner.start is None else resolve_name(runner.start),
             "started": self._started,
-            "seq": runner.publisher._factory.last_seq(),
-            "invocations": orch.ids.issued(),
+            "seq": runner.publisher._factory.snapshot(),
+            "invocations": orch.ids.snapshot(),
             # every count, unless the store keeps them beside the document (`write()`)
             "attempts": None if self._counts_beside else orch.attempts.snapshot(),
             "completed": orch.completed,
