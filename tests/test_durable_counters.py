@@ -115,7 +115,7 @@ def every_save_is_whole(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         before = self.writes
         write(self, status, end)
         if self.writes > before and type(self) is Checkpointer:
-            assert counts_of(self.store, self.run_id) == self.orch.attempts.snapshot()
+            assert counts_of(self.store, self.run_id) == self.run.attempts.snapshot()
             checked.append(1)
 
     monkeypatch.setattr(Checkpointer, "write", checking)

@@ -32,7 +32,6 @@ class _RunContext:
         "max_retries",
         "stopping",
         "on_stop",
-        "nest",
         "_kwargs",
     )
 
@@ -56,9 +55,6 @@ class _RunContext:
         self.max_retries = max_retries
         self.stopping = False
         self.on_stop: Callable[[], None] = _nothing  # set by the orchestrator: stop the joins
-        # a durable run's checkpointer, which runs its sub-pipelines as nested durable runs
-        # (`justpipe.durable`); None for every other run
-        self.nest: Any = None
         self._kwargs: list[dict[str, Any] | None] = [None] * len(plan.nodes)
 
     def stop(self) -> None:
@@ -126,9 +122,7 @@ class _MapRun:
         "errored",
         "closed",
         "t0",
-        "items",
         "worker_name",
-        "held",
     )
 
     def __init__(self, inv: _Invocation, worker: NodePlan | None, total: int | None) -> None:
@@ -144,8 +138,6 @@ class _MapRun:
         self.errored = False
         self.closed = False
         self.t0 = time.perf_counter()
-        self.items: list[Any] | None = None  # a durable run's sized map: its items, kept
-        self.held = 0  # a durable run's: workers whose sub-pipeline suspended (not done)
 
 
 class _Invocation:

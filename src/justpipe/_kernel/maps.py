@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from justpipe._kernel.context import _Invocation, _MapRun, _RunContext
 from justpipe._kernel.errors import _ErrorChain
 from justpipe._kernel.invoker import TURN_EVERY
+from justpipe._kernel.journal import RunJournal
 from justpipe._kernel.outcomes import Outcome
 from justpipe._kernel.plan import MapPlan, NodePlan
 from justpipe._kernel.records import (
@@ -76,7 +77,7 @@ class _MapFanOut:
         "_unbounded",
         "_backlog_waiters",
         "pooled",
-        "on_map",
+        "_journal",
     )
 
     def __init__(
@@ -88,6 +89,7 @@ class _MapFanOut:
         attempts: Any,
         errors: _ErrorChain,
         unbounded_channel: bool,
+        journal: RunJournal | None,
     ) -> None:
         self._ctx = ctx
         self._channel = channel
@@ -98,8 +100,7 @@ class _MapFanOut:
         self._unbounded = unbounded_channel
         self._backlog_waiters: list[asyncio.Future[None]] = []
         self.pooled = 0  # worker invocations run inside pool tasks (counted as tasks in metrics)
-        # durable runs only: told of each sized map's bookkeeping (its items kept with it)
-        self.on_map: Callable[[_MapRun], None] | None = None
+        self._journal = journal  # a journaled run's: told of each map's items (`journal.py`)
 
     # ------------------------------------------------------------------ task side
 
@@ -113,12 +114,16 @@ class _MapFanOut:
             )
         worker = self._ctx.plan.nodes[node.worker] if node.worker >= 0 else None
         limit = node.max_concurrency
-        if limit is not None and not isinstance(result, Sized) and self.on_map is None:
-            # (a durable run reads a lazy source whole first: its checkpoints keep the items,
-            # so that a resumed map runs only the rest without calling its source again)
+        if limit is None or isinstance(result, Sized):
+            await self._sized(node, inv, worker, await _materialize(node, result, is_async), run)
+        elif self._journal is None:
             await self._lazy(node, inv, worker, result, is_async, limit, run)
         else:
-            await self._sized(node, inv, worker, await _materialize(node, result, is_async), run)
+            # a journaled run reads a lazy source whole first (its journal keeps the items, so
+            # that a continued map runs only the rest without calling its source again); the
+            # pool then replays them as from the source: the events are a lazy map's
+            items, error = await _read_whole(node, result, is_async)
+            await self._lazy(node, inv, worker, _replay(items, error), False, limit, run, items)
 
     async def _sized(
         self,
@@ -145,9 +150,8 @@ class _MapFanOut:
                 unsuspended = 0
                 await ch.put(record)
         map_run = _MapRun(inv, worker, n)
-        if self.on_map is not None:
-            map_run.items = items
-            self.on_map(map_run)
+        if self._journal is not None:
+            self._journal.map_started(map_run, items)
         await self._feed(node, map_run, list(enumerate(items)), run)
 
     async def _feed(
@@ -171,7 +175,7 @@ class _MapFanOut:
     async def resume(
         self, node: MapPlan, inv: _Invocation, items: list[Any], done: set[int], run: RunInvocation
     ) -> None:
-        """A durable run's resumed map: the items not `done` only (its source is not called).
+        """A journaled run's continued map: the items not `done` only (its source is not called).
 
         MAP_START with the whole count, MAP_WORKER for each remaining item, then as `_sized`;
         MAP_COMPLETE and the map's STEP_END follow as for any map.
@@ -185,10 +189,9 @@ class _MapFanOut:
             await ch.put(map_worker_record(inv, target, node.name, i, n))
         worker = self._ctx.plan.nodes[node.worker] if node.worker >= 0 else None
         map_run = _MapRun(inv, worker, n)
-        map_run.items = items
         map_run.started = map_run.finished = n - len(pending)
-        if self.on_map is not None:
-            self.on_map(map_run)
+        if self._journal is not None:
+            self._journal.map_started(map_run, items)
         await self._feed(node, map_run, pending, run)
 
     async def _lazy(
@@ -200,11 +203,15 @@ class _MapFanOut:
         is_async: bool,
         limit: int,
         run: RunInvocation,
+        items: list[Any] | None = None,
     ) -> None:
+        """A pool consuming `result` as it goes (`items`: a journaled run's, read whole)."""
         await self._channel.put(
             step_record(EventType.MAP_START, inv, {"target": node.each, "item_count": None})
         )
         map_run = _MapRun(inv, worker, None)
+        if items is not None and self._journal is not None:
+            self._journal.map_started(map_run, items)
         if is_async:
             source = result.__aiter__()
             lock = asyncio.Lock()
@@ -340,13 +347,6 @@ class _MapFanOut:
         """
         if not mr.fed or mr.finished != mr.started or mr.closed:
             return False
-        if self.on_map is not None and (
-            mr.held or (mr.total is not None and mr.started < mr.total)
-        ):
-            # a durable run stopped (a Suspend) before this map handed out every item, or a
-            # worker's sub-pipeline suspended: it stays open, in the checkpoint's frontier,
-            # and the resumed run feeds the rest (re-entering the suspended sub-pipelines)
-            return False
         mr.closed = True
         inv = mr.inv
         put = self._channel.put_nowait
@@ -380,6 +380,8 @@ class _MapFanOut:
                     }
                 }
             put(step_record(EventType.STEP_END, inv, self._ctx.state, meta))
+        if self._journal is not None and not self._journal.map_closed(mr):
+            return False  # kept by the journal (a suspended run's unfinished map): not yet
         return not mr.skipped
 
 
@@ -457,6 +459,43 @@ def _is_iterable(value: Any) -> bool:
     except TypeError:
         return False
     return True
+
+
+async def _read_whole(
+    node: MapPlan, result: Any, is_async: bool
+) -> tuple[list[Any], Exception | None]:
+    """A lazy source's items, and the exception that ended it early (None: it ran out).
+
+    A journaled run's: its items are recorded, so an async source is capped as a sized
+    map's is (`max_map_items`).
+    """
+    items: list[Any] = []
+    cap = node.max_map_items
+    try:
+        if is_async:
+            async for item in result:
+                items.append(item)
+                if len(items) > cap:
+                    break
+        else:
+            items.extend(result)
+    except Exception as exc:
+        return items, exc
+    if is_async and len(items) > cap:
+        await _close_source(result)
+        raise ValueError(
+            f"Step '{node.name}' (map) exceeded maximum of {cap} items from its async "
+            "generator. A durable run holds a map's items (to resume it): raise "
+            "Pipe(max_map_items=...) or split the map."
+        )
+    return items, None
+
+
+def _replay(items: list[Any], error: Exception | None) -> Iterator[Any]:
+    """`items` again, then the exception their source ended with, as the source would."""
+    yield from items
+    if error is not None:
+        raise error
 
 
 async def _materialize(node: MapPlan, result: Any, is_async: bool) -> list[Any]:

@@ -13,7 +13,7 @@ every call of user code in `invoker.py`. Only the loop runs `complete_step()`.
 from __future__ import annotations
 
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from justpipe import _core
@@ -22,9 +22,10 @@ from justpipe._kernel.context import _Invocation, _MapRun, _RunContext
 from justpipe._kernel.errors import _ErrorChain
 from justpipe._kernel.injection import resolve_name
 from justpipe._kernel.invoker import _LocalInvoker
+from justpipe._kernel.journal import RunHandle, RunJournal
 from justpipe._kernel.maps import _MapFanOut
 from justpipe._kernel.outcomes import Outcome
-from justpipe._kernel.plan import ExecutionPlan, NodePlan
+from justpipe._kernel.plan import ExecutionPlan, MapPlan, NodePlan
 from justpipe._kernel.records import Completion, completion, system_record
 from justpipe._kernel.scheduler import _Scheduler
 from justpipe._kernel.steps import _StepRunner
@@ -61,6 +62,7 @@ class _Orchestrator:
         metrics: _MetricsRecorder,
         error_hook: HookSpec | None,
         unbounded_channel: bool,
+        journal: RunJournal | None = None,
     ) -> None:
         self.ctx = ctx
         self.plan = plan
@@ -76,19 +78,17 @@ class _Orchestrator:
         self.attempts = _core.AttemptCounter()
         self.errors = _ErrorChain(ctx, channel, invoker, errors, error_hook)
         self.maps = _MapFanOut(
-            ctx, channel, kernel, self.ids, self.attempts, self.errors, unbounded_channel
+            ctx, channel, kernel, self.ids, self.attempts, self.errors, unbounded_channel, journal
         )
         self.steps = _StepRunner(
-            ctx, channel, invoker, self.errors, self.maps, metrics, self.ids, self.attempts
+            ctx, channel, invoker, self.errors, self.maps, metrics, self.ids, self.attempts, journal
         )
         self.completed = 0
         # invocations scheduled by the loop-side decision in progress (see `decide()`)
         self._pending: list[Coroutine[Any, Any, None]] | None = None
-        # durable runs only (`justpipe.durable`; None otherwise, so a plain run pays one test
-        # per scheduled invocation): the live invocations by owner id, and what the run
-        # refused to schedule once it was stopping (a suspended run resumes with those)
-        self.live: dict[str, _Invocation] | None = None
-        self.held: list[tuple[NodePlan | None, str | None, str | None, tuple[str, ...]]] = []
+        # the run's journal (`journal.py`; a durable run's checkpointer), None for a plain
+        # run, which pays one test per scheduled invocation for it
+        self.journal = journal
 
     @property
     def tasks_started(self) -> int:
@@ -100,6 +100,13 @@ class _Orchestrator:
     def start(self) -> None:
         """Schedule the roots (the loop's START_ROOTS record), as one decision."""
         self.decide(self.schedule_roots)
+
+    def start_journaled(self, run: RunHandle) -> None:
+        """`start()` of a journaled run: its journal schedules (`RunJournal.begin`: the
+        roots, or what an earlier segment left) and records the decision before any starts.
+        """
+        assert self.journal is not None
+        self._journaled(self.journal.begin, run, None)
 
     def schedule_roots(self) -> None:
         for index in self.plan.roots:
@@ -115,20 +122,20 @@ class _Orchestrator:
     ) -> None:
         """Spawn an invocation of `node` (refused once the run is stopping).
 
-        `owner_id`: a resumed durable run's new attempt of an invocation that was in flight
-        when its process died (the invocation's own id otherwise).
+        `owner_id`: a new attempt of an invocation that a journaled run's earlier segment
+        left unfinished (the invocation's own id otherwise).
         """
-        live = self.live
+        journal = self.journal
         if self.ctx.stopping:
-            if live is not None:
-                self.held.append((node, parent_id, name, scope))
+            if journal is not None:
+                journal.refused(node, parent_id, name, scope)
             return
         stage = node.name if node is not None else (name or "?")
         inv_id = self.ids.next()
         owner = inv_id if owner_id is None else owner_id
         inv = _Invocation(node, stage, inv_id, parent_id, owner, self.attempts.next(stage), scope)
-        if live is not None:
-            live[owner] = inv
+        if journal is not None:
+            journal.scheduled(inv)
         pending = self._pending
         if pending is not None:
             pending.append(self.steps.run(inv))
@@ -199,6 +206,54 @@ class _Orchestrator:
             for coro in pending:
                 spawn(coro)
 
+    def complete_journaled(self, record: Completion) -> None:
+        """`complete_step()` of a journaled run: the journal hears of the completion first,
+        and records the decision before what it scheduled starts."""
+        journal = self.journal
+        assert journal is not None
+        inv, outcome, value = record
+        journal.completing(inv, outcome, value)
+        self._journaled(self._complete, record, inv)
+
+    def _journaled(self, decision: Any, arg: Any, inv: _Invocation | None) -> None:
+        """Run a decision, let the journal record it, then start what it scheduled.
+
+        If the journal cannot record it (`RunJournal.decided` returns a failure), nothing
+        the decision scheduled starts: the invocation completing (`inv`; None: the start,
+        reported as ``"startup"``, the only code that ran since the journal last recorded)
+        gets a STEP_ERROR and the run stops.
+        """
+        journal = self.journal
+        assert journal is not None
+        pending = self._pending = []
+        try:
+            decision(arg)
+            failure = journal.decided()
+        except BaseException:
+            for coro in pending:
+                coro.close()
+            raise
+        finally:
+            self._pending = None
+        if failure is not None:
+            for coro in pending:
+                coro.close()
+            stage, error = failure
+            self.fail(stage, error, inv)
+            return
+        spawn = self.kernel.spawn
+        for coro in pending:
+            spawn(coro)
+
+    def fail(self, stage: str, error: Exception, inv: _Invocation | None = None) -> None:
+        """Report `error` as a STEP_ERROR of `stage` (no invocation id: the step, if any, has
+        published its end already) and stop the run: a journal could not record it."""
+        node = inv.node if inv is not None else None
+        scope = inv.scope if inv is not None else ()
+        failed = _Invocation(node, stage, None, None, None, 1, scope)
+        self.errors.report(failed, error, time.perf_counter(), None)
+        self.ctx.stop()
+
     def _complete(self, record: Completion) -> None:
         inv, outcome, value = record
         self.completed += 1
@@ -216,6 +271,50 @@ class _Orchestrator:
                 self._advance(inv.node)
         elif outcome in _STOPS_RUN:
             self.ctx.stop()
+
+    def advance(self, node: NodePlan) -> None:
+        """Schedule `node`'s static successors, as if it had completed (a journal's
+        continuation of a step that suspended an earlier segment)."""
+        self._advance(node)
+
+    def restore_joins(
+        self, arrivals: dict[str, list[int]], disabled: list[str] | tuple[str, ...]
+    ) -> None:
+        """The join table as a journal recorded it (`RunHandle.restore_joins`)."""
+        index = self.plan.index
+
+        def node_of(name: str) -> int:
+            found = index.get(name)
+            if found is None:
+                raise ValueError(f"restore_joins: the pipeline has no step {name!r}")
+            return found
+
+        table: dict[int, Iterable[int]] = {node_of(name): slots for name, slots in arrivals.items()}
+        off = {node_of(name) for name in disabled}
+        self.scheduler.table.restore(table, off)
+        for node, slots in table.items():
+            if slots and node not in off:  # a wave under way: an ALL join's watcher restarts
+                self.barriers.wave_started(self.nodes[node])
+
+    def resume_map(
+        self,
+        node: MapPlan,
+        parent_id: str | None,
+        owner_id: str,
+        scope: tuple[str, ...],
+        items: list[Any],
+        done: set[int],
+    ) -> None:
+        """A new attempt of map `node` running the items not `done` (`RunHandle.resume_map`)."""
+        pending = self._pending
+        assert pending is not None, "resume_map() is for a journal's decision"
+        name = node.name
+        inv = _Invocation(
+            node, name, self.ids.next(), parent_id, owner_id, self.attempts.next(name), scope
+        )
+        if self.journal is not None:
+            self.journal.scheduled(inv)
+        pending.append(self.steps.resume_map(node, inv, items, done))
 
     def _advance(self, node: NodePlan | None) -> None:
         if node is None or not node.successors:

@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from enum import Enum
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from justpipe import _core
 from justpipe._kernel.context import _RunContext
 from justpipe._kernel.failures import _FailureJournal
 from justpipe._kernel.invoker import _LocalInvoker, bind_executors
+from justpipe._kernel.journal import RunHandle, RunJournal
 from justpipe._kernel.kernel import _Kernel
 from justpipe._kernel.meta import attach_meta
 from justpipe._kernel.orchestrator import _Orchestrator
@@ -38,7 +40,7 @@ from justpipe.types import (
 if TYPE_CHECKING:
     from justpipe._kernel.registry import _PipelineRegistry
 
-__all__ = ["RunPhase", "_PipelineRunner", "_RunStateMachine"]
+__all__ = ["RunPhase", "_PipelineRunner", "_RunStateMachine", "run_stream"]
 
 # Tasks started eagerly (their first step run at once, see `_Kernel.spawn`) before the
 # loop lets the event loop run again: a chain of steps that never suspend must still
@@ -100,7 +102,7 @@ class _PipelineRunner:
         queue_size: int | None,
         timeout: float | None,
         executors: dict[str, Any] | None = None,
-        durable: Any = None,
+        journal: RunJournal | None = None,
     ) -> None:
         self.pipe = pipe
         self.state = state
@@ -109,12 +111,12 @@ class _PipelineRunner:
         self.queue_size = pipe.queue_size if queue_size is None else queue_size
         self.timeout = timeout
         self.run_executors = executors or {}
-        self.run_id = os.urandom(16).hex()  # 32 lowercase hex digits, like uuid4().hex
-        # a durable run's checkpointer (`justpipe.durable`), None for every other run: the
-        # seam is here (attach, begin, complete_step, finish), none of it on a plain run's path
-        self.durable = durable
-        if durable is not None:
-            self.run_id = durable.run_id
+        # the run journal (`journal.py`; a durable run's checkpointer), None for a plain run
+        self.run_journal = journal
+        if journal is not None and journal.run_id is not None:
+            self.run_id = journal.run_id  # a journal continuing a run: the same run id
+        else:
+            self.run_id = os.urandom(16).hex()  # 32 lowercase hex digits, like uuid4().hex
         self.machine = _RunStateMachine()
         self.metrics = _core.MetricsRecorder()
         self._timed_out = False
@@ -155,7 +157,7 @@ class _PipelineRunner:
             pipe_name=self.pipe_name,
             run_id=self.run_id,
             started_at=time.time(),
-            segment=1 if self.durable is None else self.durable.segment,
+            segment=1 if self.run_journal is None else self.run_journal.segment,
         )
         channel = _core.ControlChannel(self.queue_size)
         kernel = _Kernel(channel.kick)
@@ -181,16 +183,18 @@ class _PipelineRunner:
             self.metrics,
             self.registry.error_hook,
             unbounded_channel=self.queue_size <= 0,
+            journal=self.run_journal,
         )
         self.channel, self.kernel, self.publisher, self.orch = channel, kernel, publisher, orch
         self.invoker = invoker
         closing: BaseException | None = None
-        durable = self.durable
-        begin = orch.start
+        journal = self.run_journal
+        begin: Callable[[], None] = orch.start
         complete = orch.complete_step
-        if durable is not None:
-            durable.attach(self)
-            begin, complete = durable.begin, durable.complete_step
+        if journal is not None:
+            run = RunHandle(self, orch)
+            journal.run_began(run)
+            begin, complete = partial(orch.start_journaled, run), orch.complete_journaled
         next_event = publisher.dispatcher(channel, complete)
         unbounded = self.queue_size <= 0
         try:
@@ -235,8 +239,8 @@ class _PipelineRunner:
         finally:
             await self._cleanup(closing)
             self.orch.release()
-            if durable is not None:
-                durable.detach()
+            if journal is not None:
+                journal.ended()
 
     async def _startup(self) -> None:
         if self.observers:
@@ -264,6 +268,11 @@ class _PipelineRunner:
         self.machine.to(RunPhase.SHUTDOWN)
         if self.registry.shutdown_hooks:
             await _shielded(self._run_shutdown_hooks(report=True))
+        journal = self.run_journal
+        if journal is not None:
+            failure = journal.finishing()
+            if failure is not None:  # (e.g. a state it cannot save): the run fails
+                self.orch.fail(*failure)
         self.channel.put_nowait(FINISH_MARK)
         return True
 
@@ -271,8 +280,8 @@ class _PipelineRunner:
         """FINISH, once every earlier event was published (so metrics count them)."""
         run_meta = self.ctx.meta.run.snapshot() if self.ctx.meta is not None else None
         event = self._finish(run_meta)
-        if self.durable is not None:  # checkpointed before anyone hears of the end
-            event = self.durable.finished(event)
+        if self.run_journal is not None:  # recorded before anyone hears of the end
+            event = self.run_journal.finished(event)
         if self.observers:
             await self.publisher.run_ended(event)
         return event
@@ -387,6 +396,25 @@ class _PipelineRunner:
         self.channel.clear()  # observers see what the consumer saw, then the FINISH
         self.publisher.drop_hooks()
         await _shielded(self.publisher.run_ended(self._finish(None)))
+
+
+def run_stream(
+    pipe: Any,
+    state: Any,
+    context: Any = None,
+    start: Any = None,
+    queue_size: int | None = None,
+    timeout: float | None = None,
+    executors: dict[str, Any] | None = None,
+    journal: RunJournal | None = None,
+) -> AsyncGenerator[Event, None]:
+    """The event stream of one run of `pipe`, as `pipe.run()` makes it, with `journal`.
+
+    The entry point of extensions that record runs (`journal.py`): a durable run's first
+    segment, a resumed segment, a durable run's sub-pipelines.
+    """
+    runner = _PipelineRunner(pipe, state, context, start, queue_size, timeout, executors, journal)
+    return runner.stream()
 
 
 async def _call_hook(hook: HookSpec, ctx: _RunContext, invoker: _LocalInvoker) -> None:

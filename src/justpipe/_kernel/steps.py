@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from justpipe._kernel.context import _Invocation, _RunContext
 from justpipe._kernel.errors import _ErrorChain, _SubFailure
 from justpipe._kernel.invoker import _LocalInvoker
+from justpipe._kernel.journal import RunJournal
 from justpipe._kernel.maps import _MapFanOut
 from justpipe._kernel.meta import _ScopedMetaImpl, current_step_meta
 from justpipe._kernel.outcomes import (
@@ -73,6 +74,7 @@ class _StepRunner:
         "_kwargs",
         "_meta_on",
         "_results_lock",
+        "_journal",
     )
 
     def __init__(
@@ -85,6 +87,7 @@ class _StepRunner:
         metrics: _MetricsRecorder,
         ids: Any,
         attempts: Any,
+        journal: RunJournal | None,
     ) -> None:
         self._ctx = ctx
         self._channel = channel
@@ -97,6 +100,7 @@ class _StepRunner:
         self._kwargs = ctx.base_kwargs
         self._meta_on = ctx.meta is not None
         self._results_lock: asyncio.Lock | None = None  # async on_result= calls, one at a time
+        self._journal = journal  # a journaled run's (`journal.py`): it runs the sub-pipelines
 
     async def run(self, inv: _Invocation, worker: bool = False) -> None:
         """Run an invocation (and its retries, in this same task); `worker`: a map worker."""
@@ -162,6 +166,16 @@ class _StepRunner:
             if worker:
                 self._metrics.worker_left()
 
+    async def resume_map(
+        self, node: MapPlan, inv: _Invocation, items: list[Any], done: set[int]
+    ) -> None:
+        """A journaled run's continued map (`_Orchestrator.resume_map`): STEP_START, then the
+        items not `done`; the map's feeder reports its completion, as for any map."""
+        record = step_record(_STEP_START, inv)
+        if not self._channel.offer(record):
+            await self._channel.put(record)
+        await self._maps.resume(node, inv, items, done, self.run)
+
     # ------------------------------------------------------------------ execute
 
     def _step_kwargs(self, node: NodePlan, inv: _Invocation) -> dict[str, Any]:
@@ -179,10 +193,10 @@ class _StepRunner:
                 f"{self._ctx.plan.step_names}. Return the name of a registered step "
                 "(or decorate it with @pipe.step())."
             )
-        nest = self._ctx.nest
-        if nest is not None and nest.restoring(inv):
-            # a durable run's resumed sub-pipeline step: its child run goes on from the
-            # checkpoint, with its state from there (the step's function is not called again)
+        journal = self._journal
+        if journal is not None and journal.resumes_sub(inv):
+            # a continued sub-pipeline step: its child run goes on where the journal recorded
+            # it, with its state from there (the step's function is not called again)
             assert isinstance(node, SubPlan)
             return await self._run_sub(node, inv, None)
         returned = await self._invoker.call(node, self._step_kwargs(node, inv), inv, self._channel)
@@ -246,9 +260,9 @@ class _StepRunner:
     ) -> tuple[Outcome, Any]:
         """Stream the child pipeline's run into this one (its events re-stamped here).
 
-        In a durable run (`ctx.nest`), the child is a nested durable run checkpointed inside
-        this run's checkpoints; a child that suspended makes this step's outcome a SUSPEND
-        (`ChildSuspended`).
+        In a journaled run the journal may run the child (a durable run's child is a nested
+        durable run, checkpointed inside this run's checkpoints), and says how the step ends
+        (a child that suspended: SUSPEND with `ChildSuspended`).
         """
         name = inv.name
         offer = self._channel.offer
@@ -256,12 +270,11 @@ class _StepRunner:
         prefix = f"{name}:"
         inv_id = inv.inv_id
         head = (name,)
-        nest = self._ctx.nest
+        journal = self._journal
         try:
-            if nest is None:
+            stream = None if journal is None else journal.sub_stream(node, inv, child_state)
+            if stream is None:
                 stream = node.pipeline.run(child_state, self._ctx.context)
-            else:
-                stream = nest.child_stream(node, inv, child_state)
             try:
                 async for event in stream:
                     if event.type is EventType.SUSPEND:
@@ -274,11 +287,11 @@ class _StepRunner:
             finally:
                 await stream.aclose()
         except Exception as exc:
-            if nest is not None:
-                nest.child_failed(inv)
+            if journal is not None:
+                journal.sub_failed(inv)
             raise _SubFailure(exc) from exc
-        if nest is not None:
-            return nest.child_ended(inv)  # type: ignore[no-any-return]
+        if journal is not None:
+            return journal.sub_ended(inv)
         return _OK, None
 
     # ------------------------------------------------------------------ settle and conclude

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from justpipe._kernel.runner import run_stream
 from justpipe.durable.checkpointer import Checkpointer
 from justpipe.durable.serializer import StateSerializer
 from justpipe.durable.sqlite import (
@@ -233,8 +234,6 @@ async def durable_run(
     pipe: Pipe[Any, Any], runner_args: dict[str, Any]
 ) -> AsyncGenerator[Event, None]:
     """A durable run's first segment: `pipe.run()` with a checkpointer attached."""
-    from justpipe._kernel.runner import _PipelineRunner
-
     pipeline_hash = _pipeline_hash(pipe)
     checkpointer = Checkpointer(
         store_of(pipe, pipeline_hash),
@@ -248,13 +247,13 @@ async def durable_run(
         pipe.durable.lease_ttl_s,
     )
     token = _RESUME_VALUE.set(None)
-    stream = _PipelineRunner(pipe, durable=checkpointer, **runner_args).stream()
+    stream = run_stream(pipe, journal=checkpointer, **runner_args)
     try:
         async for event in stream:
             yield event
     finally:
         await stream.aclose()
-        checkpointer.detach()
+        checkpointer.ended()
         _reset(token)
 
 
@@ -270,8 +269,6 @@ async def durable_resume(
     Everything read from the store is checked (`validation.read_checkpoint`) before the
     runner exists: a refusal emits nothing, writes nothing, and gives the lease back.
     """
-    from justpipe._kernel.runner import _PipelineRunner
-
     pipeline_hash = _pipeline_hash(pipe)
     serializer = _serializer(pipe)
     store = _locate(pipe, run_id, pipeline_hash, force)
@@ -310,9 +307,7 @@ async def durable_resume(
     token = _RESUME_VALUE.set(value)
     # the run's own start step (run(state, start=...)), so the plan is the one it ran with
     runner_args = {**runner_args, "start": data.get("start")}
-    stream = _PipelineRunner(
-        pipe, state=restored.state, durable=checkpointer, **runner_args
-    ).stream()
+    stream = run_stream(pipe, state=restored.state, journal=checkpointer, **runner_args)
     traced = ExitStack()
     otel = sys.modules.get("justpipe.observability.otel")
     if otel is not None and data.get("trace"):
@@ -323,7 +318,7 @@ async def durable_resume(
             yield event
     finally:
         await stream.aclose()
-        checkpointer.detach()
+        checkpointer.ended()
         _reset(token)
         with suppress(ValueError):  # (iterated from another context than it started in)
             traced.close()

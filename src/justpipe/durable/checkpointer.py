@@ -1,23 +1,30 @@
 """The checkpointer: what a durable run saves, when, and how a resumed run picks it up.
 
-One `Checkpointer` per segment of a durable run (the first run, then each resume). The
-runner calls it at four points and nowhere else (a plain run has none):
+One `Checkpointer` per segment of a durable run (the first run, then each resume). It is
+the run's journal (`justpipe._kernel.journal.RunJournal`): the kernel tells it what
+happens, and it reaches the run only through the `RunHandle` it is given. What it does
+at each point:
 
-* ``attach(runner)`` when the stream starts: takes the run's lease, seeds the run's
-  counters from the checkpoint (resume) and writes the first checkpoint of the segment
-  (so a run that crashes before anything else is still resumable);
-* ``begin()`` instead of scheduling the roots: a resumed run restores its joins'
-  arrivals and schedules its frontier (see below);
-* ``complete_step(record)`` around the orchestrator's: keeps the frontier's books and,
-  every ``every`` completions, writes a checkpoint;
-* ``finished(finish_event)`` before the FINISH is published: the last checkpoint
-  (``suspended`` or ``finished``), then the lease is released.
+* ``run_began``: takes the run's lease, restores the run's counters from the checkpoint
+  (resume) and writes the segment's first checkpoint (a run that crashes before anything
+  else is still resumable);
+* ``begin``: schedules the roots (a fresh run) or the frontier (a resumed run, its joins'
+  arrivals restored first, see below);
+* ``scheduled`` / ``refused`` / ``completing`` / ``map_started`` / ``map_closed``: keep
+  the frontier's books;
+* ``decided``: every ``every`` completions, writes a checkpoint (a state it cannot save
+  fails the completing step: a STEP_ERROR, and the run ends failed);
+* ``finishing`` / ``finished``: the last checkpoint (``suspended`` or ``finished``) before
+  the FINISH is published, then the lease is released.
 
-The frontier is every invocation that was scheduled and has not completed (the
-orchestrator's `live`, by owner id), plus what the run refused to schedule once a
-`Suspend` stopped it (`held`), plus each suspending step (its successors run when the
-run resumes: the continuation). A resumed run runs again what was live (a new attempt,
-its parent the old invocation) and schedules the rest as the stopped run would have.
+The frontier is every invocation that was scheduled and has not completed (by owner id),
+plus what the run refused to schedule once a `Suspend` stopped it, plus each suspending
+step (its successors run when the run resumes: the continuation). A resumed run runs
+again what was live (a new attempt, its parent the old invocation) and schedules the
+rest as the stopped run would have. A map that a suspending run stopped before all its
+items ran publishes MAP_COMPLETE and its STEP_END as in a plain run, but stays in the
+frontier (its items and the indices done): the resumed run runs the rest, then its
+successors.
 """
 
 from __future__ import annotations
@@ -30,14 +37,20 @@ import logging
 import sys
 import time
 import warnings
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator
+from typing import Any
 
-from justpipe._kernel.context import _Invocation, _MapRun
 from justpipe._kernel.injection import resolve_name
+from justpipe._kernel.journal import (
+    InvocationInfo,
+    JournalFailure,
+    MapInfo,
+    RunHandle,
+    RunJournal,
+)
 from justpipe._kernel.outcomes import ChildSuspended, Outcome
-from justpipe._kernel.plan import MapPlan, SubPlan
-from justpipe._kernel.records import step_record
-from justpipe.durable.serializer import StateSerializer
+from justpipe._kernel.plan import MapPlan, NodePlan, SubPlan
+from justpipe.durable.serializer import StateSerializationError, StateSerializer
 from justpipe.durable.store import (
     FINISHED,
     RUNNING,
@@ -50,9 +63,6 @@ from justpipe.observability.observer import Observer, ObserverMeta
 from justpipe.storage.serialize import event_to_json
 from justpipe.storage.url import StorageUnavailableError
 from justpipe.types import Event, EventType, PipelineEndData, PipelineTerminalStatus
-
-if TYPE_CHECKING:
-    from justpipe._kernel.runner import _PipelineRunner
 
 __all__ = ["FORMAT", "Checkpointer", "SuspendedEndData", "done_indices"]
 
@@ -83,8 +93,12 @@ _FINISH = EventType.FINISH
 _DROPPED = Outcome.DROPPED
 _MAP_FED = Outcome.MAP_FED
 
+Refused = tuple[NodePlan | None, str | None, str | None, tuple[str, ...]]
 
-class Checkpointer:
+
+class Checkpointer(RunJournal):
+    run_id: str  # (a durable run's: always known, the run's or a new one)
+
     def __init__(
         self,
         store: CheckpointStore,
@@ -112,14 +126,24 @@ class Checkpointer:
         self.segment = segment
         self.writes = 0
         self.write_s = 0.0  # time spent checkpointing (serializing + the store's write)
+        self.run: RunHandle  # set by `run_began`
+        self.attached = False
         self._since = 0
-        self._suspenders: list[tuple[_Invocation, str]] = []
-        self._reruns: list[_Invocation] = []
-        self._arrivals: dict[int, set[int]] = {}
-        # sized maps in progress, by the map invocation's owner id: bookkeeping, items as
-        # checkpoint data (encoded once), the indices whose worker completion was processed
-        self._maps: dict[str, _MapProgress] = {}
+        self._after: str | None = None  # the decision `decided()` records: begin / completion
+        self._blame = "startup"  # the stage a state that cannot be saved is reported on
+        self._live: dict[str | None, InvocationInfo] = {}  # scheduled, not completed: by owner
+        self._held: list[Refused] = []  # refused by the stopping run: scheduled on resume
+        self._suspenders: list[tuple[InvocationInfo, str]] = []
+        self._reruns: list[InvocationInfo] = []
+        # maps in progress, by the map invocation's owner id: their items (encoded once as
+        # checkpoint data) and the indices whose worker completion was processed
+        self._maps: dict[str | None, _MapProgress] = {}
         self._resumed_done: dict[str, _MapProgress] = {}
+        # the attempt counters: a store that keeps them (`keeps_attempts`) gets, with each
+        # checkpoint, only the counts that may have changed since the previous one (see
+        # `_changed_attempts`): the names of the invocations completed since, noted here
+        self._touched: set[str] = set()
+        self._counts_beside = False  # set by `write()`: the document holds no counts
         # parts kept beside the document by a store that keeps parts (`keeps_parts`): the
         # keys it holds, and what the next save adds (JSON text) or drops (None)
         self._parts_beside = False
@@ -130,107 +154,62 @@ class Checkpointer:
         self._done = False
         self._lost = False
         self._note: str | None = None
+        # the state as last encoded; once `_frozen`, it is not encoded again: the run ended
+        # (its final state is encoded), or its state cannot be saved (`_failure`)
+        self._state: Any = None
+        self._frozen = False
+        self._failure: StateSerializationError | None = None
         self._started = restored is not None and bool(restored["started"])
         self.subs: Any = None  # `nested.SubRuns` when the pipeline has sub-pipeline steps
         self._trace: dict[str, str] | None = None  # this segment's run span (OpenTelemetry)
 
-    # ------------------------------------------------------------------ the runner's seam
+    # ------------------------------------------------------------------ the journal
 
-    def attach(self, runner: _PipelineRunner) -> None:
-        self.runner = runner
-        orch = self.orch = runner.orch
-        orch.live = {}
-        orch.maps.on_map = self._map_started
-        plan = runner.plan
-        counts = plan.slot_counts
-        # the joins' arrivals, mirrored (only nodes with more than one parent slot have any):
-        # a slot joins the current wave once; the wave ends when every slot arrived
-        joins = {v for v, n in enumerate(counts) if n > 1}
-        successors = plan.successor_slots
-        arrivals = self._arrivals
-        readiness = orch.scheduler.complete
-
-        def complete(u: int) -> list[int]:
-            ready: list[int] = readiness(u)
-            for v, slot in successors[u]:
-                if v in joins:
-                    got = arrivals.setdefault(v, set())
-                    got.add(slot)
-                    if len(got) == counts[v]:
-                        del arrivals[v]
-            return ready
-
-        orch.scheduler.complete = complete  # type: ignore[assignment]
-        # the attempt counters: a store that keeps them (`keeps_attempts`) gets, with each
-        # checkpoint, only the counts that may have changed since the previous one (see
-        # `_changed_attempts`): the names of the invocations completed since, noted here
-        touched: set[str] = set()
-        self._touched = touched
-        self._counts_beside = False  # set by `write()`: the document holds no counts
-        settle = orch._complete
-
-        def noting(record: tuple[Any, ...]) -> None:
-            touched.add(record[0].name)
-            settle(record)
-
-        orch._complete = noting  # type: ignore[method-assign]
-        if any(isinstance(node, SubPlan) for node in plan.nodes):
+    def run_began(self, run: RunHandle) -> None:
+        self.run = run
+        self.attached = True
+        if any(isinstance(node, SubPlan) for node in run.plan.nodes):
             from justpipe.durable.nested import SubRuns
 
             # its sub-pipelines run as nested durable runs, checkpointed inside this one's
-            self.subs = runner.ctx.nest = SubRuns(self)
-        self._acquire(runner)
+            self.subs = SubRuns(self)
+        self._acquire(run)
         if self.restored is not None:
             data = self.restored
-            orch.ids.restore(int(data["invocations"]))
-            orch.attempts.restore({str(k): int(n) for k, n in data["attempts"].items()})
-            runner.publisher._factory.restore(int(data["seq"]))
+            run.ids.restore(int(data["invocations"]))
+            run.attempts.restore({str(k): int(n) for k, n in data["attempts"].items()})
+            run.events.restore(int(data["seq"]))
         self.write(RUNNING)
 
-    def _acquire(self, runner: _PipelineRunner) -> None:
+    def _acquire(self, run: RunHandle) -> None:
         """Take the run's lease (renewed from a heartbeat) and tap its events to store them."""
-        if runner.pipe.persist and getattr(self.store, "saves_events", False):
+        if run.pipe.persist and getattr(self.store, "saves_events", False):
             # a persisted run's events go with the checkpoints, in their transactions
             self._events = []
-            runner.publisher.observers.append(_EventTap(self._events))
+            run.observe(_EventTap(self._events))
         self.store.acquire(self.run_id, self.owner, self.lease_ttl_s)
         self._heartbeat = asyncio.get_running_loop().create_task(
             self._beat(), name=f"justpipe-durable-lease-{self.run_id}"
         )
 
-    def begin(self) -> None:
+    def begin(self, run: RunHandle) -> None:
         """The START_ROOTS of this segment: the roots (a fresh run) or the frontier.
 
-        Like every loop-side decision, what it schedules starts only once it is decided,
-        so the checkpoint written here holds them all, none started yet.
+        Like every loop-side decision, what it schedules starts only once it is recorded
+        (`decided`), so the checkpoint written then holds them all, none started yet.
         """
         self._started = True
-        self.orch.decide(self._begin, self.restored)
-
-    def _begin(self, data: dict[str, Any] | None) -> None:
+        self._after = "begin"
+        data = self.restored
         if data is None or not data["started"]:
-            self.orch.schedule_roots()
+            run.schedule_roots()
         else:
             self._reschedule(data)
-        if self.every:
-            self.write(RUNNING)
 
     def _reschedule(self, data: dict[str, Any]) -> None:
-        orch = self.orch
-        plan = orch.plan
-        table = orch.scheduler.table
-        for join, slots in data["arrivals"].items():
-            index = plan.index.get(join)
-            if index is None:
-                continue  # a forced resume of a changed pipeline: the join is gone
-            for slot in slots:
-                if 0 <= slot < plan.slot_counts[index]:
-                    table.mark(index, slot)
-                    self._arrivals.setdefault(index, set()).add(slot)
-            if index in self._arrivals:
-                # its wave is under way: an ALL join's `barrier_timeout` watcher starts again
-                # (BARRIER_WAIT), with a whole timeout from this resume
-                orch.barriers.wave_started(plan.nodes[index])
+        run = self.run
+        plan = run.plan
+        self._restore_joins(data)
         for entry in data["frontier"]:
             name = entry["step"]
             node = plan.node(name)
@@ -241,17 +220,35 @@ class Checkpointer:
             if entry.get("map") is not None and isinstance(node, MapPlan):
                 self._rerun_map(node, entry)
             elif entry["rerun"]:  # was running: a new attempt, child of the one that was lost
-                orch.schedule(node, entry["inv"], name, scope, owner_id=entry["owner"])
+                run.schedule(name, entry["inv"], scope, owner_id=entry["owner"])
             else:
-                orch.schedule(node, entry["parent"], name, scope)
+                run.schedule(name, entry["parent"], scope)
         for entry in data["suspended"]:  # the continuation of each suspending step
-            node = plan.node(entry["step"])
-            if node is not None and not entry.get("worker"):  # (a map worker's: its map's)
-                orch._advance(node)
+            step = entry["step"]
+            if plan.node(step) is not None and not entry.get("worker"):  # (a worker's: its map's)
+                run.continue_after(step)
+
+    def _restore_joins(self, data: dict[str, Any]) -> None:
+        """The joins' arrivals (and timed-out joins) as checkpointed, those the plan still has.
+
+        (A forced resume of a changed pipeline may name joins or slots it no longer has.)
+        """
+        plan = self.run.plan
+        counts = plan.slot_counts
+        arrivals: dict[str, list[int]] = {}
+        for join, slots in data["arrivals"].items():
+            index = plan.index.get(join)
+            if index is None:
+                continue
+            kept = {int(slot) for slot in slots if 0 <= int(slot) < counts[index]}
+            if kept and len(kept) < counts[index]:
+                arrivals[join] = sorted(kept)
+        disabled = [join for join in data.get("disabled", ()) if join in plan.index]
+        if arrivals or disabled:
+            self.run.restore_joins(arrivals, disabled)
 
     def _rerun_map(self, node: MapPlan, entry: dict[str, Any]) -> None:
         """A map that was in progress: a new attempt that runs only its remaining items."""
-        orch = self.orch
         saved = entry["map"]
         key = saved.get("items_part")
         if key is not None:  # kept beside the document (a store that keeps parts)
@@ -261,81 +258,132 @@ class Checkpointer:
             encoded = saved["items"]
         items = self.serializer.decode(encoded)
         owner = entry["owner"]
-        inv = _Invocation(
-            node,
-            node.name,
-            orch.ids.next(),
-            entry["inv"],
-            owner,
-            orch.attempts.next(node.name),
-            tuple(entry["scope"]),
-        )
-        assert orch.live is not None and orch._pending is not None
-        orch.live[owner] = inv
         progress = _MapProgress.restore(saved)
         progress.part = key
         self._resumed_done[owner] = progress
         if self.subs is not None:  # its workers' sub-pipelines go on
             for kept in saved.get("children", ()):
                 self.subs.restored[f"{owner}#{int(kept['index'])}"] = kept["child"]
-        orch._pending.append(self._resume_map(inv, node, items, progress.indices()))
+        self.run.resume_map(
+            node.name, entry["inv"], owner, tuple(entry["scope"]), items, progress.indices()
+        )
 
-    async def _resume_map(
-        self, inv: _Invocation, node: MapPlan, items: list[Any], done: set[int]
+    def scheduled(self, inv: InvocationInfo) -> None:
+        self._live[inv.owner_id] = inv
+
+    def refused(
+        self, node: NodePlan | None, parent_id: str | None, name: str | None, scope: tuple[str, ...]
     ) -> None:
-        orch = self.orch
-        record = step_record(EventType.STEP_START, inv)
-        if not orch.channel.offer(record):
-            await orch.channel.put(record)
-        await orch.maps.resume(node, inv, items, done, orch.steps.run)
+        self._held.append((node, parent_id, name, scope))
 
-    def _map_started(self, map_run: _MapRun) -> None:
+    def map_started(self, map_run: MapInfo, items: list[Any]) -> None:
         owner = map_run.inv.owner_id
-        if owner is not None:
-            progress = self._resumed_done.pop(owner, None) or _MapProgress()
-            progress.run = map_run
-            self._maps[owner] = progress
+        progress = self._resumed_done.pop(owner, None) if owner is not None else None
+        if progress is None:
+            progress = _MapProgress()
+        progress.run = map_run
+        progress.items = items
+        self._maps[owner] = progress
 
-    def complete_step(self, record: tuple[Any, ...]) -> None:
-        """The orchestrator's `complete_step`, checkpointing before what it decided starts."""
-        self.orch.decide(self._complete, record)
+    def map_closed(self, map_run: MapInfo) -> bool:
+        """A map published MAP_COMPLETE: kept (False) if a suspending run cut it short."""
+        owner = map_run.inv.owner_id
+        progress = self._maps.get(owner)
+        if progress is not None and not progress.complete() and self._suspending():
+            return False  # in the frontier: the resumed run runs the rest, then its successors
+        self._live.pop(owner, None)
+        self._map_closed(owner)
+        return True
 
-    def _complete(self, record: tuple[Any, ...]) -> None:
-        orch = self.orch
-        orch._complete(record)
-        inv, outcome, value = record
-        live = orch.live
-        assert live is not None
+    def completing(self, inv: InvocationInfo, outcome: Outcome, value: Any) -> None:
+        """Keep the frontier's books (before the run acts on the completion)."""
+        self._after = "completion"
+        self._blame = inv.name
+        self._touched.add(inv.name)
         map_run = inv.map_run
         if map_run is not None:
-            owner = map_run.inv.owner_id
-            kept = self._maps.get(owner) if owner is not None else None
             if outcome is not _SUSPEND or value.__class__ is not ChildSuspended:
+                kept = self._maps.get(map_run.inv.owner_id)
                 if kept is not None and inv.scope:
-                    kept.add(_item_index(inv.scope[-1]))
+                    kept.add(item_index(inv.scope[-1]))
                 if outcome is _SUSPEND:  # a worker's: the map goes on when the run resumes
                     self._suspenders.append((inv, str(getattr(value, "reason", ""))))
             # (else its sub-pipeline suspended: the item is not done, `subs` keeps its child)
-            if map_run.closed:
-                live.pop(owner, None)
-                self._map_closed(owner)
-        elif outcome is _MAP_FED:
-            if value.closed:
-                live.pop(value.inv.owner_id, None)
-                self._map_closed(value.inv.owner_id)
-        elif inv.inv_id is not None:
-            live.pop(inv.owner_id, None)
+        elif outcome is not _MAP_FED and inv.inv_id is not None:  # (a map's: `map_closed`)
+            self._live.pop(inv.owner_id, None)
             if outcome is _SUSPEND:
                 if value.__class__ is not ChildSuspended:  # (a child's: kept by `subs`)
                     self._suspenders.append((inv, str(getattr(value, "reason", ""))))
-            elif outcome is _DROPPED and orch.ctx.stopping:
+            elif outcome is _DROPPED and self.run.stopping:
                 self._reruns.append(inv)  # a retry the stopping run refused: runs on resume
+
+    def resumes_sub(self, inv: InvocationInfo) -> bool:
+        return self.subs is not None and bool(self.subs.restoring(inv))
+
+    def sub_stream(
+        self, node: SubPlan, inv: InvocationInfo, child_state: Any
+    ) -> AsyncGenerator[Event, None] | None:
+        """A nested durable run (`nested.py`), checkpointed inside this run's checkpoints."""
+        if self.subs is None:
+            return None
+        return self.subs.child_stream(node, inv, child_state)  # type: ignore[no-any-return]
+
+    def sub_ended(self, inv: InvocationInfo) -> tuple[Outcome, Any]:
+        if self.subs is None:
+            return Outcome.OK, None
+        return self.subs.child_ended(inv)  # type: ignore[no-any-return]
+
+    def sub_failed(self, inv: InvocationInfo) -> None:
+        if self.subs is not None:
+            self.subs.child_failed(inv)
+
+    def decided(self) -> JournalFailure | None:
+        """Checkpoint after the segment's start, and after every `every` completions."""
+        after, self._after = self._after, None
         every = self.every
-        if every and not orch.ctx.stopping:
+        if not every or (after == "completion" and self.run.stopping):
+            return None
+        if after == "completion":
             self._since += 1
-            if self._since >= every:
-                self._since = 0
-                self.write(RUNNING)
+            if self._since < every:
+                return None
+            self._since = 0
+        try:
+            self.write(RUNNING)
+        except StateSerializationError as exc:
+            self._cannot_save(exc)
+            return self._blame, exc
+        return None
+
+    def finishing(self) -> JournalFailure | None:
+        """The state is final: encode it now (the last checkpoint's), or fail the run."""
+        if self._frozen:
+            return None
+        try:
+            self._state = self.encoded_state()
+            for progress in self._maps.values():  # the items a suspended run's frontier keeps
+                if progress.encoded is None and progress.items is not None:
+                    name = progress.run.inv.name if progress.run is not None else "?"
+                    progress.encoded = self.serializer.encode(progress.items, f"map {name!r} item")
+        except StateSerializationError as exc:
+            self._cannot_save(exc)
+            return self._blame, exc
+        self._frozen = True
+        return None
+
+    def _cannot_save(self, error: StateSerializationError) -> None:
+        """The state cannot be saved: the run fails, its checkpoints keep the last state
+        that could be (for inspection; a failed run is finished, not resumable)."""
+        self._failure = error
+        self._frozen = True
+        self._note = f"the state could not be checkpointed: {error}"
+
+    def _suspending(self) -> bool:
+        """Whether a Suspend (a step's, a worker's or a sub-pipeline's) is stopping the run."""
+        subs = self.subs
+        return bool(self._suspenders) or (
+            subs is not None and bool(subs.suspended or subs.held)
+        )
 
     def finished(self, finish: Event) -> Event:
         """The run's FINISH is built: its last checkpoint, then the lease goes.
@@ -379,12 +427,15 @@ class Checkpointer:
         events = self._events
         if events is not None:
             events.append(event_to_json(finish))
+        if not self._frozen:  # (an internal error ended the run: `finishing` was not called)
+            with contextlib.suppress(StateSerializationError):
+                self.finishing()
         self.write(SUSPENDED if suspended else FINISHED, status)
         self._events = None  # the FINISH is written; observers hear it after this
         self._release()
         return finish
 
-    def detach(self) -> None:
+    def ended(self) -> None:
         """The stream is over, however it ended: stop renewing the lease and give it back.
 
         A segment that ended without its FINISH (the consumer closed the stream, or its task
@@ -399,12 +450,10 @@ class Checkpointer:
     # ------------------------------------------------------------------ writing
 
     def document(self, status: str, end: PipelineTerminalStatus | None = None) -> dict[str, Any]:
-        orch = self.orch
-        runner = self.runner
+        run = self.run
         frontier: list[dict[str, Any]] = []
-        live = orch.live or {}
         subs = self.subs
-        for owner, inv in live.items():
+        for owner, inv in self._live.items():
             entry = _rerun_entry(inv)
             if subs is not None:
                 if owner in subs.suspended:
@@ -413,25 +462,24 @@ class Checkpointer:
                 if child is not None:
                     entry["child"] = child
             kept = self._maps.get(owner)
-            map_run = kept.run if kept is not None else None
-            if kept is not None and map_run is not None and not map_run.closed:
-                items = map_run.items
-                if items is not None:
-                    entry["map"] = self._map_entry(owner, inv.name, kept, items)
-                    if subs is not None:
-                        children = subs.of_map(owner, map_run.worker_name)
-                        if children:
-                            entry["map"]["children"] = children
+            if kept is not None and kept.run is not None and kept.items is not None:
+                entry["map"] = self._map_entry(owner, inv.name, kept, kept.items)
+                if subs is not None:
+                    children = subs.of_map(owner, kept.run.worker_name)
+                    if children:
+                        entry["map"]["children"] = children
             frontier.append(entry)
         for inv in self._reruns:
             frontier.append(_rerun_entry(inv))
         if subs is not None:  # sub steps whose child suspended: re-entered, the child resumes
             for inv, child in subs.suspended.values():
                 frontier.append({**_rerun_entry(inv), "child": child})
-        for node, parent, name, scope in orch.held:
+        for node, parent, name, scope in self._held:
             step = node.name if node is not None else (name or "?")
             frontier.append({"step": step, "rerun": False, "parent": parent, "scope": list(scope)})
-        nodes = orch.nodes
+        arrivals, disabled = run.joins()
+        if not self._frozen:
+            self._state = self.encoded_state()
         return {
             "format": FORMAT,
             "version": self.version,
@@ -441,18 +489,17 @@ class Checkpointer:
             "status": status,
             "end": None if end is None else end.value,
             "segment": self.segment,
-            "start": None if runner.start is None else resolve_name(runner.start),
+            "start": None if run.start is None else resolve_name(run.start),
             "started": self._started,
-            "seq": runner.publisher._factory.snapshot(),
-            "invocations": orch.ids.snapshot(),
+            "seq": run.events.snapshot(),
+            "invocations": run.ids.snapshot(),
             # every count, unless the store keeps them beside the document (`write()`)
-            "attempts": None if self._counts_beside else orch.attempts.snapshot(),
-            "completed": orch.completed,
-            "state": self.encoded_state(),
+            "attempts": None if self._counts_beside else run.attempts.snapshot(),
+            "completed": run.completed,
+            "state": self._state,
             "frontier": frontier,
-            "arrivals": {
-                nodes[v].name: sorted(slots) for v, slots in self._arrivals.items() if slots
-            },
+            "arrivals": {name: list(slots) for name, slots in arrivals.items()},
+            "disabled": list(disabled),
             "suspended": [
                 {"step": inv.name, "inv": inv.inv_id, "reason": reason}
                 | ({"worker": True} if inv.map_run is not None else {})
@@ -479,7 +526,7 @@ class Checkpointer:
         return self._trace
 
     def _map_entry(
-        self, owner: str, name: str, progress: _MapProgress, items: list[Any]
+        self, owner: str | None, name: str, progress: _MapProgress, items: list[Any]
     ) -> dict[str, Any]:
         """A map in progress in the checkpoint: its items (or their part) and what is done.
 
@@ -493,6 +540,8 @@ class Checkpointer:
             entry["items_part"] = progress.part
             return entry
         if progress.encoded is None:
+            if self._failure is not None:
+                return entry  # the run failed (it cannot be saved): nothing to resume
             progress.encoded = self.serializer.encode(items, f"map {name!r} item")
         if self._parts_beside:
             key = progress.part = f"map:{owner}"
@@ -515,7 +564,7 @@ class Checkpointer:
                 self._parts_out.pop(part, None)  # not saved yet: never will be
 
     def encoded_state(self) -> Any:
-        return self.serializer.encode(self.runner.state)
+        return self.serializer.encode(self.run.state)
 
     def write(self, status: str, end: PipelineTerminalStatus | None = None) -> None:
         """Write a checkpoint; LeaseLostError (once) when another process took the run over."""
@@ -581,20 +630,20 @@ class Checkpointer:
 
         Every attempt number is issued for an invocation (`attempts.next(name)`: scheduled,
         retried, a map worker) that has either completed since (its name noted by the
-        `orch._complete` wrapper of `attach`) or is still in progress: live (a retry keeps
+        journal's `completing`) or is still in progress: live (a retry keeps
         its invocation's name and owner), a worker of a live map (the map's `each`), or
         refused by a stopping run (`_reruns`). So these names are the only ones whose count
         moved, and the cost does not depend on how many names the run has seen.
         """
         names = self._touched
-        for inv in (self.orch.live or {}).values():
+        for inv in self._live.values():
             names.add(inv.name)
             node = inv.node
             if isinstance(node, MapPlan):
                 names.add(node.each)
         for inv in self._reruns:
             names.add(inv.name)
-        return self.orch.attempts.snapshot(names)
+        return self.run.attempts.snapshot(names)
 
     # ------------------------------------------------------------------ the lease
 
@@ -642,10 +691,11 @@ class _MapProgress:
     stays small and an entry costs O(1) per checkpoint, not O(items).
     """
 
-    __slots__ = ("below", "encoded", "part", "rest", "run")
+    __slots__ = ("below", "encoded", "items", "part", "rest", "run")
 
     def __init__(self) -> None:
-        self.run: _MapRun | None = None
+        self.run: MapInfo | None = None
+        self.items: list[Any] | None = None
         self.encoded: Any = None  # the items through the serializer, encoded once
         self.part: str | None = None  # the key of the items' part, if kept beside
         self.below = 0
@@ -674,6 +724,10 @@ class _MapProgress:
     def indices(self) -> set[int]:
         return set(range(self.below)) | self.rest
 
+    def complete(self) -> bool:
+        """Whether every item is done (its worker's completion processed)."""
+        return self.items is not None and self.below + len(self.rest) >= len(self.items)
+
     def saved(self) -> dict[str, Any]:
         return {"below": self.below, "done": sorted(self.rest)}
 
@@ -683,12 +737,12 @@ def done_indices(saved_map: dict[str, Any]) -> set[int]:
     return set(range(int(saved_map.get("below", 0)))) | {int(i) for i in saved_map["done"]}
 
 
-def _item_index(scope_tail: str) -> int:
+def item_index(scope_tail: str) -> int:
     """The item index in a map worker's last scope entry, ``"worker[12]"`` -> 12."""
     return int(scope_tail[scope_tail.rindex("[") + 1 : -1])
 
 
-def _rerun_entry(inv: _Invocation) -> dict[str, Any]:
+def _rerun_entry(inv: InvocationInfo) -> dict[str, Any]:
     return {
         "step": inv.name,
         "rerun": True,

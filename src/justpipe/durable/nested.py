@@ -28,17 +28,16 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from justpipe._kernel.context import _Invocation
+from justpipe._kernel.journal import InvocationInfo, RunHandle
 from justpipe._kernel.outcomes import ChildSuspended, Outcome
 from justpipe._kernel.plan import SubPlan
-from justpipe.durable.checkpointer import Checkpointer, _item_index
+from justpipe._kernel.runner import run_stream
+from justpipe.durable.checkpointer import Checkpointer, item_index
+from justpipe.durable.serializer import StateSerializationError
 from justpipe.durable.store import RUNNING, SUSPENDED
 from justpipe.types import Event, PipelineTerminalStatus
-
-if TYPE_CHECKING:
-    from justpipe._kernel.runner import _PipelineRunner
 
 __all__ = ["ChildCheckpointer", "SubRuns", "state_path"]
 
@@ -76,7 +75,7 @@ class ChildCheckpointer(Checkpointer):
         self.final_suspends = 0
 
     # the parent holds the lease, taps the events and keeps the heartbeat
-    def _acquire(self, runner: _PipelineRunner) -> None:
+    def _acquire(self, run: RunHandle) -> None:
         pass
 
     def write(self, status: str, end: PipelineTerminalStatus | None = None) -> None:
@@ -84,7 +83,7 @@ class ChildCheckpointer(Checkpointer):
             self.final = self.document(status, end)
             return
         parent = self.parent
-        if self.every and not parent.orch.ctx.stopping:
+        if self.every and not parent.run.stopping:
             parent.write(RUNNING)
 
     def finished(self, finish: Event) -> Event:
@@ -94,8 +93,14 @@ class ChildCheckpointer(Checkpointer):
             self.final_suspends = int(getattr(metrics, "suspends", 0) or 0)
         return event
 
-    def detach(self) -> None:
+    def ended(self) -> None:
         self._done = True
+
+    def _cannot_save(self, error: StateSerializationError) -> None:
+        # the whole run's checkpoint cannot be written: its parent fails with it (and does
+        # not report it again), keeping the last state that could be saved
+        super()._cannot_save(error)
+        self.parent._cannot_save(error)
 
     def _release(self) -> None:
         self._done = True
@@ -104,7 +109,7 @@ class ChildCheckpointer(Checkpointer):
         if self.path is not None:
             return None  # restored from the parent's state, at `path`
         # (named in errors as the child's, not the parent's, state)
-        return self.serializer.encode(self.runner.state, f"sub-pipeline {self.pipe_name!r} state")
+        return self.serializer.encode(self.run.state, f"sub-pipeline {self.pipe_name!r} state")
 
     def document(self, status: str, end: PipelineTerminalStatus | None = None) -> dict[str, Any]:
         data = super().document(status, end)
@@ -122,25 +127,25 @@ class SubRuns:
         self.restored: dict[str, dict[str, Any]] = {}  # checkpointed children to resume
         # children that ended suspended: (the sub step's invocation, the child's document);
         # those of a map's workers apart (their map stays open and keeps them)
-        self.suspended: dict[str, tuple[_Invocation, dict[str, Any]]] = {}
-        self.held: dict[str, tuple[_Invocation, dict[str, Any]]] = {}
+        self.suspended: dict[str, tuple[InvocationInfo, dict[str, Any]]] = {}
+        self.held: dict[str, tuple[InvocationInfo, dict[str, Any]]] = {}
         self.suspends = 0  # the SUSPEND events the suspended children account for
 
     # ------------------------------------------------------------------ the kernel's side
+    # (the owner's `RunJournal` methods for sub steps: resumes_sub, sub_stream, sub_ended,
+    # sub_failed)
 
-    def restoring(self, inv: _Invocation) -> bool:
+    def restoring(self, inv: InvocationInfo) -> bool:
         """Whether `inv` is a resumed sub step whose child goes on from a checkpoint."""
         return bool(self.restored) and child_key(inv) in self.restored
 
     def child_stream(
-        self, node: SubPlan, inv: _Invocation, child_state: Any
+        self, node: SubPlan, inv: InvocationInfo, child_state: Any
     ) -> AsyncGenerator[Event, None]:
-        from justpipe._kernel.runner import _PipelineRunner
-
         owner = self.owner
         key = child_key(inv)
         restored = self.restored.pop(key, None)
-        parent_state = owner.runner.state
+        parent_state = owner.run.state
         if restored is not None:
             path = restored.get("path")
             if path is not None:
@@ -151,20 +156,15 @@ class SubRuns:
             path = state_path(child_state, parent_state)
         child = ChildCheckpointer(owner, node.pipeline, path, restored)
         self.live[key] = child
-        runner = _PipelineRunner(
-            node.pipeline, child_state, owner.runner.context, None, None, None, durable=child
-        )
-        return runner.stream()
+        return run_stream(node.pipeline, child_state, owner.run.context, journal=child)
 
-    def child_ended(self, inv: _Invocation) -> tuple[Outcome, Any]:
+    def child_ended(self, inv: InvocationInfo) -> tuple[Outcome, Any]:
         """The child's stream ended: the sub step's outcome (SUSPEND if the child suspended)."""
         key = child_key(inv)
         child = self.live.pop(key, None)
         if child is None or child.final is None or child.final["status"] != SUSPENDED:
             return _OK, None
-        map_run = inv.map_run
-        if map_run is not None:  # the item is not done: its map stays open (`held`)
-            map_run.held += 1
+        if inv.map_run is not None:  # the item is not done: its map stays open (`held`)
             self.held[key] = (inv, child.final)
         else:
             self.suspended[key] = (inv, child.final)
@@ -172,7 +172,7 @@ class SubRuns:
         reasons = [str(entry.get("reason", "")) for entry in child.final["suspended"]]
         return Outcome.SUSPEND, ChildSuspended("; ".join(reasons))
 
-    def child_failed(self, inv: _Invocation) -> None:
+    def child_failed(self, inv: InvocationInfo) -> None:
         """The child run failed: the sub step failed, nothing of it to resume."""
         self.live.pop(child_key(inv), None)
 
@@ -185,7 +185,7 @@ class SubRuns:
             return self.restored.get(owner_id)
         if child.final is not None:
             return child.final
-        if not hasattr(child, "orch"):
+        if not child.attached:
             return child.restored  # not started yet: as it was checkpointed (None: new)
         return child.document(RUNNING)
 
@@ -226,12 +226,12 @@ def _collect(data: dict[str, Any], prefix: str, steps: list[str], reasons: list[
                 _collect(kept["child"], f"{prefix}{kept['worker']}:", steps, reasons)
 
 
-def child_key(inv: _Invocation) -> str:
+def child_key(inv: InvocationInfo) -> str:
     """Where a sub step's child is kept: by the step's owner id, or a map worker's item."""
     map_run = inv.map_run
     if map_run is None:
         return str(inv.owner_id)
-    return f"{map_run.inv.owner_id}#{_item_index(inv.scope[-1])}"
+    return f"{map_run.inv.owner_id}#{item_index(inv.scope[-1])}"
 
 
 def state_path(child_state: Any, parent_state: Any) -> list[str] | None:
