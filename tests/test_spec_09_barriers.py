@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from helpers import collect, end_data, index_of, of_type, stages
-from justpipe import EventType, Pipe, Skip
+from justpipe import EventType, Pipe, Skip, Stop
 from justpipe.types import BarrierType, PipelineTerminalStatus
 
 
@@ -194,6 +194,17 @@ async def test_run_timeout_cancels_waiting_barrier_watchers() -> None:
     assert of_type(events, EventType.STEP_ERROR) == []
     assert len(of_type(events, EventType.BARRIER_WAIT)) == 1
     assert end_data(events).status is PipelineTerminalStatus.TIMEOUT
+
+
+async def test_a_stopping_run_starts_no_barrier_watcher() -> None:
+    """§9.2: once a Stop stopped the run, a first arrival at an ALL join with a timeout
+    spawns no watcher, so no BARRIER_WAIT and no barrier-timeout STEP_ERROR follow (the
+    run ended SUCCESS as asked; it used to end FAILED after the watcher timed out)."""
+    result, events = await ran(diamond(timeout=0.05, delays=(0.01, 0.0), results=(None, Stop)))
+    assert "join" not in result
+    assert of_type(events, EventType.BARRIER_WAIT) == []
+    assert of_type(events, EventType.STEP_ERROR) == []
+    assert end_data(events).status is PipelineTerminalStatus.SUCCESS
 
 
 # --------------------------------------------------------------------------- dynamic routes

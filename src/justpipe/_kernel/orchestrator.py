@@ -326,7 +326,7 @@ class _Orchestrator:
                 if target.barrier_timeout is not None:
                     self.barriers.released(target)
                 self.schedule(target, None)
-            else:
+            elif not self.ctx.stopping:  # a stopping run spawns no watcher (§9.2)
                 self.barriers.wave_started(nodes[~x])
 
     def _route(self, target: Any, source: _Invocation) -> None:
