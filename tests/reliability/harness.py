@@ -110,9 +110,11 @@ class RunRecord:
 # ---------------------------------------------------------------------- building
 
 
-def build_pipe(spec: PipeSpec, rec: Recorder, stage_prefix: str = "") -> Pipe[Any, Any]:
-    """A real Pipe behaving as `spec` says, reporting to `rec`."""
-    pipe: Pipe[Any, Any] = Pipe(name=spec.name, max_retries=spec.max_retries)
+def build_pipe(
+    spec: PipeSpec, rec: Recorder, stage_prefix: str = "", durable: Any = None
+) -> Pipe[Any, Any]:
+    """A real Pipe behaving as `spec` says, reporting to `rec` (`durable`: the root's)."""
+    pipe: Pipe[Any, Any] = Pipe(name=spec.name, max_retries=spec.max_retries, durable=durable)
     pipe.add_observer(RecordingObserver(rec.observed))
     _add_hooks(pipe, spec, rec)
     if spec.global_handler is not None:
@@ -343,11 +345,17 @@ def _global_handler(script: tuple[Action, ...], rec: Recorder, prefix: str) -> C
 # ---------------------------------------------------------------------- running
 
 
-def run_sync(spec: RunSpec) -> RunRecord:
-    """Run one example in a fresh event loop (no state leaks between examples)."""
+def run_sync(spec: RunSpec, durable: Any = None) -> RunRecord:
+    """Run one example in a fresh event loop (no state leaks between examples).
+
+    `durable`: the root pipe's `durable=` (a durable run of the same graph).
+    """
     gc.freeze()  # older objects: the collection at the end then only scans this run's
     try:
-        return asyncio.run(execute(spec))
+        if durable is None:
+            return asyncio.run(execute(spec))
+        rec = Recorder()
+        return asyncio.run(execute(spec, build_pipe(spec.pipe, rec, durable=durable), rec))
     finally:
         gc.unfreeze()
 

@@ -24,7 +24,8 @@ this order:
   `sub_failed` (a journal may run them as journaled runs of their own);
 * `finishing()` once the run is idle and its shutdown hooks ran (may return a failure,
   published as a STEP_ERROR before FINISH), `finished(finish)` before the FINISH is
-  published (may replace it), and `ended()` when the stream is over, however it ended.
+  published (may replace it), and `ended()` when the stream is over, however it ended
+  (what it returns, if anything, is awaited before the stream ends).
 
 A plain run has no journal: the kernel tests for None at these points (once per
 scheduled invocation, once per map, once per sub step; a completion of a plain run goes
@@ -38,7 +39,7 @@ never changes them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from justpipe._kernel.outcomes import Outcome
@@ -151,8 +152,13 @@ class RunJournal:
         """The FINISH event, before anyone hears of it: the one to publish."""
         return finish
 
-    def ended(self) -> None:
-        """The stream is over (FINISH, a closed stream or a cancelled consumer)."""
+    def ended(self) -> Awaitable[None] | None:
+        """The stream is over (FINISH, a closed stream or a cancelled consumer).
+
+        Nothing outlives a run: a journal that started a task returns what to await until
+        it is over (None: nothing, the stream ends without another event-loop turn).
+        """
+        return None
 
 
 class RunHandle:

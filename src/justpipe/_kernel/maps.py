@@ -480,6 +480,8 @@ async def _read_whole(
         else:
             items.extend(result)
     except Exception as exc:
+        # its traceback starts in the source, as when a plain run's pool meets it
+        exc.__traceback__ = exc.__traceback__.tb_next if exc.__traceback__ else None
         return items, exc
     if is_async and len(items) > cap:
         await _close_source(result)

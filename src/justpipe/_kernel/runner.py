@@ -240,7 +240,9 @@ class _PipelineRunner:
             await self._cleanup(closing)
             self.orch.release()
             if journal is not None:
-                journal.ended()
+                waiting = journal.ended()
+                if waiting is not None:
+                    await _shielded(waiting)
 
     async def _startup(self) -> None:
         if self.observers:

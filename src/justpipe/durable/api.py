@@ -253,7 +253,9 @@ async def durable_run(
             yield event
     finally:
         await stream.aclose()
-        checkpointer.ended()
+        waiting = checkpointer.ended()  # (the lease, if the stream never released it)
+        if waiting is not None:
+            await waiting
         _reset(token)
 
 
@@ -318,7 +320,9 @@ async def durable_resume(
             yield event
     finally:
         await stream.aclose()
-        checkpointer.ended()
+        waiting = checkpointer.ended()  # (the lease, if the stream never released it)
+        if waiting is not None:
+            await waiting
         _reset(token)
         with suppress(ValueError):  # (iterated from another context than it started in)
             traced.close()

@@ -37,7 +37,7 @@ import logging
 import sys
 import time
 import warnings
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from typing import Any
 
 from justpipe._kernel.injection import resolve_name
@@ -151,6 +151,7 @@ class Checkpointer(RunJournal):
         self._parts_out: dict[str, str | None] = {}
         self._events: list[str] | None = None  # event JSON not yet written (stores that keep it)
         self._heartbeat: asyncio.Task[None] | None = None
+        self._beating: asyncio.Task[None] | None = None  # cancelled, not yet awaited
         self._done = False
         self._lost = False
         self._note: str | None = None
@@ -435,17 +436,20 @@ class Checkpointer(RunJournal):
         self._release()
         return finish
 
-    def ended(self) -> None:
+    def ended(self) -> Awaitable[None] | None:
         """The stream is over, however it ended: stop renewing the lease and give it back.
 
         A segment that ended without its FINISH (the consumer closed the stream, or its task
         was cancelled) first writes a last ``running`` checkpoint: what was running runs
-        again on resume, and `seq` goes on after the last event it published.
+        again on resume, and `seq` goes on after the last event it published. Returns the
+        lease's cancelled heartbeat to await (nothing outlives the run), if there is one.
         """
         if not self._done and not self._lost and self._heartbeat is not None:
             with contextlib.suppress(Exception):  # the previous checkpoint still stands
                 self.write(RUNNING)
         self._release()
+        beat, self._beating = self._beating, None
+        return None if beat is None else _cancelled(beat)
 
     # ------------------------------------------------------------------ writing
 
@@ -663,6 +667,7 @@ class Checkpointer(RunJournal):
     def _release(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+            self._beating = self._heartbeat  # awaited by `ended()`
             self._heartbeat = None
         if not self._done:
             self._done = True
@@ -670,6 +675,11 @@ class Checkpointer(RunJournal):
                 self.store.release(self.run_id, self.owner)
             except StorageUnavailableError as exc:  # the lease then expires by itself
                 _log.warning("Lease of durable run %s not released: %s", self.run_id, exc)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    """Wait until a cancelled task is over (a cancellation of the caller still propagates)."""
+    await asyncio.wait({task})
 
 
 class _EventTap(Observer):
