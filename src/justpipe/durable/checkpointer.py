@@ -429,8 +429,7 @@ class Checkpointer(RunJournal):
         if events is not None:
             events.append(event_to_json(finish))
         if not self._frozen:  # (an internal error ended the run: `finishing` was not called)
-            with contextlib.suppress(StateSerializationError):
-                self.finishing()
+            self.finishing()  # (what cannot be saved is only noted: the run failed already)
         self.write(SUSPENDED if suspended else FINISHED, status)
         self._events = None  # the FINISH is written; observers hear it after this
         self._release()
