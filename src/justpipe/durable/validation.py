@@ -199,6 +199,9 @@ class _Reader:
             self.step(steps, join, where)
             for i, slot in enumerate(_is(slots, list, where)):
                 _count(slot, f"{where}[{i}]")
+        # the joins a barrier timeout disabled (absent in checkpoints of older versions)
+        for i, join in enumerate(_is(data.get("disabled", []), list, f"{at}disabled")):
+            self.step(steps, join, f"{at}disabled[{i}]")
         self.suspended(data.get("suspended"), steps, at)
         if data["status"] == SUSPENDED and not _suspends(data):
             raise CorruptCheckpointError(
