@@ -548,6 +548,12 @@ async def test_a_refused_resume_leaves_no_lease_behind(tmp_path: Path) -> None:
             CorruptCheckpointError,
             r"arrivals\['ghost'\]: 'ghost' names no step",
         ),
+        (lambda d: d.__setitem__("disabled", 5), CorruptCheckpointError, r"disabled: "),
+        (
+            lambda d: d.__setitem__("disabled", ["ghost"]),
+            CorruptCheckpointError,
+            r"disabled\[0\]: 'ghost' names no step",
+        ),
         (
             lambda d: d.__setitem__("status", "finished"),
             CorruptCheckpointError,
