@@ -10,15 +10,16 @@ import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from click.testing import CliRunner
-from starlette.testclient import TestClient
 
 from justpipe import Pipe, Suspend
 from justpipe.cli.main import cli as cli_group
 from justpipe.cli.registry import PipelineRegistry
-from justpipe.dashboard.server import create_app
+
+if TYPE_CHECKING:
+    from starlette.testclient import TestClient
 
 ORIGIN = "http://127.0.0.1:8741"
 STATUSES = (
@@ -97,4 +98,9 @@ def stored_root() -> Path:
 
 
 def client_for(root: Path) -> TestClient:
+    # imported here: the CLI's tests use this module where the dashboard extra is absent
+    from starlette.testclient import TestClient
+
+    from justpipe.dashboard.server import create_app
+
     return TestClient(create_app(PipelineRegistry(root)), base_url=ORIGIN)
