@@ -158,3 +158,20 @@ def test_stats_compares_durations_only_within_a_pipeline(root: Path) -> None:
     out = cli("stats")
     assert "Warning: Performance outlier in pipeline 'slow'!" in out
     assert "pipeline 'fast'" not in out
+
+
+def test_stats_and_show_treat_a_suspended_run_as_not_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: `stats` averaged the first segment of suspended and interrupted runs into
+    the durations of runs, and `show` printed a suspended run's pause as "Ended:"."""
+    from status_fixtures import make_jobs
+
+    monkeypatch.setenv("JUSTPIPE_STORAGE_PATH", str(tmp_path / "store"))
+    monkeypatch.setattr(formatting, "HAS_RICH", False)
+    ids = make_jobs()  # suspended twice, one success, one failure, one interrupted
+    assert "Duration Statistics (2 run(s) that ended):" in cli("stats")
+    shown = cli("show", ids["suspend"][0])
+    assert "\nSuspended at: " in shown
+    assert "\nEnded: " not in shown
+    assert "\nEnded: " in cli("show", ids["ok"][0])

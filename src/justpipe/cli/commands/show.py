@@ -64,7 +64,9 @@ def _print_summary(item: AnnotatedRun) -> None:
         print(f"Damaged: {run.damage}")
     print(f"Started: {format_start(run)}")
     if run.end_time is not None:
-        print(f"Ended: {format_timestamp(run.end_time)}")
+        # a suspended run's row ends with its last segment: the run itself goes on
+        label = "Suspended at" if item.status is RunStatus.SUSPENDED else "Ended"
+        print(f"{label}: {format_timestamp(run.end_time)}")
     if run.duration is not None:
         print(f"Duration: {format_duration(run.duration.total_seconds())}")
     error = item.error

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 
 from justpipe.cli.formatting import EXIT_OK, format_duration, short_id
 from justpipe.cli.registry import AnnotatedRun, PipelineRegistry
-from justpipe.storage.status import RunStatus, cutoff_days_ago, success_rate
+from justpipe.storage.status import ENDED, RunStatus, cutoff_days_ago, success_rate
 
 __all__ = ["stats_command"]
 
@@ -55,8 +55,11 @@ def stats_command(registry: PipelineRegistry, pipeline: str | None, days: int = 
         return EXIT_OK
     runs = [item for item in runs if item.status is not RunStatus.DAMAGED]
     statuses = Counter(item.status for item in runs)
+    # a suspended or interrupted run's duration is only its segments' so far: not a run's
     durations = [
-        item.run.duration.total_seconds() for item in runs if item.run.duration is not None
+        item.run.duration.total_seconds()
+        for item in runs
+        if item.run.duration is not None and item.status in ENDED
     ]
     _print_header(pipeline, days)
     print(f"\nTotal Runs:        {len(runs)}")
@@ -109,7 +112,7 @@ def _print_success_rate(statuses: Counter[RunStatus]) -> None:
 def _print_durations(durations: list[float]) -> None:
     if not durations:
         return
-    print("\nDuration Statistics:")
+    print(f"\nDuration Statistics ({len(durations)} run(s) that ended):")
     print(f"  Average:         {format_duration(sum(durations) / len(durations))}")
     print(f"  Minimum:         {format_duration(min(durations))}")
     print(f"  Maximum:         {format_duration(max(durations))}")
